@@ -1,0 +1,172 @@
+//! Long jobs: the event enum the UI renders, the sink jobs report to, and cooperative cancel.
+//!
+//! Every pipeline function takes `&dyn ProgressSink` and `&CancelToken`; it neither knows nor
+//! cares whether a window, the CLI or a test is listening.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Identifies a running or finished job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One thing that happened in a job. Serialised as `{ "type": "progress", "data": { .. } }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "camelCase")]
+pub enum JobEvent {
+    Started {
+        job: JobId,
+        kind: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Progress {
+        current: u64,
+        total: u64,
+        unit: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    Metrics {
+        step: u64,
+        loss: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        eval_loss: Option<f64>,
+        lr: f64,
+        tokens_per_sec: f64,
+        eta_secs: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mem_bytes: Option<u64>,
+    },
+    Warning {
+        message: String,
+    },
+    Checkpoint {
+        path: String,
+    },
+    Finished,
+    Failed {
+        error: String,
+    },
+    Cancelled,
+}
+
+/// Where a job reports what it does. Implementations must be cheap and must not block.
+pub trait ProgressSink: Send + Sync {
+    fn emit(&self, event: JobEvent);
+}
+
+/// A sink that discards everything (for callers that do not watch).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl ProgressSink for NullSink {
+    fn emit(&self, _event: JobEvent) {}
+}
+
+/// A sink that records every event; used by tests and by the CLI's `--json` summaries.
+#[derive(Debug, Default)]
+pub struct VecSink(Mutex<Vec<JobEvent>>);
+
+impl VecSink {
+    pub fn events(&self) -> Vec<JobEvent> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl ProgressSink for VecSink {
+    fn emit(&self, event: JobEvent) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event);
+        }
+    }
+}
+
+impl<F: Fn(JobEvent) + Send + Sync> ProgressSink for F {
+    fn emit(&self, event: JobEvent) {
+        self(event)
+    }
+}
+
+/// Cooperative cancellation: cheap to clone, checked by jobs between units of work.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialise_as_tagged_camel_case() {
+        let e = JobEvent::Progress {
+            current: 1,
+            total: 3,
+            unit: "files".into(),
+            message: None,
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "progress", "data": {"current": 1, "total": 3, "unit": "files"}})
+        );
+        let m = JobEvent::Metrics {
+            step: 2,
+            loss: 1.5,
+            eval_loss: None,
+            lr: 1e-4,
+            tokens_per_sec: 10.0,
+            eta_secs: 3.0,
+            mem_bytes: Some(7),
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["type"], "metrics");
+        assert_eq!(json["data"]["tokensPerSec"], 10.0);
+        assert_eq!(json["data"]["memBytes"], 7);
+        assert!(json["data"].get("evalLoss").is_none());
+        let back: JobEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn cancel_is_shared_between_clones() {
+        let t = CancelToken::new();
+        let u = t.clone();
+        assert!(!u.is_cancelled());
+        t.cancel();
+        assert!(u.is_cancelled());
+    }
+
+    #[test]
+    fn closures_and_vec_sinks_receive_events() {
+        let sink = VecSink::default();
+        sink.emit(JobEvent::Finished);
+        assert_eq!(sink.events(), vec![JobEvent::Finished]);
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        let f = |_e: JobEvent| {
+            count.fetch_add(1, Ordering::Relaxed);
+        };
+        (&f as &dyn ProgressSink).emit(JobEvent::Cancelled);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,16 @@
+//! DocTune's shared vocabulary, used by every other crate and by neither shell directly.
+//!
+//! - [`Scope`]: confines paths to a root folder (canonicalised; `..` and symlink escapes refused).
+//! - [`atomic`]: write-to-temp, fsync, rename — a crash leaves the old file or the new one.
+//! - [`JobEvent`], [`ProgressSink`], [`CancelToken`]: how long jobs report and are stopped.
+//! - [`Code`]: the small set of error codes a caller (the UI) branches on.
+
+pub mod atomic;
+pub mod code;
+pub mod job;
+pub mod scope;
+
+pub use atomic::{write_atomic, write_json_atomic};
+pub use code::Code;
+pub use job::{CancelToken, JobEvent, JobId, NullSink, ProgressSink, VecSink};
+pub use scope::{Scope, ScopeError};
