@@ -1,0 +1,42 @@
+//! Where DocTune keeps its data: `$DOCTUNE_HOME` if set, else the OS's per-user data folder
+//! (`~/.local/share/DocTune` on Linux, `~/Library/Application Support/DocTune` on macOS,
+//! `%APPDATA%\DocTune` on Windows). Projects live in its `projects/` folder.
+
+use crate::ApiError;
+use std::path::{Path, PathBuf};
+
+/// DocTune's data folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// A home at an explicit folder (tests, `--home`).
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The default home: `DOCTUNE_HOME`, else the OS data folder.
+    pub fn from_env() -> Result<Self, ApiError> {
+        if let Some(p) = std::env::var_os("DOCTUNE_HOME").filter(|p| !p.is_empty()) {
+            return Ok(Self::at(PathBuf::from(p)));
+        }
+        dirs::data_dir()
+            .map(|d| Self::at(d.join("DocTune")))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "cannot tell where to keep DocTune's data: no home folder; set DOCTUNE_HOME",
+                )
+            })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder that holds one folder per project.
+    pub fn projects_dir(&self) -> PathBuf {
+        self.root.join("projects")
+    }
+}

@@ -1,0 +1,296 @@
+//! Use-case tests through `doctune-api`, without a window: projects and documents.
+
+use doctune_api::{add_documents, projects, ApiError, Code, Home, Limits};
+use doctune_core::{CancelToken, JobEvent, NullSink, VecSink};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn home() -> (tempfile::TempDir, Home) {
+    let d = tempfile::tempdir().unwrap();
+    let h = Home::at(d.path().join("home"));
+    (d, h)
+}
+
+fn add(dir: &Path, paths: &[PathBuf]) -> doctune_api::AddReport {
+    add_documents(
+        dir,
+        paths,
+        &Limits::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn create_list_and_open_projects() {
+    let (_d, h) = home();
+    assert!(projects::list(&h).unwrap().is_empty());
+    let a = projects::create(&h, "My Thesis").unwrap();
+    assert_eq!(a.id, "my-thesis");
+    assert_eq!(a.document_count, 0);
+    let b = projects::create(&h, " my thesis ").map(|_| ()).unwrap_err();
+    assert_eq!(b.code, Code::AlreadyExists);
+    let c = projects::create(&h, "My  thesis 2").unwrap();
+    let listed = projects::list(&h).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|p| p.id == c.id));
+    let dir = projects::dir_of(&h, "my-thesis").unwrap();
+    for sub in projects::SUBDIRS {
+        assert!(dir.join(sub).is_dir(), "{sub}");
+    }
+    let p = projects::open(&dir).unwrap();
+    assert_eq!(p.summary.name, "My Thesis");
+    // project.json is what we say it is.
+    let json: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("project.json")).unwrap()).unwrap();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["name"], "My Thesis");
+    // Ids cannot reach outside the projects folder.
+    for bad in ["../x", "/etc", ".hidden", "", "missing"] {
+        let e: ApiError = projects::dir_of(&h, bad).unwrap_err();
+        assert!(
+            matches!(
+                e.code,
+                Code::InvalidInput | Code::NotFound | Code::OutsideScope
+            ),
+            "{bad}: {e:?}"
+        );
+    }
+    // locate: by folder, by id, by name.
+    assert_eq!(projects::locate(&h, dir.to_str().unwrap()).unwrap(), dir);
+    assert_eq!(projects::locate(&h, "my-thesis").unwrap(), dir);
+    assert_eq!(projects::locate(&h, "My Thesis").unwrap(), dir);
+    let e = projects::locate(&h, "nope").unwrap_err();
+    assert!(e.message.contains("nope"));
+}
+
+#[test]
+fn adding_copies_hashes_types_and_reports_duplicates() {
+    let (d, h) = home();
+    let p = projects::create(&h, "docs").unwrap();
+    let dir = PathBuf::from(&p.path);
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("notes.md"), "# Notes\n\nhello").unwrap();
+    fs::write(src.join("paper.pdf"), b"%PDF-1.7\n%fake").unwrap();
+    fs::write(src.join("copy.md"), "# Notes\n\nhello").unwrap();
+    fs::write(src.join("lies.docx"), b"%PDF-1.4 really a pdf").unwrap();
+
+    let sink = VecSink::default();
+    let r = add_documents(
+        &dir,
+        &[
+            src.join("notes.md"),
+            src.join("paper.pdf"),
+            src.join("copy.md"),
+            src.join("lies.docx"),
+        ],
+        &Limits::default(),
+        &sink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(r.added.len(), 3, "{r:?}");
+    assert_eq!(r.duplicates.len(), 1);
+    assert_eq!(r.duplicates[0].existing, "notes.md");
+    assert!(r.duplicates[0].path.ends_with("copy.md"));
+    let md = &r.added[0];
+    assert_eq!(md.format.label(), "Markdown");
+    assert_eq!(md.size_bytes, 14);
+    // sha256sum of the same bytes
+    assert_eq!(
+        md.sha256,
+        "8308cc372b77cd665969724964a425bea33928d861f3b23eb66b76b834442eac"
+    );
+    assert_eq!(r.added[1].format.label(), "PDF");
+    assert_eq!(r.added[2].format.label(), "PDF");
+    assert_eq!(
+        r.added[2].warning.as_deref(),
+        Some("the extension says .docx but the content is PDF")
+    );
+    // Copies are byte-identical; originals untouched.
+    assert_eq!(
+        fs::read(dir.join("documents/notes.md")).unwrap(),
+        fs::read(src.join("notes.md")).unwrap()
+    );
+    assert!(src.join("notes.md").exists());
+    // Progress: one event per file plus a final one.
+    let progress = sink
+        .events()
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Progress { .. }))
+        .count();
+    assert_eq!(progress, 5);
+    // Persisted.
+    let opened = projects::open(&dir).unwrap();
+    assert_eq!(opened.documents.len(), 3);
+    assert_eq!(opened.summary.document_count, 3);
+    // Adding the same again: all duplicates, nothing copied.
+    let again = add(&dir, &[src.join("notes.md")]);
+    assert!(again.added.is_empty());
+    assert_eq!(again.duplicates.len(), 1);
+    assert_eq!(
+        fs::read_dir(dir.join("documents")).unwrap().count(),
+        3,
+        "no temp files left"
+    );
+}
+
+#[test]
+fn same_name_different_content_gets_a_new_name() {
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "p").unwrap().path);
+    for (i, sub) in ["a", "b"].iter().enumerate() {
+        let s = d.path().join(sub);
+        fs::create_dir_all(&s).unwrap();
+        fs::write(s.join("report.txt"), format!("version {i}")).unwrap();
+    }
+    let r = add(
+        &dir,
+        &[d.path().join("a/report.txt"), d.path().join("b/report.txt")],
+    );
+    let files: Vec<_> = r.added.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(files, ["report.txt", "report (2).txt"]);
+    assert_eq!(r.added[1].name, "report.txt");
+}
+
+#[test]
+fn bad_paths_get_specific_errors() {
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "p").unwrap().path);
+    let missing = d.path().join("missing.pdf");
+    let r = add(&dir, std::slice::from_ref(&missing));
+    assert_eq!(r.failed.len(), 1);
+    assert_eq!(r.failed[0].code, Code::NotFound);
+    assert_eq!(
+        r.failed[0].message,
+        format!("{}: no such file or folder", missing.display())
+    );
+
+    #[cfg(unix)]
+    {
+        // A FIFO must be refused without blocking.
+        let fifo = d.path().join("pipe");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let r = add(&dir, std::slice::from_ref(&fifo));
+        assert_eq!(r.failed[0].code, Code::NotARegularFile);
+        assert!(
+            r.failed[0].message.contains("FIFO"),
+            "{}",
+            r.failed[0].message
+        );
+        assert!(r.failed[0].message.contains("pipe"));
+
+        // A dangling link.
+        let dangling = d.path().join("dangling.txt");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dangling).unwrap();
+        let r = add(&dir, &[dangling]);
+        assert_eq!(r.failed[0].code, Code::NotFound);
+    }
+    assert!(projects::open(&dir).unwrap().documents.is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn folders_are_walked_and_links_out_of_them_refused() {
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "p").unwrap().path);
+    let chosen = d.path().join("chosen");
+    fs::create_dir_all(chosen.join("sub/deeper")).unwrap();
+    fs::write(chosen.join("a.txt"), "a").unwrap();
+    fs::write(chosen.join("sub/b.html"), "<html><p>b").unwrap();
+    fs::write(chosen.join("sub/deeper/c.csv"), "x,y\n1,2\n").unwrap();
+    fs::write(chosen.join(".hidden"), "h").unwrap();
+    fs::write(d.path().join("secret.txt"), "secret").unwrap();
+    std::os::unix::fs::symlink(d.path().join("secret.txt"), chosen.join("escape.txt")).unwrap();
+    std::os::unix::fs::symlink(&chosen, chosen.join("sub/loop")).unwrap();
+    std::os::unix::fs::symlink(chosen.join("a.txt"), chosen.join("inner-link.txt")).unwrap();
+
+    let r = add(&dir, std::slice::from_ref(&chosen));
+    let mut names: Vec<_> = r.added.iter().map(|e| e.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["a.txt", "b.html", "c.csv"], "{r:#?}");
+    assert_eq!(r.skipped_hidden, 1);
+    // The inner link is the same bytes as a.txt: a duplicate, not an error.
+    assert_eq!(r.duplicates.len(), 1);
+    assert_eq!(r.failed.len(), 1, "{r:#?}");
+    assert_eq!(r.failed[0].code, Code::OutsideScope);
+    assert!(r.failed[0].message.contains("escape.txt"));
+    assert!(r.failed[0].message.contains("outside the folder you chose"));
+    // Nothing of the secret was copied.
+    for e in fs::read_dir(dir.join("documents")).unwrap() {
+        assert_ne!(fs::read(e.unwrap().path()).unwrap(), b"secret");
+    }
+}
+
+#[test]
+fn limits_are_enforced() {
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "p").unwrap().path);
+    let big = d.path().join("big.txt");
+    fs::write(&big, vec![b'a'; 2048]).unwrap();
+    let limits = Limits {
+        max_file_bytes: 1024,
+        ..Limits::default()
+    };
+    let r = add_documents(&dir, &[big], &limits, &NullSink, &CancelToken::new()).unwrap();
+    assert_eq!(r.failed[0].code, Code::InvalidInput);
+    assert!(
+        r.failed[0].message.contains("larger than the 1.0 KB limit"),
+        "{}",
+        r.failed[0].message
+    );
+
+    let many = d.path().join("many");
+    fs::create_dir_all(&many).unwrap();
+    for i in 0..5 {
+        fs::write(many.join(format!("{i}.txt")), format!("{i}")).unwrap();
+    }
+    let limits = Limits {
+        max_files: 3,
+        ..Limits::default()
+    };
+    let e = add_documents(&dir, &[many], &limits, &NullSink, &CancelToken::new()).unwrap_err();
+    assert_eq!(e.code, Code::InvalidInput);
+    assert!(e.message.contains("more than 3 files"));
+    assert_eq!(fs::read_dir(dir.join("documents")).unwrap().count(), 0);
+}
+
+#[test]
+fn cancel_keeps_what_was_added_and_leaves_no_partial_file() {
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "p").unwrap().path);
+    let a = d.path().join("a.txt");
+    let b = d.path().join("b.txt");
+    fs::write(&a, "a").unwrap();
+    fs::write(&b, "b").unwrap();
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    // Cancel as soon as the second file starts.
+    let sink = move |e: JobEvent| {
+        if let JobEvent::Progress { current: 1, .. } = e {
+            c2.cancel();
+        }
+    };
+    let r = add_documents(&dir, &[a, b], &Limits::default(), &sink, &cancel).unwrap();
+    assert!(r.cancelled);
+    assert_eq!(r.added.len(), 1);
+    assert_eq!(fs::read_dir(dir.join("documents")).unwrap().count(), 1);
+    assert_eq!(projects::open(&dir).unwrap().documents.len(), 1);
+}
+
+#[test]
+fn doctor_reports_every_section() {
+    let (_d, h) = home();
+    let r = doctune_api::doctor(&h, &doctune_gpu::Gpus::init());
+    let json = serde_json::to_value(&r).unwrap();
+    for key in ["version", "system", "dataDir", "gpus", "keychain"] {
+        assert!(json.get(key).is_some(), "{key}");
+    }
+    assert_eq!(r.gpus.is_empty(), r.gpu_message.is_some());
+}

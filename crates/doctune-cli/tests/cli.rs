@@ -1,0 +1,107 @@
+//! The `doctune` binary end to end: exit codes, one-line errors, `--json` shapes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn doctune(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_doctune"))
+        .args(args)
+        .env("DOCTUNE_HOME", home)
+        .env_remove("DOCTUNE_LOG")
+        .output()
+        .unwrap()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+#[test]
+fn project_new_list_add_show() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let o = doctune(&home, &["project", "new", "Field Notes", "--json"]);
+    assert!(o.status.success(), "{o:?}");
+    let p = json(&o);
+    assert_eq!(p["id"], "field-notes");
+    let dir = p["path"].as_str().unwrap().to_string();
+
+    let o = doctune(&home, &["--json", "project", "list"]);
+    assert_eq!(json(&o).as_array().unwrap().len(), 1);
+    let o = doctune(&home, &["project", "list"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Field Notes"));
+
+    let f = d.path().join("a.txt");
+    std::fs::write(&f, "hello").unwrap();
+    let o = doctune(
+        &home,
+        &["add", "--project", &dir, f.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let r = json(&o);
+    assert_eq!(r["added"][0]["name"], "a.txt");
+    assert_eq!(r["added"][0]["format"], "text");
+    assert_eq!(r["added"][0]["sizeBytes"], 5);
+
+    // By name, and a duplicate is not an error.
+    let o = doctune(
+        &home,
+        &["add", "--project", "Field Notes", f.to_str().unwrap()],
+    );
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("duplicate"));
+
+    let o = doctune(&home, &["project", "show", "field-notes", "--json"]);
+    assert_eq!(json(&o)["documents"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn errors_exit_non_zero_with_one_line_naming_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    doctune(&home, &["project", "new", "p"]);
+    let missing = d.path().join("missing.pdf");
+    let o = doctune(&home, &["add", "--project", "p", missing.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.trim(),
+        format!("doctune: {}: no such file or folder", missing.display())
+    );
+
+    let o = doctune(
+        &home,
+        &["add", "--project", "p", missing.to_str().unwrap(), "--json"],
+    );
+    assert!(!o.status.success());
+    assert_eq!(json(&o)["failed"][0]["code"], "notFound");
+
+    let o = doctune(&home, &["add", "--project", "nope", "x"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "doctune: nope: no such project folder or project name"
+    );
+    let o = doctune(&home, &["--json", "project", "new", "  "]);
+    assert!(!o.status.success());
+    assert_eq!(json(&o)["error"]["code"], "invalidInput");
+}
+
+#[test]
+fn doctor_prints_every_reading() {
+    let d = tempfile::tempdir().unwrap();
+    let o = doctune(d.path(), &["doctor"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    for label in ["OS", "CPU", "RAM", "Disk", "GPU", "Keychain"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(label)),
+            "{label} missing in\n{out}"
+        );
+    }
+    let o = doctune(d.path(), &["doctor", "--json"]);
+    let j = json(&o);
+    assert!(j["system"]["totalMemoryBytes"].as_u64().unwrap() > 0);
+    assert!(j["keychain"]["reachable"].is_boolean());
+}
