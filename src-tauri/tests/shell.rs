@@ -1,0 +1,154 @@
+//! The desktop shell without a window: commands over the real IPC path (mock runtime, the real
+//! capabilities and ACL), and the security settings of the config and capability files.
+
+use doctune_api::Home;
+use doctune_app::AppState;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use tauri::ipc::{CallbackFn, InvokeBody};
+use tauri::test::{get_ipc_response, MockRuntime};
+use tauri::webview::InvokeRequest;
+use tauri::Manager;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+fn read_json(rel: &str) -> Value {
+    let p = format!("{MANIFEST_DIR}/{rel}");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn app(home: &std::path::Path) -> (tauri::App<MockRuntime>, tauri::WebviewWindow<MockRuntime>) {
+    let state = AppState {
+        home: Home::at(home),
+        gpus: doctune_gpu::Gpus::init(),
+    };
+    let app = doctune_app::builder::<MockRuntime>(state)
+        .build(doctune_app::context())
+        .unwrap();
+    let w = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+        .build()
+        .unwrap();
+    (app, w)
+}
+
+fn invoke(w: &tauri::WebviewWindow<MockRuntime>, cmd: &str, body: Value) -> Result<Value, Value> {
+    get_ipc_response(
+        w,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().unwrap(),
+            body: InvokeBody::Json(body),
+            headers: Default::default(),
+            invoke_key: w.app_handle().invoke_key().to_string(),
+        },
+    )
+    .map(|b| b.deserialize::<Value>().unwrap())
+}
+
+#[test]
+fn commands_work_over_ipc_and_errors_have_the_wire_shape() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    assert_eq!(invoke(&w, "list_projects", json!({})).unwrap(), json!([]));
+    let p = invoke(&w, "create_project", json!({"name": "Notes"})).unwrap();
+    assert_eq!(p["id"], "notes");
+    let opened = invoke(&w, "open_project", json!({"id": "notes"})).unwrap();
+    assert_eq!(opened["name"], "Notes");
+    assert_eq!(opened["documents"], json!([]));
+    // A project id that tries to leave the projects folder.
+    let err = invoke(&w, "open_project", json!({"id": "../../etc"})).unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a project id"));
+    let err = invoke(&w, "create_project", json!({"name": "notes"})).unwrap_err();
+    assert_eq!(err["code"], "alreadyExists");
+    let doctor = invoke(&w, "doctor", json!({})).unwrap();
+    assert!(doctor["system"]["logicalCores"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn commands_not_granted_to_the_window_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    // The dialog plugin is loaded (Rust opens dialogs) but the UI is not granted its commands.
+    let err = invoke(&w, "plugin:dialog|open", json!({"options": {}})).unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    assert!(invoke(&w, "plugin:fs|read_file", json!({"path": "/etc/passwd"})).is_err());
+    assert!(invoke(&w, "no_such_command", json!({})).is_err());
+}
+
+#[test]
+fn other_windows_get_no_commands() {
+    let d = tempfile::tempdir().unwrap();
+    let (app, _main) = app(d.path());
+    let other = tauri::WebviewWindowBuilder::new(&app, "other", Default::default())
+        .build()
+        .unwrap();
+    let err = invoke(&other, "list_projects", json!({})).unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+}
+
+#[test]
+fn capability_grants_exactly_the_app_commands() {
+    let build = std::fs::read_to_string(format!("{MANIFEST_DIR}/build.rs")).unwrap();
+    let list = &build[build.find(".commands(&[").unwrap()..];
+    let list = &list[..list.find("])").unwrap()];
+    let commands: BTreeSet<String> = list
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(|c| format!("allow-{}", c.replace('_', "-")))
+        .collect();
+    assert_eq!(commands.len(), 6, "{commands:?}");
+
+    let cap = read_json("capabilities/main.json");
+    assert_eq!(cap["windows"], json!(["main"]));
+    let granted: BTreeSet<String> = cap["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            p.as_str()
+                .expect("permissions are plain identifiers")
+                .to_string()
+        })
+        .collect();
+    let mut expected = commands.clone();
+    expected.insert("core:event:allow-listen".into());
+    expected.insert("core:event:allow-unlisten".into());
+    assert_eq!(granted, expected);
+    let others: Vec<_> = std::fs::read_dir(format!("{MANIFEST_DIR}/capabilities"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        others,
+        ["main.json"],
+        "no other capability file grants more"
+    );
+}
+
+#[test]
+fn csp_is_strict_and_there_is_no_dev_server() {
+    let conf = read_json("tauri.conf.json");
+    assert!(conf["build"].get("devUrl").is_none(), "no dev server");
+    assert!(conf["build"].get("beforeDevCommand").is_none());
+    let sec = &conf["app"]["security"];
+    assert_eq!(sec["freezePrototype"], true);
+    assert_eq!(conf["app"]["withGlobalTauri"], false);
+    let csp = sec["csp"].as_object().unwrap();
+    assert_eq!(csp["default-src"], "'self'");
+    assert_eq!(csp["script-src"], "'self'");
+    assert_eq!(csp["object-src"], "'none'");
+    assert_eq!(csp["connect-src"], "ipc: http://ipc.localhost");
+    for (k, v) in csp {
+        let v = v.as_str().unwrap();
+        assert!(!v.contains("unsafe-"), "{k}: {v}");
+        assert!(!v.contains("https:") && !v.contains('*'), "{k}: {v}");
+    }
+    assert!(sec.get("dangerousDisableAssetCspModification").is_none());
+}

@@ -1,0 +1,114 @@
+// Typed wrappers over the Rust commands (src-tauri/src/commands.rs). The types mirror the
+// serialised Rust types in doctune-api; every failure arrives as an ApiError { code, message }.
+import { Channel, invoke } from "@tauri-apps/api/core";
+
+export type Code =
+  | "invalidInput"
+  | "notFound"
+  | "outsideScope"
+  | "notARegularFile"
+  | "alreadyExists"
+  | "noSpace"
+  | "cancelled"
+  | "internal";
+
+export interface ApiError {
+  code: Code;
+  message: string;
+  details?: unknown;
+}
+
+export interface ProjectSummary {
+  id: string;
+  name: string;
+  path: string;
+  createdAt: string;
+  documentCount: number;
+}
+
+export interface DocumentEntry {
+  name: string;
+  file: string;
+  sizeBytes: number;
+  sha256: string;
+  format: string;
+  warning?: string;
+  addedAt: string;
+  source: string;
+}
+
+export interface Project extends ProjectSummary {
+  documents: DocumentEntry[];
+}
+
+export interface AddFailure {
+  path: string;
+  code: Code;
+  message: string;
+}
+
+export interface AddReport {
+  added: DocumentEntry[];
+  duplicates: { path: string; existing: string }[];
+  failed: AddFailure[];
+  skippedHidden: number;
+  cancelled: boolean;
+}
+
+export type JobEvent =
+  | { type: "started"; data: { job: string; kind: string } }
+  | { type: "progress"; data: { current: number; total: number; unit: string; message?: string } }
+  | { type: "warning"; data: { message: string } }
+  | { type: "finished" }
+  | { type: "failed"; data: { error: string } }
+  | { type: "cancelled" };
+
+export interface GpuInfo {
+  index: number;
+  name: string;
+  memoryTotalBytes: number;
+  memoryUsedBytes: number;
+  utilizationPercent?: number;
+  temperatureC?: number;
+}
+
+export interface DoctorReport {
+  version: string;
+  system: {
+    os: string;
+    kernel?: string;
+    arch: string;
+    cpu: string;
+    logicalCores: number;
+    physicalCores?: number;
+    totalMemoryBytes: number;
+    availableMemoryBytes: number;
+  };
+  dataDir: string;
+  freeDiskBytes?: number;
+  gpus: GpuInfo[];
+  gpuMessage?: string;
+  keychain: { backend: string; reachable: boolean; message: string };
+}
+
+/** Turns whatever a rejected invoke carries into an ApiError. */
+export function asApiError(e: unknown): ApiError {
+  if (e && typeof e === "object" && "message" in e && "code" in e) return e as ApiError;
+  return { code: "internal", message: String(e) };
+}
+
+export const listProjects = () => invoke<ProjectSummary[]>("list_projects");
+export const createProject = (name: string) => invoke<ProjectSummary>("create_project", { name });
+export const openProject = (id: string) => invoke<Project>("open_project", { id });
+export const chooseDocuments = () => invoke<string[]>("choose_documents");
+export const doctor = () => invoke<DoctorReport>("doctor");
+
+export function addDocuments(
+  id: string,
+  paths: string[],
+  onEvent: (e: JobEvent) => void,
+): Promise<AddReport> {
+  const channel = new Channel<JobEvent>();
+  channel.onmessage = onEvent;
+  return invoke<AddReport>("add_documents", { id, paths, onEvent: channel });
+}

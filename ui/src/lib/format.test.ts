@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { baseName, formatDate, humanBytes, shortHash, summarizeAdd } from "./format";
+
+describe("humanBytes", () => {
+  it("uses bytes below a KiB and one decimal above", () => {
+    expect(humanBytes(0)).toBe("0 B");
+    expect(humanBytes(1023)).toBe("1023 B");
+    expect(humanBytes(1536)).toBe("1.5 KB");
+    expect(humanBytes(2 * 1024 ** 3)).toBe("2.0 GB");
+  });
+});
+
+describe("shortHash / baseName / formatDate", () => {
+  it("shortens hashes", () => {
+    expect(shortHash("8308cc372b77cd665969724964a425be")).toBe("8308cc372b77");
+  });
+  it("takes the last path part on any OS", () => {
+    expect(baseName("/home/a/report.pdf")).toBe("report.pdf");
+    expect(baseName("C:\\Users\\a\\notes.md")).toBe("notes.md");
+    expect(baseName("dir/")).toBe("dir");
+  });
+  it("keeps unparseable dates as they are", () => {
+    expect(formatDate("not a date")).toBe("not a date");
+    expect(formatDate("2026-01-02T03:04:05Z", "en-GB")).toMatch(/2026/);
+  });
+});
+
+describe("summarizeAdd", () => {
+  const base = { added: [], duplicates: [], failed: [], skippedHidden: 0, cancelled: false };
+  it("says nothing happened when nothing did", () => {
+    expect(summarizeAdd(base)).toBe("Nothing to add.");
+  });
+  it("counts each outcome with the right plural", () => {
+    const doc = {
+      name: "a",
+      file: "a",
+      sizeBytes: 1,
+      sha256: "x",
+      format: "text",
+      addedAt: "",
+      source: "a",
+    };
+    expect(
+      summarizeAdd({
+        ...base,
+        added: [doc, doc],
+        duplicates: [{ path: "b", existing: "a" }],
+        failed: [{ path: "c", code: "notFound", message: "c: no such file" }],
+        skippedHidden: 3,
+      }),
+    ).toBe(
+      "Added 2 documents, 1 duplicate not copied again, 1 file could not be added, 3 hidden files skipped.",
+    );
+  });
+});

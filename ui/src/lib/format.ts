@@ -1,0 +1,47 @@
+// Small pure helpers for showing values; unit-tested in format.test.ts.
+import type { AddReport } from "./api";
+
+/** `1.5 MB`-style sizes (powers of 1024, as file managers show them). */
+export function humanBytes(n: number): string {
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** The first 12 hex digits of a hash, enough to tell documents apart at a glance. */
+export function shortHash(sha256: string): string {
+  return sha256.slice(0, 12);
+}
+
+/** A date in the user's locale; the raw string when it does not parse. */
+export function formatDate(rfc3339: string, locale?: string): string {
+  const d = new Date(rfc3339);
+  if (Number.isNaN(d.getTime())) return rfc3339;
+  return d.toLocaleString(locale, { dateStyle: "medium", timeStyle: "short" });
+}
+
+/** The last part of a path, whichever separator it uses. */
+export function baseName(path: string): string {
+  const parts = path.split(/[\\/]/).filter((p) => p.length > 0);
+  return parts.length ? parts[parts.length - 1] : path;
+}
+
+/** One sentence that says what an add did, for the status line. */
+export function summarizeAdd(r: AddReport): string {
+  const parts: string[] = [];
+  const n = (k: number, one: string, many: string) => `${k} ${k === 1 ? one : many}`;
+  if (r.added.length) parts.push(`added ${n(r.added.length, "document", "documents")}`);
+  if (r.duplicates.length)
+    parts.push(`${n(r.duplicates.length, "duplicate", "duplicates")} not copied again`);
+  if (r.failed.length) parts.push(`${n(r.failed.length, "file", "files")} could not be added`);
+  if (r.skippedHidden) parts.push(`${n(r.skippedHidden, "hidden file", "hidden files")} skipped`);
+  if (r.cancelled) parts.push("cancelled");
+  if (!parts.length) return "Nothing to add.";
+  const s = parts.join(", ");
+  return s[0].toUpperCase() + s.slice(1) + ".";
+}
