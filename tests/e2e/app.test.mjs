@@ -1,0 +1,190 @@
+// End-to-end tests of the real DocTune window: the built app under Xvfb, driven over WebDriver
+// (tauri-driver → WebKitWebDriver). Run through `scripts/test`, which sets:
+//   DOCTUNE_APP   absolute path of the built doctune-app binary
+//   TAURI_DRIVER  path of the tauri-driver binary
+//   E2E_ARTIFACTS folder for screenshots
+// Each test saves a screenshot there.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { remote } from "webdriverio";
+import { appProcessTree, listeningSockets } from "./procnet.mjs";
+
+const APP = path.resolve(process.env.DOCTUNE_APP ?? "");
+const DRIVER = process.env.TAURI_DRIVER ?? "tauri-driver";
+const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS ?? "artifacts");
+const PORT = 4444;
+
+let driver;
+let browser;
+let work;
+
+async function waitForPort(port, ms) {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, "127.0.0.1", () => {
+        s.end();
+        resolve(true);
+      });
+      s.on("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`tauri-driver did not listen on ${port} within ${ms} ms`);
+}
+
+async function shot(name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await browser.saveScreenshot(path.join(ARTIFACTS, `${name}.png`));
+}
+
+/** Calls the function a real drop on the window calls, and waits for its report. */
+async function dropPaths(paths) {
+  return browser.executeAsync((p, done) => {
+    window.__doctuneAddPaths(p).then(done, (e) => done({ thrown: String(e) }));
+  }, paths);
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(APP), `DOCTUNE_APP must point at the built app (got ${APP})`);
+  work = fs.mkdtempSync(path.join(os.tmpdir(), "doctune-e2e-"));
+  const home = path.join(work, "doctune-home");
+  driver = spawn(DRIVER, ["--port", String(PORT)], {
+    env: { ...process.env, DOCTUNE_HOME: home },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  const exited = new Promise((_, reject) => {
+    driver.on("error", (e) => reject(new Error(`cannot start tauri-driver (${DRIVER}): ${e.message}`)));
+    driver.on("exit", (code) => reject(new Error(`tauri-driver exited with ${code}`)));
+  });
+  await Promise.race([waitForPort(PORT, 20_000), exited]);
+  exited.catch(() => {});
+  browser = await remote({
+    hostname: "127.0.0.1",
+    port: PORT,
+    logLevel: "warn",
+    capabilities: {
+      browserName: "wry",
+      "wdio:enforceWebDriverClassic": true,
+      "tauri:options": { application: APP },
+    },
+  });
+});
+
+after(async () => {
+  try {
+    await browser?.deleteSession();
+  } finally {
+    driver?.kill();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  }
+});
+
+describe("DocTune window", () => {
+  test("opens with its title and the Documents view", async () => {
+    const view = await browser.$('[data-testid="documents-view"]');
+    await view.waitForDisplayed({ timeout: 20_000 });
+    assert.equal(await browser.getTitle(), "DocTune");
+    assert.match(await view.getText(), /Create or open a project/);
+    await shot("01-start");
+  });
+
+  test("creates a project from the sidebar", async () => {
+    await browser.$('[data-testid="new-project-name"]').setValue("Lab handbook");
+    await browser.$('[data-testid="create-project"]').click();
+    const item = await browser.$('[data-testid="project-item"]');
+    await item.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await item.getText(), /Lab handbook/);
+    await browser.$('[data-testid="dropzone"]').waitForDisplayed({ timeout: 10_000 });
+    await shot("02-project");
+  });
+
+  test("adding files lists them with type and size", async () => {
+    const src = path.join(work, "src");
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, "notes.md"), "# Safety\n\nWear goggles.\n");
+    fs.writeFileSync(path.join(src, "manual.pdf"), "%PDF-1.7\n" + "x".repeat(2038));
+    fs.writeFileSync(path.join(src, "copy-of-notes.md"), "# Safety\n\nWear goggles.\n");
+    const report = await dropPaths([
+      path.join(src, "notes.md"),
+      path.join(src, "manual.pdf"),
+      path.join(src, "copy-of-notes.md"),
+    ]);
+    assert.equal(report.added.length, 2, JSON.stringify(report));
+    assert.equal(report.duplicates.length, 1);
+
+    const rows = await documentRows();
+    assert.deepEqual(rows, [
+      { name: "notes.md", type: "Markdown", size: "24 B" },
+      { name: "manual.pdf", type: "PDF", size: "2.0 KB" },
+    ]);
+    assert.match(
+      await browser.$('[data-testid="status"]').getText(),
+      /Added 2 documents, 1 duplicate not copied again/,
+    );
+    assert.match(
+      await browser.$('[data-testid="add-duplicate"]').getText(),
+      /copy-of-notes\.md: same content as notes\.md/,
+    );
+    // The copy is in the project; the original is untouched.
+    const home = path.join(work, "doctune-home", "projects", "lab-handbook", "documents");
+    assert.deepEqual(fs.readdirSync(home).sort(), ["manual.pdf", "notes.md"]);
+    await shot("03-documents");
+  });
+
+  test("bad paths show a clear error naming the file", async () => {
+    const missing = path.join(work, "nowhere", "missing.pdf");
+    const chosen = path.join(work, "chosen");
+    fs.mkdirSync(chosen);
+    fs.writeFileSync(path.join(work, "secret.txt"), "not for the project");
+    fs.symlinkSync(path.join(work, "secret.txt"), path.join(chosen, "escape.txt"));
+    const fifo = path.join(work, "pipe");
+    execFileSync("mkfifo", [fifo]);
+
+    const report = await dropPaths([missing, chosen, fifo]);
+    assert.equal(report.failed.length, 3, JSON.stringify(report));
+    const messages = await browser.$$('[data-testid="add-failure"]').map((f) => f.getText());
+    assert.ok(messages.includes(`${missing}: no such file or folder`), messages.join("\n"));
+    assert.ok(
+      messages.some((m) => m.startsWith(path.join(chosen, "escape.txt")) && m.includes("outside the folder you chose")),
+      messages.join("\n"),
+    );
+    assert.ok(messages.some((m) => m.startsWith(fifo) && m.includes("FIFO")), messages.join("\n"));
+    assert.match(await browser.$('[data-testid="status"]').getText(), /3 files could not be added/);
+    // Still two documents: nothing of the bad paths was copied.
+    assert.equal((await documentRows()).length, 2);
+    await shot("04-bad-paths");
+  });
+
+  test("the System view shows the machine", async () => {
+    await browser.$('[data-testid="nav-system"]').click();
+    const view = await browser.$('[data-testid="system-view"]');
+    await view.waitForDisplayed({ timeout: 10_000 });
+    await browser.waitUntil(async () => /Keychain/.test(await view.getText()), { timeout: 15_000 });
+    assert.match(await browser.$('[data-testid="gpu"]').getText(), /NVIDIA|no NVIDIA GPU found/);
+    await shot("05-system");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
+  test("no process of the app listens on any socket", async () => {
+    const pids = appProcessTree(APP);
+    assert.ok(pids.length >= 1, "the app process was not found");
+    const listening = listeningSockets(pids);
+    assert.deepEqual(listening, [], `listening sockets: ${JSON.stringify(listening)}`);
+  });
+});
+
+/** The Documents table as [{ name, type, size }]. */
+async function documentRows() {
+  return browser.$$('[data-testid="document-row"]').map(async (row) => ({
+    name: (await row.$('[data-testid="document-name"]').getText()).trim(),
+    type: await row.$('[data-testid="document-type"]').getText(),
+    size: await row.$('[data-testid="document-size"]').getText(),
+  }));
+}
