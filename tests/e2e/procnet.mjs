@@ -85,3 +85,25 @@ export function listeningSockets(pids) {
   }
   return found;
 }
+
+/**
+ * The TCP port of WebKit's remote-inspector server when `pid` was started for WebDriver
+ * automation (WebKitWebDriver sets WEBKIT_INSPECTOR_SERVER=host:port in the browser's
+ * environment and drives it through that socket), else null.
+ */
+export function inspectorServerPort(pid) {
+  let env = "";
+  try {
+    env = fs.readFileSync(`/proc/${pid}/environ`, "utf8");
+  } catch {
+    return null;
+  }
+  const entry = env.split("\0").find((e) => e.startsWith("WEBKIT_INSPECTOR_SERVER="));
+  const m = entry && /:(\d+)$/.exec(entry);
+  return m ? Number(m[1]) : null;
+}
+
+/** The port of a /proc/net address like "0100007F:D24B". */
+export function portOf(local) {
+  return parseInt(local.split(":").pop(), 16);
+}

@@ -247,13 +247,13 @@ fn print_doctor(r: &doctune_api::DoctorReport) {
                 .unwrap_or_default()
         );
     }
-    println!(
-        "Keychain  {}: {}",
-        r.keychain.backend,
-        if r.keychain.reachable {
-            "reachable".to_string()
-        } else {
-            format!("not reachable — {}", r.keychain.message)
-        }
-    );
+    let k = &r.keychain;
+    let state = if k.usable {
+        "reachable and unlocked".to_string()
+    } else if k.reachable {
+        format!("reachable but not usable — {}", k.message)
+    } else {
+        format!("not reachable — {}", k.message)
+    };
+    println!("Keychain  {}: {state}", k.backend);
 }

@@ -48,6 +48,9 @@ pub enum SecretError {
     /// No keychain service answered. The message says what to install; there is no fallback.
     #[error("no OS keychain is reachable ({detail}). {hint}")]
     NoKeychain { detail: String, hint: &'static str },
+    /// The keychain answered but is locked, has no default keyring, or wants a prompt.
+    #[error("the OS keychain is locked or has no default keyring ({detail}). {hint}")]
+    Locked { detail: String, hint: &'static str },
     #[error("the keychain refused the operation: {0}")]
     Keychain(String),
 }
@@ -64,12 +67,25 @@ pub const fn install_hint() -> &'static str {
     }
 }
 
-/// Whether a keychain is reachable, and which backend it is.
+/// What to do about a locked keychain, per OS.
+pub const fn unlock_hint() -> &'static str {
+    if cfg!(target_os = "linux") {
+        "Log in to a desktop session that unlocks the login keyring, or create and unlock one \
+         (e.g. with Seahorse, or `gnome-keyring-daemon --unlock`)."
+    } else {
+        "Unlock the login keychain and try again."
+    }
+}
+
+/// Whether a keychain answers and can be used, and which backend it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeychainStatus {
     pub backend: &'static str,
+    /// The keychain service answered.
     pub reachable: bool,
+    /// It can store and read secrets now (reachable, unlocked, with a default keyring).
+    pub usable: bool,
     pub message: String,
 }
 
@@ -87,28 +103,29 @@ pub const fn backend_name() -> &'static str {
 /// Asks the keychain for an entry that does not exist; reading nothing writes nothing.
 pub fn probe() -> KeychainStatus {
     let backend = backend_name();
-    match read(HF_TOKEN_ACCOUNT) {
-        Ok(_) => KeychainStatus {
-            backend,
-            reachable: true,
-            message: "reachable".into(),
-        },
-        Err(e) => KeychainStatus {
-            backend,
-            reachable: false,
-            message: e.to_string(),
-        },
+    let (reachable, usable, message) = match read(HF_TOKEN_ACCOUNT) {
+        Ok(_) => (true, true, "reachable and unlocked".to_string()),
+        Err(e @ SecretError::Locked { .. }) => (true, false, e.to_string()),
+        Err(e) => (false, false, e.to_string()),
+    };
+    KeychainStatus {
+        backend,
+        reachable,
+        usable,
+        message,
     }
 }
 
 fn map_err(e: keyring::Error) -> SecretError {
     match e {
-        keyring::Error::PlatformFailure(inner) | keyring::Error::NoStorageAccess(inner) => {
-            SecretError::NoKeychain {
-                detail: inner.to_string(),
-                hint: install_hint(),
-            }
-        }
+        keyring::Error::PlatformFailure(inner) => SecretError::NoKeychain {
+            detail: inner.to_string(),
+            hint: install_hint(),
+        },
+        keyring::Error::NoStorageAccess(inner) => SecretError::Locked {
+            detail: inner.to_string(),
+            hint: unlock_hint(),
+        },
         other => SecretError::Keychain(other.to_string()),
     }
 }
@@ -181,5 +198,9 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("no OS keychain is reachable"), "{msg}");
         assert!(msg.contains(install_hint()), "{msg}");
+        let err = map_err(keyring::Error::NoStorageAccess("locked".into()));
+        let msg = err.to_string();
+        assert!(msg.contains("locked or has no default keyring"), "{msg}");
+        assert!(msg.contains(unlock_hint()), "{msg}");
     }
 }

@@ -88,7 +88,7 @@ export interface DoctorReport {
   freeDiskBytes?: number;
   gpus: GpuInfo[];
   gpuMessage?: string;
-  keychain: { backend: string; reachable: boolean; message: string };
+  keychain: { backend: string; reachable: boolean; usable: boolean; message: string };
 }
 
 /** Turns whatever a rejected invoke carries into an ApiError. */

@@ -1,0 +1,53 @@
+// The app started the way a user starts it (no WebDriver, no inspector): once its window and
+// webview are up, no process of it listens on any TCP, UDP or Unix socket.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { appProcessTree, listeningSockets } from "./procnet.mjs";
+
+const APP = path.resolve(process.env.DOCTUNE_APP ?? "");
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test("the app, started normally, has no listening socket", async () => {
+  assert.ok(fs.existsSync(APP), `DOCTUNE_APP must point at the built app (got ${APP})`);
+  assert.ok(process.env.DISPLAY, "needs a display (run under xvfb-run)");
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), "doctune-standalone-"));
+  const env = { ...process.env, DOCTUNE_HOME: home };
+  delete env.WEBKIT_INSPECTOR_SERVER;
+  const app = spawn(APP, [], { env, stdio: ["ignore", "ignore", "inherit"] });
+  const exited = new Promise((r) => app.on("exit", r));
+  try {
+    // Wait until the webview's processes run (WebKit starts them when the page loads).
+    let pids = [];
+    for (let i = 0; i < 200 && pids.length < 2; i++) {
+      await sleep(100);
+      pids = appProcessTree(APP).filter((p) => p === app.pid || isDescendant(p, app.pid));
+    }
+    assert.ok(pids.length >= 2, `the app's webview did not start (processes: ${pids})`);
+    await sleep(1500);
+    pids = appProcessTree(APP).filter((p) => p === app.pid || isDescendant(p, app.pid));
+    const listening = listeningSockets(pids);
+    assert.deepEqual(listening, [], `listening sockets: ${JSON.stringify(listening)}`);
+  } finally {
+    app.kill("SIGTERM");
+    await Promise.race([exited, sleep(5000)]);
+    fs.rmSync(home, { recursive: true, force: true });
+  }
+});
+
+function isDescendant(pid, ancestor) {
+  let p = pid;
+  for (let i = 0; i < 64 && p > 1; i++) {
+    try {
+      const stat = fs.readFileSync(`/proc/${p}/stat`, "utf8");
+      p = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    } catch {
+      return false;
+    }
+    if (p === ancestor) return true;
+  }
+  return false;
+}
