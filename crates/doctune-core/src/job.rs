@@ -113,6 +113,38 @@ impl CancelToken {
     }
 }
 
+/// Lets through at most one event per interval (state transitions should bypass it).
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Throttle {
+    /// At most `per_second` events a second.
+    pub fn per_second(per_second: u32) -> Self {
+        Self {
+            every: std::time::Duration::from_secs(1) / per_second.max(1),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// True if an event may go out now (and records that it did).
+    pub fn ready(&self) -> bool {
+        let now = std::time::Instant::now();
+        let Ok(mut last) = self.last.lock() else {
+            return true;
+        };
+        match *last {
+            Some(t) if now.duration_since(t) < self.every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +178,15 @@ mod tests {
         assert!(json["data"].get("evalLoss").is_none());
         let back: JobEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn throttle_lets_the_first_through_then_waits() {
+        let t = Throttle::per_second(10);
+        assert!(t.ready());
+        assert!(!t.ready());
+        std::thread::sleep(std::time::Duration::from_millis(110));
+        assert!(t.ready());
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! - [`atomic`]: write-to-temp, fsync, rename — a crash leaves the old file or the new one.
 //! - [`JobEvent`], [`ProgressSink`], [`CancelToken`]: how long jobs report and are stopped.
 //! - [`Code`]: the small set of error codes a caller (the UI) branches on.
+//! - [`Family`]: the model families DocTune supports, by `config.json` architecture.
 
 pub mod atomic;
 pub mod code;
+pub mod families;
 pub mod job;
 pub mod scope;
 
 pub use atomic::{write_atomic, write_json_atomic};
 pub use code::Code;
-pub use job::{CancelToken, JobEvent, JobId, NullSink, ProgressSink, VecSink};
+pub use families::Family;
+pub use job::{CancelToken, JobEvent, JobId, NullSink, ProgressSink, Throttle, VecSink};
 pub use scope::{Scope, ScopeError};
