@@ -2,6 +2,9 @@
 //! Manager on Windows) and, in memory, inside [`Sensitive`], whose `Debug`, `Display` and
 //! `Serialize` all print `<redacted>`. There is no file fallback: when no keychain is reachable
 //! the caller gets [`SecretError::NoKeychain`] with what to install.
+//!
+//! Use cases take a `&dyn` [`SecretStore`]: [`Keychain`] in the app and the CLI,
+//! [`MemoryStore`] in tests that must not touch the user's keychain.
 
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -155,6 +158,51 @@ pub fn delete(account: &str) -> Result<(), SecretError> {
     match entry(account)?.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
         Err(e) => Err(map_err(e)),
+    }
+}
+
+/// Where secrets are kept.
+pub trait SecretStore: Send + Sync {
+    fn read(&self, account: &str) -> Result<Option<Sensitive<String>>, SecretError>;
+    fn store(&self, account: &str, value: &Sensitive<String>) -> Result<(), SecretError>;
+    fn delete(&self, account: &str) -> Result<(), SecretError>;
+}
+
+/// The OS keychain.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Keychain;
+
+impl SecretStore for Keychain {
+    fn read(&self, account: &str) -> Result<Option<Sensitive<String>>, SecretError> {
+        read(account)
+    }
+    fn store(&self, account: &str, value: &Sensitive<String>) -> Result<(), SecretError> {
+        store(account, value)
+    }
+    fn delete(&self, account: &str) -> Result<(), SecretError> {
+        delete(account)
+    }
+}
+
+/// Secrets in process memory only, for tests. Never a fallback for the keychain.
+#[derive(Debug, Default)]
+pub struct MemoryStore(std::sync::Mutex<std::collections::HashMap<String, Sensitive<String>>>);
+
+impl SecretStore for MemoryStore {
+    fn read(&self, account: &str) -> Result<Option<Sensitive<String>>, SecretError> {
+        Ok(self.0.lock().ok().and_then(|m| m.get(account).cloned()))
+    }
+    fn store(&self, account: &str, value: &Sensitive<String>) -> Result<(), SecretError> {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(account.to_string(), value.clone());
+        }
+        Ok(())
+    }
+    fn delete(&self, account: &str) -> Result<(), SecretError> {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(account);
+        }
+        Ok(())
     }
 }
 
