@@ -1,0 +1,38 @@
+//! The loopback test Hub as a process, for the app's end-to-end tests: serves `org/tiny` (a tiny
+//! Llama) and `org/pickle` (pickle only) on 127.0.0.1, prints its endpoint on the first line of
+//! stdout, and stops when its standard input closes or after ten minutes, whichever is first.
+//! Test-only: built as a cargo example, never shipped.
+
+#[path = "mod.rs"]
+mod support;
+
+use std::io::Read;
+use support::{tiny_llama, FakeHub, FakeRepo};
+
+fn main() {
+    let hub = FakeHub::start();
+    hub.add_repo(
+        "org/tiny",
+        FakeRepo {
+            files: tiny_llama(2),
+            ..Default::default()
+        },
+    );
+    let mut pickle = tiny_llama(1);
+    pickle.retain(|(n, _)| !n.ends_with(".safetensors"));
+    pickle.push(("pytorch_model.bin".into(), b"\x80\x02".to_vec()));
+    hub.add_repo(
+        "org/pickle",
+        FakeRepo {
+            files: pickle,
+            ..Default::default()
+        },
+    );
+    println!("{}", hub.endpoint);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(std::time::Duration::from_secs(600));
+}
