@@ -9,7 +9,7 @@
 //! computed, then renamed into place — or discarded if the project already holds the same bytes
 //! (reported as a duplicate). Originals are only ever read.
 
-use crate::projects::{self, now_rfc3339, DocumentEntry, ProjectLock};
+use crate::projects::{self, now_rfc3339, DirLock, DocumentEntry};
 use crate::ApiError;
 use doctune_core::{atomic, CancelToken, Code, JobEvent, ProgressSink, Scope};
 use serde::{Deserialize, Serialize};
@@ -121,7 +121,7 @@ pub fn add_documents(
     cancel: &CancelToken,
 ) -> Result<AddReport, ApiError> {
     let project_scope = Scope::new(project_dir)?;
-    let _lock = ProjectLock::acquire(project_scope.root())?;
+    let _lock = DirLock::acquire(project_scope.root())?;
     let mut file = projects::read_file(project_scope.root())?;
     let docs_dir = project_scope.resolve("documents")?;
     fs::create_dir_all(&docs_dir).map_err(|e| ApiError::io(&docs_dir, "cannot create", &e))?;

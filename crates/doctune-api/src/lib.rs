@@ -4,6 +4,9 @@
 //! - [`projects`]: create, list and open projects (a folder each, described by `project.json`).
 //! - [`documents`]: add files to a project — copied into `documents/`, hashed, typed, deduplicated.
 //! - [`doctor`]: what this machine offers (OS, CPU, RAM, disk, GPU, keychain).
+//! - [`models`]: the model library; pull from the Hub, import a local folder.
+//! - [`token`]: the Hub access token, kept in the OS keychain only.
+//! - [`Jobs`]: long jobs the app can cancel.
 //! - [`ApiError`]: the one error shape both shells show: `{ code, message, details? }`.
 //!
 //! Nothing here knows about Tauri; everything here is exercised by `cargo test -p doctune-api`.
@@ -12,12 +15,19 @@ pub mod doctor;
 pub mod documents;
 mod error;
 mod home;
+mod jobs;
+pub mod models;
 pub mod projects;
+pub mod token;
 
 pub use doctor::{doctor, DoctorReport};
 pub use documents::{add_documents, AddFailure, AddReport, Duplicate, Limits};
 pub use error::ApiError;
 pub use home::Home;
+pub use jobs::Jobs;
+pub use models::{ModelEntry, ModelSource};
 pub use projects::{DocumentEntry, Project, ProjectSummary};
+pub use token::TokenStatus;
 
-pub use doctune_core::{CancelToken, Code, JobEvent, ProgressSink};
+pub use doctune_core::{CancelToken, Code, JobEvent, JobId, ProgressSink};
+pub use doctune_secrets::{Keychain, MemoryStore, SecretStore, Sensitive};

@@ -105,7 +105,7 @@ fn validate_name(name: &str) -> Result<String, ApiError> {
 }
 
 /// A folder name made from a project name: lowercase ASCII letters, digits and dashes.
-fn slug(name: &str) -> String {
+pub(crate) fn slug(name: &str) -> String {
     let mut s = String::new();
     for c in name.chars() {
         if c.is_ascii_alphanumeric() {
@@ -291,12 +291,13 @@ fn summary(dir: &Path, file: &ProjectFile) -> ProjectSummary {
     }
 }
 
-/// An exclusive lock on a project, held while its `project.json` is read, changed and written,
-/// so that the app and the CLI cannot lose each other's changes. Released on drop.
+/// An exclusive lock on a folder (a project, or DocTune's home for the model library), held
+/// while a JSON file in it is read, changed and written, so that the app and the CLI cannot
+/// lose each other's changes. Released on drop.
 #[derive(Debug)]
-pub(crate) struct ProjectLock(fs::File);
+pub(crate) struct DirLock(fs::File);
 
-impl ProjectLock {
+impl DirLock {
     pub fn acquire(dir: &Path) -> Result<Self, ApiError> {
         let path = dir.join(LOCK_FILE);
         let f = fs::OpenOptions::new()
@@ -311,7 +312,7 @@ impl ProjectLock {
     }
 }
 
-impl Drop for ProjectLock {
+impl Drop for DirLock {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }

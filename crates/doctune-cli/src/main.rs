@@ -42,6 +42,48 @@ enum Command {
     },
     /// Show what this machine offers: OS, CPU, RAM, disk, GPU, keychain.
     Doctor,
+    /// The Hugging Face access token, kept in the OS keychain only.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Base models: pull from the Hub, import a folder, list the library.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Store a token, read from standard input (never from the command line).
+    Set,
+    /// Say whether a token is stored (never shows it).
+    Status,
+    /// Delete the stored token.
+    Delete,
+    /// Ask the Hub whose token it is.
+    Test,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelCommand {
+    /// Download a model from the Hub (safetensors and JSON files only, each hash-checked).
+    Pull {
+        /// The model id, like Qwen/Qwen2.5-0.5B-Instruct.
+        repo: String,
+        #[arg(long, default_value = "main")]
+        revision: String,
+    },
+    /// Register a model folder you already have (validated first).
+    Import {
+        dir: PathBuf,
+        /// Copy the files DocTune uses into its data folder instead of referencing them in place.
+        #[arg(long)]
+        copy: bool,
+    },
+    /// List the model library.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,12 +198,158 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Token { command } => return token_command(cli, command),
+        Command::Model { command } => return model_command(cli, &home, command),
         Command::Doctor => {
             let report = doctune_api::doctor(&home, &doctune_gpu::Gpus::init());
             if cli.json {
                 print_json(&report)?;
             } else {
                 print_doctor(&report);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_command(cli: &Cli, command: &TokenCommand) -> Result<ExitCode, ApiError> {
+    use doctune_api::{token, Keychain, Sensitive};
+    let store = Keychain;
+    match command {
+        TokenCommand::Set => {
+            let value = if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                rpassword::prompt_password("Hugging Face access token (input hidden): ")
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            }
+            .map_err(|e| {
+                ApiError::invalid(format!("cannot read the token from standard input: {e}"))
+            })?;
+            token::set(&store, Sensitive::new(value))?;
+            if cli.json {
+                print_json(&serde_json::json!({"stored": true}))?;
+            } else {
+                println!("token stored in the OS keychain");
+            }
+        }
+        TokenCommand::Status => {
+            let st = token::status(&store);
+            if cli.json {
+                print_json(&st)?;
+            } else if let Some(p) = &st.problem {
+                println!("cannot tell: {p}");
+            } else {
+                println!(
+                    "{}",
+                    if st.stored {
+                        "a token is stored in the OS keychain"
+                    } else {
+                        "no token stored"
+                    }
+                );
+            }
+            if st.problem.is_some() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        TokenCommand::Delete => {
+            token::delete(&store)?;
+            if cli.json {
+                print_json(&serde_json::json!({"stored": false}))?;
+            } else {
+                println!("token deleted");
+            }
+        }
+        TokenCommand::Test => {
+            let home = match &cli.home {
+                Some(h) => Home::at(h),
+                None => Home::from_env()?,
+            };
+            let name = token::test(&home, &store)?;
+            if cli.json {
+                print_json(&serde_json::json!({"name": name}))?;
+            } else {
+                println!("the token belongs to {name}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints download progress to stderr at most once a second (text mode only).
+struct StderrProgress(doctune_core::Throttle);
+
+impl doctune_core::ProgressSink for StderrProgress {
+    fn emit(&self, event: doctune_core::JobEvent) {
+        if let doctune_core::JobEvent::Progress {
+            current,
+            total,
+            message,
+            ..
+        } = event
+        {
+            if current == total || self.0.ready() {
+                let pct = (current * 100).checked_div(total).unwrap_or(100);
+                eprintln!("{pct:>3}%  {}", message.unwrap_or_default());
+            }
+        }
+    }
+}
+
+fn model_command(cli: &Cli, home: &Home, command: &ModelCommand) -> Result<ExitCode, ApiError> {
+    use doctune_api::documents::human_bytes;
+    use doctune_api::models;
+    let show = |m: &doctune_api::ModelEntry| {
+        println!(
+            "{:<36} {:<8} {:>7}M params {:<5} {:>10}  {}",
+            m.name,
+            m.family.label(),
+            m.parameters / 1_000_000,
+            m.dtype,
+            human_bytes(m.size_bytes),
+            m.path
+        )
+    };
+    match command {
+        ModelCommand::Pull { repo, revision } => {
+            let sink: Box<dyn doctune_core::ProgressSink> = if cli.json {
+                Box::new(NullSink)
+            } else {
+                Box::new(StderrProgress(doctune_core::Throttle::per_second(1)))
+            };
+            let m = models::pull(
+                home,
+                &doctune_api::Keychain,
+                repo,
+                revision,
+                sink.as_ref(),
+                &CancelToken::new(),
+            )?;
+            if cli.json {
+                print_json(&m)?;
+            } else {
+                show(&m);
+            }
+        }
+        ModelCommand::Import { dir, copy } => {
+            let m = models::import(home, dir, *copy)?;
+            if cli.json {
+                print_json(&m)?;
+            } else {
+                show(&m);
+            }
+        }
+        ModelCommand::List => {
+            let list = models::list(home)?;
+            if cli.json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!(
+                    "no models yet; `doctune model pull ORG/NAME` or `doctune model import DIR`"
+                );
+            } else {
+                list.iter().for_each(show);
             }
         }
     }

@@ -1,0 +1,339 @@
+//! Base models: the model library (`models.json` in DocTune's home), pulling from the Hub into
+//! `hub/` (Hugging Face's cache layout), and importing a local folder — referenced in place, or
+//! copied into `models/<id>/` with only the files DocTune uses.
+
+use crate::projects::{now_rfc3339, slug, DirLock};
+use crate::{ApiError, Home};
+use doctune_core::{write_json_atomic, CancelToken, Code, Family, ProgressSink, Scope};
+use doctune_hub::{HubClient, HubError, ModelFolderInfo};
+use doctune_secrets::{SecretStore, Sensitive};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const LIBRARY_FILE: &str = "models.json";
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ModelSource {
+    #[serde(rename_all = "camelCase")]
+    Hub {
+        repo: String,
+        revision: String,
+        commit: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Local { from: String, copied: bool },
+}
+
+/// One model of the library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelEntry {
+    pub id: String,
+    pub name: String,
+    /// The folder the model is loaded from.
+    pub path: String,
+    pub source: ModelSource,
+    pub family: Family,
+    pub architecture: String,
+    pub dtype: String,
+    pub parameters: u64,
+    pub size_bytes: u64,
+    pub added_at: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Library {
+    schema: u32,
+    models: Vec<ModelEntry>,
+}
+
+fn library_path(home: &Home) -> PathBuf {
+    home.root().join(LIBRARY_FILE)
+}
+
+fn read_library(home: &Home) -> Result<Library, ApiError> {
+    let path = library_path(home);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            ApiError::new(
+                Code::Internal,
+                format!("{}: not a valid model library: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Library {
+            schema: 1,
+            models: Vec::new(),
+        }),
+        Err(e) => Err(ApiError::io(&path, "cannot read", &e)),
+    }
+}
+
+/// The models in the library, newest first.
+pub fn list(home: &Home) -> Result<Vec<ModelEntry>, ApiError> {
+    let mut models = read_library(home)?.models;
+    models.reverse();
+    Ok(models)
+}
+
+/// Adds or refreshes the entry for `info` (one entry per folder).
+fn register(
+    home: &Home,
+    name: &str,
+    info: &ModelFolderInfo,
+    source: ModelSource,
+) -> Result<ModelEntry, ApiError> {
+    std::fs::create_dir_all(home.root())
+        .map_err(|e| ApiError::io(home.root(), "cannot create", &e))?;
+    let _lock = DirLock::acquire(home.root())?;
+    let mut lib = read_library(home)?;
+    let path = info
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| info.path.clone())
+        .display()
+        .to_string();
+    let existing = lib.models.iter().position(|m| m.path == path);
+    let id = match existing {
+        Some(i) => lib.models[i].id.clone(),
+        None => {
+            let base = slug(&name.replace('/', "--"));
+            let mut id = base.clone();
+            let mut n = 2;
+            while lib.models.iter().any(|m| m.id == id) {
+                id = format!("{base}-{n}");
+                n += 1;
+            }
+            id
+        }
+    };
+    let entry = ModelEntry {
+        id,
+        name: name.to_string(),
+        path,
+        source,
+        family: info.family,
+        architecture: info.architecture.clone(),
+        dtype: info.dtype.clone(),
+        parameters: info.parameters,
+        size_bytes: info.size_bytes,
+        added_at: now_rfc3339(),
+    };
+    match existing {
+        Some(i) => lib.models[i] = entry.clone(),
+        None => lib.models.push(entry.clone()),
+    }
+    lib.schema = 1;
+    let p = library_path(home);
+    write_json_atomic(&p, &lib).map_err(|e| ApiError::io(&p, "cannot write", &e))?;
+    Ok(entry)
+}
+
+pub(crate) fn hub_error(e: HubError) -> ApiError {
+    let code = match &e {
+        HubError::Cancelled => Code::Cancelled,
+        HubError::NoSpace { .. } => Code::NoSpace,
+        HubError::NotFound { .. } => Code::NotFound,
+        HubError::PickleOnly { .. }
+        | HubError::RemoteCode { .. }
+        | HubError::NotAModel { .. }
+        | HubError::InvalidModel { .. }
+        | HubError::TokenRequired { .. }
+        | HubError::AccessDenied { .. } => Code::InvalidInput,
+        _ => Code::Internal,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+pub(crate) fn hub_client(
+    home: &Home,
+    token: Option<&Sensitive<String>>,
+) -> Result<HubClient, ApiError> {
+    HubClient::new(
+        None,
+        &home.root().join("hub"),
+        token,
+        doctune_hub::remote::DEFAULT_CHUNK_BYTES,
+    )
+    .map_err(hub_error)
+}
+
+/// Runs a Hub call on a runtime of its own, dropped afterwards (which also stops any download
+/// task still running after a cancel).
+pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> T {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let out = rt.block_on(fut);
+    rt.shutdown_background();
+    out
+}
+
+/// `org/name` or `name`: letters, digits, `-`, `_`, `.`; no part starting with `.` or `-`.
+fn validate_repo(repo: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    let ok = (1..=2).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 96
+                && !p.starts_with(['.', '-'])
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "\"{repo}\" is not a Hub model id (like org/name)"
+        )))
+    }
+}
+
+fn validate_revision(rev: &str) -> Result<(), ApiError> {
+    if rev.is_empty()
+        || rev.len() > 128
+        || rev.contains("..")
+        || rev
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return Err(ApiError::invalid(format!(
+            "\"{rev}\" is not a revision (a branch, tag or commit)"
+        )));
+    }
+    Ok(())
+}
+
+/// Downloads `repo` at `revision` (safe files only, each hash-checked) and registers it.
+pub fn pull(
+    home: &Home,
+    store: &dyn SecretStore,
+    repo: &str,
+    revision: &str,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<ModelEntry, ApiError> {
+    validate_repo(repo)?;
+    validate_revision(revision)?;
+    let token = crate::token::current(store);
+    let client = hub_client(home, token.as_ref())?;
+    let pulled = block_on(client.pull(repo, revision, &doctune_gpu::free_disk_bytes, sink, cancel))
+        .map_err(hub_error)?;
+    register(
+        home,
+        repo,
+        &pulled.info,
+        ModelSource::Hub {
+            repo: repo.into(),
+            revision: revision.into(),
+            commit: pulled.commit,
+        },
+    )
+}
+
+/// Validates the model folder `folder` and registers it — in place, or copied into DocTune's
+/// `models/` folder with only the files DocTune uses.
+pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiError> {
+    let info = doctune_hub::inspect_folder(folder).map_err(hub_error)?;
+    let name = folder
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+    let from = folder.display().to_string();
+    if !copy {
+        return register(
+            home,
+            &name,
+            &info,
+            ModelSource::Local {
+                from,
+                copied: false,
+            },
+        );
+    }
+    let models = home.root().join("models");
+    std::fs::create_dir_all(&models).map_err(|e| ApiError::io(&models, "cannot create", &e))?;
+    let scope = Scope::new(&models)?;
+    let staging = tempfile::Builder::new()
+        .prefix(".import-")
+        .tempdir_in(scope.root())
+        .map_err(|e| ApiError::io(&models, "cannot create", &e))?;
+    let needed = info.size_bytes;
+    if let Some(free) = doctune_gpu::free_disk_bytes(scope.root()) {
+        if free < needed {
+            return Err(ApiError::new(
+                Code::NoSpace,
+                format!(
+                    "{}: copying needs {needed} bytes but {} has {free} free",
+                    folder.display(),
+                    models.display()
+                ),
+            ));
+        }
+    }
+    for f in &info.files {
+        let src = folder.join(f);
+        let dst = scope.resolve(staging.path().join(f))?;
+        std::fs::copy(&src, &dst).map_err(|e| ApiError::io(&src, "cannot copy", &e))?;
+        std::fs::File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ApiError::io(&dst, "cannot sync", &e))?;
+    }
+    // Validate the copy itself, then move it into place in one rename.
+    doctune_hub::inspect_folder(staging.path()).map_err(hub_error)?;
+    let base = slug(&name);
+    let mut n = 1;
+    let dest = loop {
+        let candidate = scope.resolve(if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        })?;
+        if !candidate.exists() {
+            break candidate;
+        }
+        n += 1;
+    };
+    let staged = staging.keep();
+    std::fs::rename(&staged, &dest)
+        .map_err(|e| ApiError::io(&dest, "cannot move the copy into place", &e))?;
+    let info = doctune_hub::inspect_folder(&dest).map_err(hub_error)?;
+    register(
+        home,
+        &name,
+        &info,
+        ModelSource::Local { from, copied: true },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_and_revisions() {
+        for ok in ["org/name", "gpt2", "Qwen/Qwen2.5-0.5B-Instruct", "a_b/c.d"] {
+            validate_repo(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "a/b/c",
+            "../x",
+            "org/.hidden",
+            "org/na me",
+            "org/-x",
+            "/x",
+        ] {
+            assert!(validate_repo(bad).is_err(), "{bad}");
+        }
+        validate_revision("main").unwrap();
+        validate_revision("refs/pr/1").unwrap();
+        for bad in ["", "a b", "../../x", "a\\b"] {
+            assert!(validate_revision(bad).is_err(), "{bad}");
+        }
+    }
+}
