@@ -10,6 +10,15 @@ fn main() {
             "add_documents",
             "choose_documents",
             "doctor",
+            "token_status",
+            "set_token",
+            "delete_token",
+            "test_token",
+            "list_models",
+            "start_pull",
+            "cancel_job",
+            "choose_model_folder",
+            "import_model",
         ]),
     ))
     .expect("tauri-build failed");

@@ -4,10 +4,11 @@
 
 use crate::AppState;
 use doctune_api::{
-    projects, AddReport, ApiError, CancelToken, DoctorReport, JobEvent, Limits, Project,
-    ProjectSummary,
+    models, projects, token, AddReport, ApiError, CancelToken, DoctorReport, JobEvent, JobId,
+    Limits, ModelEntry, Project, ProjectSummary, Sensitive, TokenStatus,
 };
 use std::path::PathBuf;
+use std::sync::Arc;
 use tauri::ipc::Channel;
 use tauri::State;
 use tauri_plugin_dialog::DialogExt;
@@ -42,16 +43,10 @@ pub async fn add_documents(
     let sink = move |e: JobEvent| {
         let _ = on_event.send(e);
     };
-    tauri::async_runtime::spawn_blocking(move || {
+    blocking(move || {
         doctune_api::add_documents(&dir, &paths, &Limits::default(), &sink, &CancelToken::new())
     })
     .await
-    .map_err(|e| {
-        ApiError::new(
-            doctune_api::Code::Internal,
-            format!("adding documents stopped: {e}"),
-        )
-    })?
 }
 
 /// Opens the native file dialog; returns the chosen files (empty if the user cancelled).
@@ -74,4 +69,85 @@ pub async fn choose_documents<R: tauri::Runtime>(
 #[tauri::command]
 pub fn doctor(state: State<'_, AppState>) -> DoctorReport {
     doctune_api::doctor(&state.home, &state.gpus)
+}
+
+#[tauri::command]
+pub fn token_status(state: State<'_, AppState>) -> TokenStatus {
+    token::status(state.secrets.as_ref())
+}
+
+/// The token arrives over IPC once and is wrapped at once; it is never returned or logged.
+#[tauri::command]
+pub fn set_token(state: State<'_, AppState>, token: String) -> Result<(), ApiError> {
+    token::set(state.secrets.as_ref(), Sensitive::new(token))
+}
+
+#[tauri::command]
+pub fn delete_token(state: State<'_, AppState>) -> Result<(), ApiError> {
+    token::delete(state.secrets.as_ref())
+}
+
+#[tauri::command]
+pub async fn test_token(state: State<'_, AppState>) -> Result<String, ApiError> {
+    let (home, secrets) = (state.home.clone(), state.secrets.clone());
+    blocking(move || token::test(&home, secrets.as_ref())).await
+}
+
+#[tauri::command]
+pub fn list_models(state: State<'_, AppState>) -> Result<Vec<ModelEntry>, ApiError> {
+    models::list(&state.home)
+}
+
+/// Starts a pull; progress, then `finished`/`failed`/`cancelled`, arrive on `on_event`.
+#[tauri::command]
+pub fn start_pull(
+    state: State<'_, AppState>,
+    repo: String,
+    revision: Option<String>,
+    on_event: Channel<JobEvent>,
+) -> JobId {
+    let (home, secrets) = (state.home.clone(), state.secrets.clone());
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    state.jobs.start("pull", sink, move |sink, cancel| {
+        let rev = revision.unwrap_or_else(|| "main".into());
+        models::pull(&home, secrets.as_ref(), &repo, &rev, sink, cancel).map(|_| ())
+    })
+}
+
+#[tauri::command]
+pub fn cancel_job(state: State<'_, AppState>, id: JobId) -> bool {
+    state.jobs.cancel(&id)
+}
+
+/// Opens the native folder dialog; returns the chosen folder, if any.
+#[tauri::command]
+pub async fn choose_model_folder<R: tauri::Runtime>(app: tauri::AppHandle<R>) -> Option<PathBuf> {
+    app.dialog()
+        .file()
+        .set_title("Import a model folder")
+        .blocking_pick_folder()
+        .and_then(|p| p.into_path().ok())
+}
+
+#[tauri::command]
+pub async fn import_model(
+    state: State<'_, AppState>,
+    path: PathBuf,
+    copy: bool,
+) -> Result<ModelEntry, ApiError> {
+    let home = state.home.clone();
+    blocking(move || models::import(&home, &path, copy)).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tauri::async_runtime::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            doctune_api::Code::Internal,
+            format!("the task stopped: {e}"),
+        )
+    })?
 }

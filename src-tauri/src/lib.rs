@@ -4,14 +4,37 @@
 
 pub mod commands;
 
-use doctune_api::Home;
+use doctune_api::{Home, Jobs, SecretStore};
+use std::sync::Arc;
 use tauri::Runtime;
 
 /// What every command can reach.
-#[derive(Debug)]
 pub struct AppState {
     pub home: Home,
     pub gpus: doctune_gpu::Gpus,
+    pub jobs: Jobs,
+    /// The OS keychain in the app; an in-memory store in tests.
+    pub secrets: Arc<dyn SecretStore>,
+}
+
+impl AppState {
+    /// The app's state over `home`, with the OS keychain.
+    pub fn new(home: Home) -> Self {
+        Self {
+            home,
+            gpus: doctune_gpu::Gpus::init(),
+            jobs: Jobs::default(),
+            secrets: Arc::new(doctune_api::Keychain),
+        }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The builder with DocTune's state, plugins, menu and commands, for any runtime (the real
@@ -28,6 +51,15 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::add_documents,
             commands::choose_documents,
             commands::doctor,
+            commands::token_status,
+            commands::set_token,
+            commands::delete_token,
+            commands::test_token,
+            commands::list_models,
+            commands::start_pull,
+            commands::cancel_job,
+            commands::choose_model_folder,
+            commands::import_model,
         ])
 }
 
@@ -52,11 +84,7 @@ pub fn run() {
             std::process::exit(1);
         }
     };
-    let state = AppState {
-        home,
-        gpus: doctune_gpu::Gpus::init(),
-    };
-    builder::<tauri::Wry>(state)
+    builder::<tauri::Wry>(AppState::new(home))
         .run(context())
         .unwrap_or_else(|e| {
             eprintln!("doctune: the window could not start: {e}");

@@ -1,10 +1,14 @@
 //! The desktop shell without a window: commands over the real IPC path (mock runtime, the real
 //! capabilities and ACL), and the security settings of the config and capability files.
 
-use doctune_api::Home;
+#[path = "../../crates/doctune-hub/tests/support/mod.rs"]
+mod support;
+
+use doctune_api::{Home, Jobs, MemoryStore};
 use doctune_app::AppState;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use tauri::ipc::{CallbackFn, InvokeBody};
 use tauri::test::{get_ipc_response, MockRuntime};
 use tauri::webview::InvokeRequest;
@@ -21,6 +25,8 @@ fn app(home: &std::path::Path) -> (tauri::App<MockRuntime>, tauri::WebviewWindow
     let state = AppState {
         home: Home::at(home),
         gpus: doctune_gpu::Gpus::init(),
+        jobs: Jobs::default(),
+        secrets: Arc::new(MemoryStore::default()),
     };
     let app = doctune_app::builder::<MockRuntime>(state)
         .build(doctune_app::context())
@@ -71,6 +77,58 @@ fn commands_work_over_ipc_and_errors_have_the_wire_shape() {
 }
 
 #[test]
+fn token_and_model_commands_over_ipc() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    assert_eq!(
+        invoke(&w, "token_status", json!({})).unwrap(),
+        json!({"stored": false, "problem": null})
+    );
+    let r = invoke(&w, "set_token", json!({"token": "hf_ipcSECRET"})).unwrap();
+    assert_eq!(r, Value::Null, "nothing of the token comes back");
+    assert_eq!(
+        invoke(&w, "token_status", json!({})).unwrap()["stored"],
+        true
+    );
+    let err = invoke(&w, "set_token", json!({"token": "not a token"})).unwrap_err();
+    assert_eq!(err["code"], "invalidInput");
+    invoke(&w, "delete_token", json!({})).unwrap();
+    assert_eq!(
+        invoke(&w, "token_status", json!({})).unwrap()["stored"],
+        false
+    );
+
+    assert_eq!(invoke(&w, "list_models", json!({})).unwrap(), json!([]));
+    let folder = d.path().join("tiny");
+    support::write_folder(&folder, &support::tiny_llama(1));
+    let m = invoke(&w, "import_model", json!({"path": folder, "copy": false})).unwrap();
+    assert_eq!(m["family"], "llama");
+    assert_eq!(m["source"]["kind"], "local");
+    assert_eq!(
+        invoke(&w, "list_models", json!({}))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = invoke(
+        &w,
+        "import_model",
+        json!({"path": d.path().join("missing"), "copy": false}),
+    )
+    .unwrap_err();
+    assert!(
+        err["message"].as_str().unwrap().contains("not a folder"),
+        "{err}"
+    );
+    assert_eq!(
+        invoke(&w, "cancel_job", json!({"id": "pull-none"})).unwrap(),
+        false
+    );
+}
+
+#[test]
 fn commands_not_granted_to_the_window_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_app, w) = app(d.path());
@@ -103,7 +161,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 6, "{commands:?}");
+    assert_eq!(commands.len(), 15, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

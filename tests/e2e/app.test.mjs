@@ -18,10 +18,12 @@ const APP = path.resolve(process.env.DOCTUNE_APP ?? "");
 const DRIVER = process.env.TAURI_DRIVER ?? "tauri-driver";
 const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS ?? "artifacts");
 const PORT = 4444;
+const FAKE_HUB = process.env.FAKE_HUB ?? "";
 
 let driver;
 let browser;
 let work;
+let fakeHub;
 
 async function waitForPort(port, ms) {
   const until = Date.now() + ms;
@@ -55,8 +57,15 @@ before(async () => {
   assert.ok(fs.existsSync(APP), `DOCTUNE_APP must point at the built app (got ${APP})`);
   work = fs.mkdtempSync(path.join(os.tmpdir(), "doctune-e2e-"));
   const home = path.join(work, "doctune-home");
+  // The loopback test Hub (crates/doctune-hub/tests/support): its endpoint is its first line.
+  assert.ok(fs.existsSync(FAKE_HUB), `FAKE_HUB must point at the fake-hub example (got ${FAKE_HUB})`);
+  fakeHub = spawn(FAKE_HUB, [], { stdio: ["pipe", "pipe", "inherit"] });
+  const endpoint = await new Promise((resolve, reject) => {
+    fakeHub.stdout.once("data", (d) => resolve(String(d).trim().split("\n")[0]));
+    fakeHub.once("error", reject);
+  });
   driver = spawn(DRIVER, ["--port", String(PORT)], {
-    env: { ...process.env, DOCTUNE_HOME: home },
+    env: { ...process.env, DOCTUNE_HOME: home, HF_ENDPOINT: endpoint },
     stdio: ["ignore", "inherit", "inherit"],
   });
   const exited = new Promise((_, reject) => {
@@ -69,6 +78,9 @@ before(async () => {
     hostname: "127.0.0.1",
     port: PORT,
     logLevel: "warn",
+    // tauri-driver can answer before WebKitWebDriver is ready; retry the session request.
+    connectionRetryCount: 6,
+    connectionRetryTimeout: 60_000,
     capabilities: {
       browserName: "wry",
       "wdio:enforceWebDriverClassic": true,
@@ -82,6 +94,7 @@ after(async () => {
     await browser?.deleteSession();
   } finally {
     driver?.kill();
+    fakeHub?.stdin.end();
     if (work) fs.rmSync(work, { recursive: true, force: true });
   }
 });
@@ -174,6 +187,69 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("Settings stores the token in the keychain and never shows it", async () => {
+    await browser.$('[data-testid="nav-settings"]').click();
+    const state = await browser.$('[data-testid="token-state"]');
+    await browser.waitUntil(async () => /No token stored/.test(await state.getText()), { timeout: 10_000 });
+    await browser.$('[data-testid="token-input"]').setValue("hf_e2eSECRETtoken");
+    await browser.$('[data-testid="token-save"]').click();
+    await browser.waitUntil(async () => /A token is stored/.test(await state.getText()), { timeout: 10_000 });
+    assert.equal(await browser.$('[data-testid="token-input"]').getValue(), "", "the field is cleared");
+    assert.ok(!(await browser.$("body").getText()).includes("SECRET"));
+    await shot("06-settings");
+    await browser.$('[data-testid="token-delete"]').click();
+    await browser.waitUntil(async () => /No token stored/.test(await state.getText()), { timeout: 10_000 });
+    // Nothing DocTune wrote holds the token.
+    for (const f of walk(path.join(work, "doctune-home"))) {
+      assert.ok(!fs.readFileSync(f).includes("hf_e2eSECRETtoken"), `token found in ${f}`);
+    }
+  });
+
+  test("Models imports a model folder and lists it", async () => {
+    await browser.$('[data-testid="nav-models"]').click();
+    await browser.$('[data-testid="models-view"]').waitForDisplayed({ timeout: 10_000 });
+    const dir = path.join(work, "tiny-model");
+    writeTinyModel(dir);
+    await browser.executeAsync((p, done) => {
+      window.__doctuneImportModel(p).then(done, done);
+    }, dir);
+    const row = await browser.$('[data-testid="model-row"]');
+    await row.waitForDisplayed({ timeout: 10_000 });
+    const cells = await row.$$("td").map((c) => c.getText());
+    assert.deepEqual(cells.slice(0, 4), ["tiny-model", "Llama", "792", "F32"]);
+    // A folder with only a pickle is refused with the reason.
+    const pickle = path.join(work, "pickle-model");
+    fs.mkdirSync(pickle);
+    fs.writeFileSync(path.join(pickle, "config.json"), JSON.stringify({ architectures: ["LlamaForCausalLM"] }));
+    fs.writeFileSync(path.join(pickle, "pytorch_model.bin"), "\x80\x02");
+    await browser.executeAsync((p, done) => {
+      window.__doctuneImportModel(p).then(done, done);
+    }, pickle);
+    const err = await browser.$('[data-testid="models-error"]');
+    await err.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await err.getText(), /has only PyTorch pickle weights \(pytorch_model\.bin\)/);
+    await shot("07-models");
+
+    // Pull from the (loopback) Hub through the window: job, progress events, then the library.
+    await browser.$('[data-testid="pull-repo"]').setValue("org/tiny");
+    await browser.$('[data-testid="pull"]').click();
+    const status = await browser.$('[data-testid="models-status"]');
+    await browser.waitUntil(async () => /Pulled org\/tiny/.test(await status.getText().catch(() => "")), {
+      timeout: 20_000,
+    });
+    const names = await browser.$$('[data-testid="model-row"]').map((r) => r.$("td").getText());
+    assert.deepEqual(names, ["org/tiny", "tiny-model"]);
+    // A pickle-only repository fails with the reason, through the job's failed event.
+    await browser.$('[data-testid="pull-repo"]').setValue("org/pickle");
+    await browser.$('[data-testid="pull"]').click();
+    const modelsError = async () => browser.$('[data-testid="models-error"]').getText().catch(() => "");
+    await browser.waitUntil(async () => /org\/pickle: has only PyTorch pickle weights/.test(await modelsError()), {
+      timeout: 20_000,
+    });
+    await shot("08-pull");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("under WebDriver, the app listens only on the automation socket WebDriver asked for", async () => {
     // WebKitWebDriver drives the browser through WebKit's inspector server, which it asks for
     // with WEBKIT_INSPECTOR_SERVER; that socket is the harness's. standalone.test.mjs proves the
@@ -187,6 +263,60 @@ describe("DocTune window", () => {
     assert.deepEqual(listening, [], `listening sockets: ${JSON.stringify(listening)}`);
   });
 });
+
+/** Every regular file below `dir`. */
+function walk(dir) {
+  const out = [];
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...walk(p));
+    else if (e.isFile()) out.push(p);
+  }
+  return out;
+}
+
+/** A one-layer Llama-style model folder: config.json and an all-zero F32 model.safetensors. */
+function writeTinyModel(dir) {
+  const [vocab, hidden, inter] = [16, 8, 16];
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(
+    path.join(dir, "config.json"),
+    JSON.stringify({
+      architectures: ["LlamaForCausalLM"],
+      vocab_size: vocab,
+      hidden_size: hidden,
+      intermediate_size: inter,
+      num_hidden_layers: 1,
+      num_attention_heads: 2,
+      num_key_value_heads: 2,
+      tie_word_embeddings: true,
+    }),
+  );
+  const shapes = {
+    "model.embed_tokens.weight": [vocab, hidden],
+    "model.layers.0.self_attn.q_proj.weight": [hidden, hidden],
+    "model.layers.0.self_attn.k_proj.weight": [hidden, hidden],
+    "model.layers.0.self_attn.v_proj.weight": [hidden, hidden],
+    "model.layers.0.self_attn.o_proj.weight": [hidden, hidden],
+    "model.layers.0.mlp.gate_proj.weight": [inter, hidden],
+    "model.layers.0.mlp.up_proj.weight": [inter, hidden],
+    "model.layers.0.mlp.down_proj.weight": [hidden, inter],
+    "model.layers.0.input_layernorm.weight": [hidden],
+    "model.layers.0.post_attention_layernorm.weight": [hidden],
+    "model.norm.weight": [hidden],
+  };
+  const header = {};
+  let offset = 0;
+  for (const [name, shape] of Object.entries(shapes)) {
+    const bytes = shape.reduce((a, b) => a * b, 1) * 4;
+    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  const json = Buffer.from(JSON.stringify(header));
+  const n = Buffer.alloc(8);
+  n.writeBigUInt64LE(BigInt(json.length));
+  fs.writeFileSync(path.join(dir, "model.safetensors"), Buffer.concat([n, json, Buffer.alloc(offset)]));
+}
 
 /** The Documents table as [{ name, type, size }]. */
 async function documentRows() {

@@ -112,3 +112,46 @@ export function addDocuments(
   channel.onmessage = onEvent;
   return invoke<AddReport>("add_documents", { id, paths, onEvent: channel });
 }
+
+export interface TokenStatus {
+  stored: boolean;
+  problem?: string | null;
+}
+
+export type ModelSource =
+  | { kind: "hub"; repo: string; revision: string; commit: string }
+  | { kind: "local"; from: string; copied: boolean };
+
+export interface ModelEntry {
+  id: string;
+  name: string;
+  path: string;
+  source: ModelSource;
+  family: string;
+  architecture: string;
+  dtype: string;
+  parameters: number;
+  sizeBytes: number;
+  addedAt: string;
+}
+
+export const tokenStatus = () => invoke<TokenStatus>("token_status");
+export const setToken = (token: string) => invoke<void>("set_token", { token });
+export const deleteToken = () => invoke<void>("delete_token");
+export const testToken = () => invoke<string>("test_token");
+export const listModels = () => invoke<ModelEntry[]>("list_models");
+export const cancelJob = (id: string) => invoke<boolean>("cancel_job", { id });
+export const chooseModelFolder = () => invoke<string | null>("choose_model_folder");
+export const importModel = (path: string, copy: boolean) =>
+  invoke<ModelEntry>("import_model", { path, copy });
+
+/** Starts a pull; returns the job id. Events end with finished, failed or cancelled. */
+export function startPull(
+  repo: string,
+  revision: string | null,
+  onEvent: (e: JobEvent) => void,
+): Promise<string> {
+  const channel = new Channel<JobEvent>();
+  channel.onmessage = onEvent;
+  return invoke<string>("start_pull", { repo, revision, onEvent: channel });
+}

@@ -53,3 +53,20 @@ describe("summarizeAdd", () => {
     );
   });
 });
+
+import { familyLabel, humanCount } from "./format";
+
+describe("humanCount / familyLabel", () => {
+  it("writes parameter counts like model cards", () => {
+    expect(humanCount(999)).toBe("999");
+    expect(humanCount(12_300)).toBe("12.3K");
+    expect(humanCount(4_200)).toBe("4.2K");
+    expect(humanCount(494_032_768)).toBe("494M");
+    expect(humanCount(1_543_714_304)).toBe("1.5B");
+    expect(humanCount(70_553_706_496)).toBe("71B");
+  });
+  it("labels families", () => {
+    expect(familyLabel("phi3")).toBe("Phi-3");
+    expect(familyLabel("other")).toBe("other");
+  });
+});

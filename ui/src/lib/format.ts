@@ -45,3 +45,24 @@ export function summarizeAdd(r: AddReport): string {
   const s = parts.join(", ");
   return s[0].toUpperCase() + s.slice(1) + ".";
 }
+
+/** Parameter counts the way model cards write them: 494M, 1.5B, 12.3K. */
+export function humanCount(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(n >= 1e10 ? 0 : 1)}B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(n >= 1e7 ? 0 : 1)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(n);
+}
+
+const FAMILY_LABELS: Record<string, string> = {
+  llama: "Llama",
+  mistral: "Mistral",
+  qwen2: "Qwen2",
+  qwen3: "Qwen3",
+  phi3: "Phi-3",
+  gemma2: "Gemma 2",
+};
+
+export function familyLabel(family: string): string {
+  return FAMILY_LABELS[family] ?? family;
+}
