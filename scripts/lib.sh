@@ -55,6 +55,25 @@ build_ui() {
   (cd "$ROOT/ui" && npx vite build --logLevel warn)
 }
 
+# Runs "$@" in a private D-Bus session with a throwaway, unlocked gnome-keyring (under private
+# XDG folders), so tests use a real Secret Service without touching the user's keychain, and no
+# daemon outlives the run. Set PRIVATE_HOME=1 to give the command a private HOME as well.
+in_private_session() {
+  local tmp rc=0
+  tmp="$(mktemp -d)"
+  mkdir -m 700 "$tmp/runtime"
+  local home="$HOME"
+  [ "${PRIVATE_HOME:-0}" = 1 ] && home="$tmp"
+  CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" \
+    HOME="$home" XDG_RUNTIME_DIR="$tmp/runtime" XDG_DATA_HOME="$tmp/data" XDG_CONFIG_HOME="$tmp/config" \
+    dbus-run-session -- bash -c '
+      eval "$(printf %s doctune-test | gnome-keyring-daemon --unlock --components=secrets)"
+      export GNOME_KEYRING_CONTROL
+      exec "$@"' _ "$@" || rc=$?
+  rm -rf "$tmp"
+  return $rc
+}
+
 # Stage timing: `stage NAME cmd...` runs cmd and records how long it took.
 STAGES=()
 stage() {
