@@ -70,8 +70,22 @@ in_private_session() {
       eval "$(printf %s doctune-test | gnome-keyring-daemon --unlock --components=secrets)"
       export GNOME_KEYRING_CONTROL
       exec "$@"' _ "$@" || rc=$?
-  rm -rf "$tmp"
+  remove_session_dir "$tmp"
   return $rc
+}
+
+# The app may activate xdg-document-portal, which mounts a FUSE file system at
+# $XDG_RUNTIME_DIR/doc and unmounts it only as it exits after the session bus is gone: wait for
+# that, then unmount lazily if it is still there. Cleanup never fails the run.
+remove_session_dir() {
+  local dir="$1" i
+  for i in $(seq 1 50); do
+    rm -rf "$dir" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  { fusermount -uz "$dir/runtime/doc" || umount -l "$dir/runtime/doc"; } 2>/dev/null
+  rm -rf "$dir" 2>/dev/null || echo "note: could not remove $dir" >&2
+  return 0
 }
 
 # Stage timing: `stage NAME cmd...` runs cmd and records how long it took.
