@@ -70,13 +70,7 @@ pub fn context<R: Runtime>() -> tauri::Context<R> {
 
 /// Starts the app.
 pub fn run() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DOCTUNE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    doctune_api::init_logging();
     let home = match Home::from_env() {
         Ok(h) => h,
         Err(e) => {

@@ -11,6 +11,7 @@
 
 use crate::projects::{self, now_rfc3339, DirLock, DocumentEntry};
 use crate::ApiError;
+use doctune_core::units::human_bytes;
 use doctune_core::{atomic, CancelToken, Code, JobEvent, ProgressSink, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -559,22 +560,6 @@ fn copy_in(
     }))
 }
 
-/// `1.5 MB`-style sizes (powers of 1024, as file managers show them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -588,12 +573,5 @@ mod tests {
         let long = format!("{}.pdf", "é".repeat(150));
         let s = safe_name(&long);
         assert!(s.len() <= 200 && s.ends_with(".pdf"), "{s}");
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_bytes(1536), "1.5 KB");
-        assert_eq!(human_bytes(2 << 30), "2.0 GB");
     }
 }

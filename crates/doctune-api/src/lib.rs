@@ -20,6 +20,17 @@ pub mod models;
 pub mod projects;
 pub mod token;
 
+/// Logs to stderr at the level `DOCTUNE_LOG` names (an `EnvFilter`), `warn` by default. Both
+/// shells call this once at start.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DOCTUNE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 pub use doctor::{doctor, DoctorReport};
 pub use documents::{add_documents, AddFailure, AddReport, Duplicate, Limits};
 pub use error::ApiError;

@@ -100,13 +100,7 @@ enum ProjectCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DOCTUNE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    doctune_api::init_logging();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code,
@@ -168,7 +162,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
                             "  {:<40} {:<9} {:>10}  {}",
                             d.name,
                             d.format.label(),
-                            doctune_api::documents::human_bytes(d.size_bytes),
+                            doctune_core::units::human_bytes(d.size_bytes),
                             &d.sha256[..12]
                         );
                     }
@@ -298,8 +292,8 @@ impl doctune_core::ProgressSink for StderrProgress {
 }
 
 fn model_command(cli: &Cli, home: &Home, command: &ModelCommand) -> Result<ExitCode, ApiError> {
-    use doctune_api::documents::human_bytes;
     use doctune_api::models;
+    use doctune_core::units::human_bytes;
     let show = |m: &doctune_api::ModelEntry| {
         println!(
             "{:<36} {:<8} {:>7}M params {:<5} {:>10}  {}",
@@ -357,7 +351,7 @@ fn model_command(cli: &Cli, home: &Home, command: &ModelCommand) -> Result<ExitC
 }
 
 fn print_add_report(r: &AddReport) {
-    use doctune_api::documents::human_bytes;
+    use doctune_core::units::human_bytes;
     for d in &r.added {
         println!(
             "added      {} ({}, {}, sha256 {})",
@@ -385,7 +379,7 @@ fn print_add_report(r: &AddReport) {
 }
 
 fn print_doctor(r: &doctune_api::DoctorReport) {
-    use doctune_api::documents::human_bytes;
+    use doctune_core::units::human_bytes;
     let s = &r.system;
     println!("DocTune   {}", r.version);
     println!(

@@ -51,9 +51,7 @@ fn pull_import_and_list() {
             ..Default::default()
         },
     );
-    let mut pickle = tiny_llama(1);
-    pickle.retain(|(n, _)| !n.ends_with(".safetensors"));
-    pickle.push(("pytorch_model.bin".into(), b"\x80\x02".to_vec()));
+    let pickle = support::pickle_only();
     hub.add_repo(
         "org/pickle",
         FakeRepo {

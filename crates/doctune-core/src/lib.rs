@@ -11,6 +11,7 @@ pub mod code;
 pub mod families;
 pub mod job;
 pub mod scope;
+pub mod units;
 
 pub use atomic::{write_atomic, write_json_atomic};
 pub use code::Code;

@@ -7,6 +7,7 @@
 use crate::files;
 use crate::inspect::{check_config, inspect_folder, ModelFolderInfo};
 use crate::HubError;
+use doctune_core::units::human_bytes;
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
 use doctune_secrets::Sensitive;
 use hf_hub::api::tokio::{Api, ApiBuilder, ApiError};
@@ -120,6 +121,13 @@ impl HubClient {
         Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string())
     }
 
+    fn network(&self, detail: impl std::fmt::Display) -> HubError {
+        HubError::Network {
+            endpoint: self.endpoint.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
     fn status_error(&self, repo: &str, revision: Option<&str>, status: u16) -> Option<HubError> {
         let repo = repo.to_string();
         match status {
@@ -143,10 +151,7 @@ impl HubClient {
                     return err;
                 }
                 if r.is_connect() || r.is_timeout() && !r.is_body() {
-                    HubError::Network {
-                        endpoint: self.endpoint.clone(),
-                        detail: r.to_string(),
-                    }
+                    self.network(r)
                 } else {
                     HubError::Interrupted {
                         repo: repo.into(),
@@ -178,27 +183,16 @@ impl HubClient {
             .query(&[("blobs", "true")])
             .send()
             .await
-            .map_err(|e| HubError::Network {
-                endpoint: self.endpoint.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| self.network(e))?;
         if let Some(err) = self.status_error(repo, Some(revision), resp.status().as_u16()) {
             return Err(err);
         }
         if !resp.status().is_success() {
-            return Err(HubError::Network {
-                endpoint: self.endpoint.clone(),
-                detail: format!("listing {repo} answered HTTP {}", resp.status()),
-            });
+            return Err(self.network(format!("listing {repo} answered HTTP {}", resp.status())));
         }
-        let body = resp.bytes().await.map_err(|e| HubError::Network {
-            endpoint: self.endpoint.clone(),
-            detail: e.to_string(),
-        })?;
-        let listing: Listing = serde_json::from_slice(&body).map_err(|e| HubError::Network {
-            endpoint: self.endpoint.clone(),
-            detail: format!("unexpected listing for {repo}: {e}"),
-        })?;
+        let body = resp.bytes().await.map_err(|e| self.network(e))?;
+        let listing: Listing = serde_json::from_slice(&body)
+            .map_err(|e| self.network(format!("unexpected listing for {repo}: {e}")))?;
         let files = listing
             .siblings
             .into_iter()
@@ -233,31 +227,19 @@ impl HubClient {
             .get(format!("{}/api/whoami-v2", self.endpoint))
             .send()
             .await
-            .map_err(|e| HubError::Network {
-                endpoint: self.endpoint.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| self.network(e))?;
         if matches!(resp.status().as_u16(), 401 | 403) {
             return Err(HubError::AccessDenied {
                 repo: "the Hub".into(),
             });
         }
-        let body = resp.bytes().await.map_err(|e| HubError::Network {
-            endpoint: self.endpoint.clone(),
-            detail: e.to_string(),
-        })?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| HubError::Network {
-                endpoint: self.endpoint.clone(),
-                detail: format!("unexpected whoami answer: {e}"),
-            })?;
+        let body = resp.bytes().await.map_err(|e| self.network(e))?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| self.network(format!("unexpected whoami answer: {e}")))?;
         v.get("name")
             .and_then(|n| n.as_str())
             .map(str::to_string)
-            .ok_or_else(|| HubError::Network {
-                endpoint: self.endpoint.clone(),
-                detail: "whoami answer has no name".into(),
-            })
+            .ok_or_else(|| self.network("whoami answer has no name"))
     }
 
     /// Downloads the allowed files of `repo` at `revision` into the cache and validates the
@@ -392,7 +374,7 @@ impl hf_hub::api::tokio::Progress for Counter {
 fn progress_event(file: &str, done: u64, total: u64, started: Instant) -> JobEvent {
     let secs = started.elapsed().as_secs_f64().max(1e-3);
     let speed = done as f64 / secs;
-    let mut message = format!("{file} · {}/s", human(speed as u64));
+    let mut message = format!("{file} · {}/s", human_bytes(speed as u64));
     if speed > 0.0 && total > done {
         message.push_str(&format!(" · {:.0} s left", (total - done) as f64 / speed));
     }
@@ -402,16 +384,6 @@ fn progress_event(file: &str, done: u64, total: u64, started: Instant) -> JobEve
         unit: "bytes".into(),
         message: Some(message),
     }
-}
-
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let (mut v, mut i) = (n as f64, 0);
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", U[i])
 }
 
 /// Checks a downloaded file against the listing: `Err((algorithm, expected, actual))`.

@@ -103,9 +103,7 @@ async fn pulls_only_safe_files_and_verifies_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pickle_only_and_remote_code_repos_are_refused() {
     let hub = FakeHub::start();
-    let mut pickle = tiny_llama(1);
-    pickle.retain(|(n, _)| !n.ends_with(".safetensors"));
-    pickle.push(("pytorch_model.bin".into(), b"\x80\x02".to_vec()));
+    let pickle = support::pickle_only();
     hub.add_repo(
         "org/pickle",
         FakeRepo {

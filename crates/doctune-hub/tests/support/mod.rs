@@ -107,6 +107,14 @@ pub fn tiny_llama(shards: usize) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// A repository with a config but only a pickle for weights.
+pub fn pickle_only() -> Vec<(String, Vec<u8>)> {
+    let mut files = tiny_llama(1);
+    files.retain(|(n, _)| !n.ends_with(".safetensors"));
+    files.push(("pytorch_model.bin".into(), b"\x80\x02".to_vec()));
+    files
+}
+
 pub fn write_folder(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
     std::fs::create_dir_all(dir).unwrap();
     for (n, b) in files {
