@@ -52,6 +52,8 @@ pub struct Duplicate {
     pub path: String,
     /// The name of the document that already holds these bytes.
     pub existing: String,
+    /// Their sha256.
+    pub sha256: String,
 }
 
 /// A path that could not be added, and why.
@@ -153,13 +155,15 @@ pub fn add_documents(
         });
         match copy_in(c, &docs_dir, limits, &known, &mut taken, cancel) {
             Ok(Copied::New(entry)) => {
+                let entry = *entry;
                 known.insert(entry.sha256.clone(), entry.name.clone());
                 report.added.push(entry.clone());
                 file.documents.push(entry);
             }
-            Ok(Copied::Duplicate(existing)) => report.duplicates.push(Duplicate {
+            Ok(Copied::Duplicate(existing, sha256)) => report.duplicates.push(Duplicate {
                 path: c.shown.clone(),
                 existing,
+                sha256,
             }),
             Ok(Copied::Cancelled) => {
                 report.cancelled = true;
@@ -354,8 +358,8 @@ fn push(
 }
 
 enum Copied {
-    New(DocumentEntry),
-    Duplicate(String),
+    New(Box<DocumentEntry>),
+    Duplicate(String, String),
     Cancelled,
 }
 
@@ -508,7 +512,7 @@ fn copy_in(
     }
     let sha256 = hex::encode(hasher.finalize());
     if let Some(existing) = known.get(&sha256) {
-        return Ok(Copied::Duplicate(existing.clone()));
+        return Ok(Copied::Duplicate(existing.clone(), sha256));
     }
     // The temporary file has no extension: detect from its content with the original's as hint.
     let ext = Path::new(&display_name)
@@ -545,7 +549,7 @@ fn copy_in(
         failure(shown, code, format!("cannot save the copy: {e}"))
     })?;
     taken.insert(file.clone());
-    Ok(Copied::New(DocumentEntry {
+    Ok(Copied::New(Box::new(DocumentEntry {
         name: display_name,
         file,
         size_bytes: copied,
@@ -557,7 +561,8 @@ fn copy_in(
         }),
         added_at: now_rfc3339(),
         source: c.shown.clone(),
-    }))
+        extraction: None,
+    })))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! - [`projects`]: create, list and open projects (a folder each, described by `project.json`).
 //! - [`documents`]: add files to a project — copied into `documents/`, hashed, typed, deduplicated.
 //! - [`doctor`]: what this machine offers (OS, CPU, RAM, disk, GPU, keychain).
+//! - [`ingest`]: extract the text of a project's documents (cached by sha256).
 //! - [`models`]: the model library; pull from the Hub, import a local folder.
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
 //! - [`Jobs`]: long jobs the app can cancel.
@@ -15,6 +16,7 @@ pub mod doctor;
 pub mod documents;
 mod error;
 mod home;
+pub mod ingest;
 mod jobs;
 pub mod models;
 pub mod projects;

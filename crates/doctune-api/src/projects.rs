@@ -46,6 +46,9 @@ pub struct DocumentEntry {
     pub added_at: String,
     /// The path it was added from.
     pub source: String,
+    /// The outcome of text extraction, once it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extraction: Option<crate::ingest::Extraction>,
 }
 
 /// What `project.json` holds.

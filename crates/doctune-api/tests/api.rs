@@ -294,3 +294,123 @@ fn doctor_reports_every_section() {
     }
     assert_eq!(r.gpus.is_empty(), r.gpu_message.is_some());
 }
+
+#[test]
+fn ingest_is_cached_confined_and_reports_repeats() {
+    use doctune_api::ingest::{self, ExtractStatus, IngestLimits};
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "p").unwrap().path);
+    let shared = "Bees fly up and over a hedge of two metres, which keeps their flight line high.";
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("a.md"),
+        format!("# Bees\n\n{shared}\n\nOnly in a."),
+    )
+    .unwrap();
+    fs::write(src.join("b.txt"), format!("{shared}\n\nOnly in b.")).unwrap();
+    fs::write(src.join("c.txt"), format!("{shared}\n\nOnly in b.\n")).unwrap(); // same text as b
+    fs::write(src.join("empty.txt"), "").unwrap();
+    add(
+        &dir,
+        &[
+            src.join("a.md"),
+            src.join("b.txt"),
+            src.join("c.txt"),
+            src.join("empty.txt"),
+        ],
+    );
+
+    let r = ingest::ingest(
+        &dir,
+        None,
+        &IngestLimits::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(r.records.len(), 4);
+    let status: Vec<_> = r
+        .records
+        .iter()
+        .map(|x| (x.path.as_str(), x.status))
+        .collect();
+    assert!(
+        status.contains(&("documents/a.md", ExtractStatus::Ok)),
+        "{status:?}"
+    );
+    assert!(
+        status.contains(&("documents/empty.txt", ExtractStatus::Error)),
+        "{status:?}"
+    );
+    let bad = r
+        .records
+        .iter()
+        .find(|x| x.status == ExtractStatus::Error)
+        .unwrap();
+    assert_eq!(
+        bad.error.as_deref(),
+        Some("documents/empty.txt: the file is empty")
+    );
+    assert_eq!(
+        r.duplicate_texts,
+        vec![vec!["b.txt".to_string(), "c.txt".to_string()]]
+    );
+    assert_eq!(r.repeated_paragraphs, 1);
+    let opened = projects::open(&dir).unwrap();
+    let a = opened.documents.iter().find(|x| x.name == "a.md").unwrap();
+    assert_eq!(a.extraction.as_ref().unwrap().status, ExtractStatus::Ok);
+    assert!(dir
+        .join("extracted")
+        .join(format!("{}.json", a.sha256))
+        .is_file());
+    let p = ingest::preview(&dir, &a.sha256, 4).unwrap();
+    assert_eq!((p.text.as_str(), p.truncated), ("Bees", true));
+
+    // Again: only the failed one is retried; a named one comes from the cache.
+    let r = ingest::ingest(
+        &dir,
+        None,
+        &IngestLimits::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(r.records.len(), 1);
+    let only = [(a.sha256.clone(), "a.md".to_string())];
+    let r = ingest::ingest(
+        &dir,
+        Some(&only),
+        &IngestLimits::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert!(r.records[0].cached);
+
+    // A document replaced by a link out of the project is refused, not read.
+    #[cfg(unix)]
+    {
+        let b = opened.documents.iter().find(|x| x.name == "b.txt").unwrap();
+        fs::write(d.path().join("outside.txt"), "outside").unwrap();
+        fs::remove_file(dir.join("documents/b.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("outside.txt"), dir.join("documents/b.txt"))
+            .unwrap();
+        fs::remove_file(dir.join("extracted").join(format!("{}.json", b.sha256))).unwrap();
+        let only = [(b.sha256.clone(), "b.txt".to_string())];
+        let r = ingest::ingest(
+            &dir,
+            Some(&only),
+            &IngestLimits::default(),
+            &NullSink,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_eq!(r.records[0].status, ExtractStatus::Error);
+        assert!(
+            r.records[0].error.as_deref().unwrap().contains("outside"),
+            "{:?}",
+            r.records[0].error
+        );
+    }
+}

@@ -40,6 +40,15 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Extract the text of documents: with FILEs, add them first (as `add` does) and extract
+    /// those; without, extract every document of the project not extracted yet.
+    Ingest {
+        /// The project: its folder, or its id or name.
+        #[arg(long, value_name = "DIR")]
+        project: String,
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Show what this machine offers: OS, CPU, RAM, disk, GPU, keychain.
     Doctor,
     /// The Hugging Face access token, kept in the OS keychain only.
@@ -192,6 +201,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Ingest { project, files } => return ingest_command(cli, &home, project, files),
         Command::Token { command } => return token_command(cli, command),
         Command::Model { command } => return model_command(cli, &home, command),
         Command::Doctor => {
@@ -204,6 +214,104 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn ingest_command(
+    cli: &Cli,
+    home: &Home,
+    project: &str,
+    files: &[PathBuf],
+) -> Result<ExitCode, ApiError> {
+    use doctune_api::ingest::{self, ExtractStatus, IngestLimits};
+    let dir = projects::locate(home, project)?;
+    let mut failed = false;
+    let only = if files.is_empty() {
+        None
+    } else {
+        let added = doctune_api::add_documents(
+            &dir,
+            files,
+            &Limits::default(),
+            &NullSink,
+            &CancelToken::new(),
+        )?;
+        for f in &added.failed {
+            failed = true;
+            eprintln!("doctune: {}", f.message);
+        }
+        let mut only: Vec<(String, String)> = added
+            .added
+            .iter()
+            .map(|d| (d.sha256.clone(), d.source.clone()))
+            .collect();
+        only.extend(
+            added
+                .duplicates
+                .iter()
+                .map(|d| (d.sha256.clone(), d.path.clone())),
+        );
+        Some(only)
+    };
+    let report = ingest::ingest(
+        &dir,
+        only.as_deref(),
+        &IngestLimits::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )?;
+    if cli.json {
+        print_json(&report.records)?;
+    } else {
+        for r in &report.records {
+            match r.status {
+                ExtractStatus::Error => {}
+                _ => println!(
+                    "{:<8} {} ({}, {}{} characters)",
+                    if r.status == ExtractStatus::Ok {
+                        "ok"
+                    } else {
+                        "warnings"
+                    },
+                    r.path,
+                    r.format.label(),
+                    if r.pages > 0 {
+                        format!("{} pages, ", r.pages)
+                    } else {
+                        String::new()
+                    },
+                    r.chars
+                ),
+            }
+            for w in &r.warnings {
+                println!("  warning: {w}");
+            }
+        }
+        for group in &report.duplicate_texts {
+            println!("same text: {}", group.join(", "));
+        }
+        if report.repeated_paragraphs > 0 {
+            println!(
+                "{} paragraph(s) repeat across documents",
+                report.repeated_paragraphs
+            );
+        }
+    }
+    for r in report
+        .records
+        .iter()
+        .filter(|r| r.status == ExtractStatus::Error)
+    {
+        failed = true;
+        eprintln!(
+            "doctune: {}",
+            r.error.as_deref().unwrap_or("extraction failed")
+        );
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn token_command(cli: &Cli, command: &TokenCommand) -> Result<ExitCode, ApiError> {

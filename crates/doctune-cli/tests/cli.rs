@@ -105,3 +105,68 @@ fn doctor_prints_every_reading() {
     assert!(j["system"]["totalMemoryBytes"].as_u64().unwrap() > 0);
     assert!(j["keychain"]["reachable"].is_boolean());
 }
+
+#[test]
+fn ingest_adds_extracts_caches_and_reports_per_file() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    doctune(&home, &["project", "new", "p"]);
+    let md = d.path().join("notes.md");
+    std::fs::write(&md, "# Bees\n\nThey dance to show where the flowers are.\n").unwrap();
+    let empty = d.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let o = doctune(
+        &home,
+        &[
+            "ingest",
+            "--project",
+            "p",
+            md.to_str().unwrap(),
+            empty.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(!o.status.success(), "the empty file is an error");
+    let records = json(&o);
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    let ok = records
+        .iter()
+        .find(|r| r["path"] == md.to_str().unwrap())
+        .unwrap();
+    assert_eq!(ok["status"], "ok");
+    assert_eq!(ok["format"], "markdown");
+    assert_eq!(
+        ok["chars"],
+        "Bees\n\nThey dance to show where the flowers are."
+            .chars()
+            .count()
+    );
+    assert_eq!(ok["cached"], false);
+    let bad = records
+        .iter()
+        .find(|r| r["path"] == empty.to_str().unwrap())
+        .unwrap();
+    assert_eq!(bad["status"], "error");
+    assert_eq!(
+        bad["error"],
+        format!("{}: the file is empty", empty.display())
+    );
+
+    // Again: the Markdown is cached now, nothing left to extract.
+    let o = doctune(
+        &home,
+        &["ingest", "--project", "p", md.to_str().unwrap(), "--json"],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(json(&o)[0]["cached"], true);
+    let o = doctune(&home, &["project", "show", "p", "--json"]);
+    let docs = json(&o)["documents"].clone();
+    let with = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "notes.md")
+        .unwrap();
+    assert_eq!(with["extraction"]["status"], "ok");
+}
