@@ -19,6 +19,8 @@ fn main() {
             "cancel_job",
             "choose_model_folder",
             "import_model",
+            "start_ingest",
+            "document_preview",
         ]),
     ))
     .expect("tauri-build failed");

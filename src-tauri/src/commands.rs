@@ -141,6 +141,31 @@ pub async fn import_model(
     blocking(move || models::import(&home, &path, copy)).await
 }
 
+/// Starts extracting the text of project `id`'s documents not extracted yet.
+#[tauri::command]
+pub fn start_ingest(
+    state: State<'_, AppState>,
+    id: String,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    let dir = projects::dir_of(&state.home, &id)?;
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("ingest", sink, move |sink, cancel| {
+        doctune_api::ingest::ingest(&dir, None, &Default::default(), sink, cancel).map(|_| ())
+    }))
+}
+
+#[tauri::command]
+pub fn document_preview(
+    state: State<'_, AppState>,
+    id: String,
+    sha256: String,
+) -> Result<doctune_api::ingest::Preview, ApiError> {
+    doctune_api::ingest::preview(&projects::dir_of(&state.home, &id)?, &sha256, 4000)
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {

@@ -60,6 +60,8 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::cancel_job,
             commands::choose_model_folder,
             commands::import_model,
+            commands::start_ingest,
+            commands::document_preview,
         ])
 }
 

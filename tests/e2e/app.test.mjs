@@ -151,6 +151,22 @@ describe("DocTune window", () => {
     await shot("03-documents");
   });
 
+  test("extracting text shows each document's status and a preview", async () => {
+    await browser.$('[data-testid="extract"]').click();
+    const status = await browser.$('[data-testid="extract-status"]');
+    await browser.waitUntil(async () => /Text extracted/.test(await status.getText().catch(() => "")), { timeout: 20_000 });
+    const cells = await browser.$$('[data-testid="document-status"]').map((c) => c.getText());
+    assert.match(cells[0], /^ok · 21 chars/, cells.join(" | "));
+    // manual.pdf is 2 KB of "x" after a PDF header: damaged, and said so with its name.
+    assert.match(cells[1], /^error/, cells.join(" | "));
+    assert.match(cells[1], /manual\.pdf: damaged or truncated: not a readable PDF/, cells[1]);
+    await browser.$('[data-testid="document-name"]').click();
+    const text = await browser.$('[data-testid="preview-text"]');
+    await text.waitForDisplayed({ timeout: 10_000 });
+    assert.equal(await text.getText(), "Safety\n\nWear goggles.");
+    await shot("03b-extracted");
+  });
+
   test("bad paths show a clear error naming the file", async () => {
     const missing = path.join(work, "nowhere", "missing.pdf");
     const chosen = path.join(work, "chosen");

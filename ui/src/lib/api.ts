@@ -26,6 +26,23 @@ export interface ProjectSummary {
   documentCount: number;
 }
 
+export interface Extraction {
+  status: "ok" | "okWithWarnings" | "error";
+  pages: number;
+  chars: number;
+  records?: number;
+  title?: string;
+  warnings: string[];
+  error?: string;
+}
+
+export interface Preview {
+  title?: string;
+  text: string;
+  truncated: boolean;
+  warnings: string[];
+}
+
 export interface DocumentEntry {
   name: string;
   file: string;
@@ -35,6 +52,7 @@ export interface DocumentEntry {
   warning?: string;
   addedAt: string;
   source: string;
+  extraction?: Extraction;
 }
 
 export interface Project extends ProjectSummary {
@@ -49,7 +67,7 @@ export interface AddFailure {
 
 export interface AddReport {
   added: DocumentEntry[];
-  duplicates: { path: string; existing: string }[];
+  duplicates: { path: string; existing: string; sha256: string }[];
   failed: AddFailure[];
   skippedHidden: number;
   cancelled: boolean;
@@ -154,4 +172,14 @@ export function startPull(
   const channel = new Channel<JobEvent>();
   channel.onmessage = onEvent;
   return invoke<string>("start_pull", { repo, revision, onEvent: channel });
+}
+
+export const documentPreview = (id: string, sha256: string) =>
+  invoke<Preview>("document_preview", { id, sha256 });
+
+/** Starts extracting the project's documents not extracted yet; returns the job id. */
+export function startIngest(id: string, onEvent: (e: JobEvent) => void): Promise<string> {
+  const channel = new Channel<JobEvent>();
+  channel.onmessage = onEvent;
+  return invoke<string>("start_ingest", { id, onEvent: channel });
 }

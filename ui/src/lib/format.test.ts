@@ -44,7 +44,7 @@ describe("summarizeAdd", () => {
       summarizeAdd({
         ...base,
         added: [doc, doc],
-        duplicates: [{ path: "b", existing: "a" }],
+        duplicates: [{ path: "b", existing: "a", sha256: "x" }],
         failed: [{ path: "c", code: "notFound", message: "c: no such file" }],
         skippedHidden: 3,
       }),
