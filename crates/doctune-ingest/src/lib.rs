@@ -66,6 +66,32 @@ pub fn extract(
         });
     }
 
+    let mut doc = isolated(path, detection.format, bytes, limits, sink, cancel)?;
+    if let Some(m) = detection.mismatch {
+        doc.warnings.insert(0, m);
+    }
+    if doc.text.chars().count() > limits.max_chars {
+        return Err(IngestError::TooMuchText {
+            path: path.into(),
+            limit: limits.max_chars,
+        });
+    }
+    Ok(doc)
+}
+
+/// Runs the extractor of `format` on a worker thread with a 64 MiB stack, under `catch_unwind`,
+/// with the deadline `limits.timeout`; forwards its events to `sink` and `cancel` to it. A parser
+/// panic becomes [`IngestError::Corrupt`]; past the deadline the worker is told to stop and
+/// abandoned, and the call returns [`IngestError::Timeout`].
+#[doc(hidden)]
+pub fn isolated(
+    path: &Path,
+    format: Format,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<Document, IngestError> {
     // Isolate the parsers: a worker thread with a generous stack, panics caught, a deadline.
     let (tx, rx) = mpsc::sync_channel(1);
     let worker_cancel = CancelToken::new();
@@ -73,7 +99,6 @@ pub fn extract(
     let owned_path = path.to_path_buf();
     let worker_limits = *limits;
     let wc = worker_cancel.clone();
-    let format = detection.format;
     let spawned = std::thread::Builder::new()
         .name("doctune-extract".into())
         .stack_size(64 * 1024 * 1024)
@@ -120,7 +145,7 @@ pub fn extract(
     while let Ok(e) = events_rx.try_recv() {
         sink.emit(e);
     }
-    let mut doc = match result {
+    let doc = match result {
         Ok(r) => r?,
         Err(panic) => {
             let detail = panic
@@ -137,16 +162,22 @@ pub fn extract(
             });
         }
     };
-    if let Some(m) = detection.mismatch {
-        doc.warnings.insert(0, m);
-    }
-    if doc.text.chars().count() > limits.max_chars {
-        return Err(IngestError::TooMuchText {
-            path: path.into(),
-            limit: limits.max_chars,
-        });
-    }
     Ok(doc)
+}
+
+/// Runs the extractor of `format` on `bytes` directly on the calling thread — no isolation, no
+/// deadline. For fuzzing and tests, which want to see a parser's panics; everything else calls
+/// [`extract`].
+#[doc(hidden)]
+pub fn parse_as(format: Format, bytes: &[u8], limits: &Limits) -> Result<Document, IngestError> {
+    extract_format(
+        Path::new("fuzz-input"),
+        format,
+        bytes.to_vec(),
+        limits,
+        &doctune_core::NullSink,
+        &CancelToken::new(),
+    )
 }
 
 fn extract_format(
