@@ -58,3 +58,24 @@ fn every_source_paragraph_survives_every_format() {
     }
     assert_eq!(checked, 10);
 }
+
+#[test]
+fn a_calc_workbook_keeps_rows_with_their_headers() {
+    let doc = extract(
+        &fixtures().join("out/inventory.xlsx"),
+        &Limits::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(doc.format, doctune_ingest::Format::Xlsx);
+    assert_eq!(
+        doc.text,
+        "item: hive body; count: 4; note: deep frames\n\n\
+         item: super; count: 6; note: shallow frames\n\n\
+         item: queen excluder; count: 2\n\n\
+         item: smoker; count: 1; note: keep dry, fuel inside"
+    );
+    assert_eq!(doc.sections.len(), 1);
+    assert_eq!(doc.sections[0].kind, doctune_ingest::SectionKind::Sheet);
+}
