@@ -254,24 +254,11 @@ fn looks_like_8bit_text(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Cursor, Write};
+    use crate::test_util::zip_with;
+    use std::io::Cursor;
 
     fn det(bytes: &[u8], ext: Option<&str>) -> Detection {
         detect_reader(Cursor::new(bytes.to_vec()), ext).unwrap()
-    }
-
-    fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut buf = Cursor::new(Vec::new());
-        {
-            let mut z = zip::ZipWriter::new(&mut buf);
-            for (name, data) in entries {
-                z.start_file(*name, zip::write::SimpleFileOptions::default())
-                    .unwrap();
-                z.write_all(data).unwrap();
-            }
-            z.finish().unwrap();
-        }
-        buf.into_inner()
     }
 
     #[test]

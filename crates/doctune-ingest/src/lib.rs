@@ -219,3 +219,23 @@ fn extract_format(
     doc.source = path.to_path_buf();
     Ok(doc)
 }
+
+#[cfg(test)]
+mod test_util {
+    use std::io::{Cursor, Write};
+
+    /// A ZIP archive holding these entries (deflated).
+    pub(crate) fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        {
+            let mut z = zip::ZipWriter::new(&mut buf);
+            for (name, data) in entries {
+                z.start_file(*name, zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                z.write_all(data).unwrap();
+            }
+            z.finish().unwrap();
+        }
+        buf.into_inner()
+    }
+}

@@ -338,21 +338,8 @@ pub(crate) fn xlsx(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Documen
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::zip_with;
     use std::io::Write;
-
-    fn zip_with(entries: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut buf = Cursor::new(Vec::new());
-        {
-            let mut z = zip::ZipWriter::new(&mut buf);
-            for (name, data) in entries {
-                z.start_file(*name, zip::write::SimpleFileOptions::default())
-                    .unwrap();
-                z.write_all(data).unwrap();
-            }
-            z.finish().unwrap();
-        }
-        buf.into_inner()
-    }
 
     #[test]
     fn docx_paragraphs_headings_and_title() {
