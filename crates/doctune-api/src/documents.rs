@@ -147,12 +147,12 @@ pub fn add_documents(
             report.cancelled = true;
             break;
         }
-        sink.emit(JobEvent::Progress {
-            current: i as u64,
+        sink.emit(JobEvent::progress(
+            i as u64,
             total,
-            unit: "files".into(),
-            message: Some(c.shown.clone()),
-        });
+            "files",
+            Some(c.shown.clone()),
+        ));
         match copy_in(c, &docs_dir, limits, &known, &mut taken, cancel) {
             Ok(Copied::New(entry)) => {
                 let entry = *entry;
@@ -175,12 +175,7 @@ pub fn add_documents(
     if !report.added.is_empty() {
         projects::write_file(project_scope.root(), &file)?;
     }
-    sink.emit(JobEvent::Progress {
-        current: total,
-        total,
-        unit: "files".into(),
-        message: None,
-    });
+    sink.emit(JobEvent::progress(total, total, "files", None));
     Ok(report)
 }
 

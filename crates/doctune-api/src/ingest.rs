@@ -153,12 +153,12 @@ pub fn ingest(
             report.cancelled = true;
             break;
         }
-        sink.emit(JobEvent::Progress {
-            current: i as u64,
+        sink.emit(JobEvent::progress(
+            i as u64,
             total,
-            unit: "files".into(),
-            message: Some(shown.clone()),
-        });
+            "files",
+            Some(shown.clone()),
+        ));
         let (extraction, format, cached_hit) = match cached(scope.root(), sha)? {
             Some(doc) => (summary(&doc), doc.format, true),
             None => {
@@ -198,10 +198,7 @@ pub fn ingest(
                                 .map(|d| d.format)
                                 .unwrap_or(Format::Unknown);
                             // Name the file as the user knows it, not by its place in the project.
-                            error_record(
-                                e.to_string().replace(&path.display().to_string(), shown),
-                                format,
-                            )
+                            error_record(e.with_path(shown).to_string(), format)
                         }
                     },
                 }
@@ -220,12 +217,7 @@ pub fn ingest(
         });
         results.insert(sha.clone(), extraction);
     }
-    sink.emit(JobEvent::Progress {
-        current: total,
-        total,
-        unit: "files".into(),
-        message: None,
-    });
+    sink.emit(JobEvent::progress(total, total, "files", None));
 
     // Record the outcomes; the project may have changed meanwhile, so re-read it under the lock.
     if !results.is_empty() {

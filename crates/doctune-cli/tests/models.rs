@@ -44,21 +44,8 @@ fn last_stderr_line(o: &Output) -> String {
 #[test]
 fn pull_import_and_list() {
     let hub = FakeHub::start();
-    hub.add_repo(
-        "org/tiny",
-        FakeRepo {
-            files: tiny_llama(2),
-            ..Default::default()
-        },
-    );
-    let pickle = support::pickle_only();
-    hub.add_repo(
-        "org/pickle",
-        FakeRepo {
-            files: pickle,
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/tiny", tiny_llama(2));
+    hub.add_files("org/pickle", support::pickle_only());
     let d = tempfile::tempdir().unwrap();
     let home = d.path().join("home");
 

@@ -60,6 +60,18 @@ pub enum JobEvent {
     Cancelled,
 }
 
+impl JobEvent {
+    /// `Progress` of `current` out of `total` `unit`s, with an optional note (a file name).
+    pub fn progress(current: u64, total: u64, unit: &str, message: Option<String>) -> Self {
+        JobEvent::Progress {
+            current,
+            total,
+            unit: unit.into(),
+            message,
+        }
+    }
+}
+
 /// Where a job reports what it does. Implementations must be cheap and must not block.
 pub trait ProgressSink: Send + Sync {
     fn emit(&self, event: JobEvent);

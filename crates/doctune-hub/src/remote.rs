@@ -378,12 +378,7 @@ fn progress_event(file: &str, done: u64, total: u64, started: Instant) -> JobEve
     if speed > 0.0 && total > done {
         message.push_str(&format!(" · {:.0} s left", (total - done) as f64 / speed));
     }
-    JobEvent::Progress {
-        current: done,
-        total,
-        unit: "bytes".into(),
-        message: Some(message),
-    }
+    JobEvent::progress(done, total, "bytes", Some(message))
 }
 
 /// Checks a downloaded file against the listing: `Err((algorithm, expected, actual))`.

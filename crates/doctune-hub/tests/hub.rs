@@ -103,36 +103,17 @@ async fn pulls_only_safe_files_and_verifies_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pickle_only_and_remote_code_repos_are_refused() {
     let hub = FakeHub::start();
-    let pickle = support::pickle_only();
-    hub.add_repo(
-        "org/pickle",
-        FakeRepo {
-            files: pickle,
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/pickle", support::pickle_only());
     let mut remote = tiny_llama(1);
     let cfg = remote.iter_mut().find(|(n, _)| n == "config.json").unwrap();
     let mut v: serde_json::Value = serde_json::from_slice(&cfg.1).unwrap();
     v["auto_map"] = serde_json::json!({"AutoModelForCausalLM": "modeling_custom.Model"});
     cfg.1 = serde_json::to_vec(&v).unwrap();
-    hub.add_repo(
-        "org/remote",
-        FakeRepo {
-            files: remote,
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/remote", remote);
     let mut gpt2 = tiny_llama(1);
     let cfg = gpt2.iter_mut().find(|(n, _)| n == "config.json").unwrap();
     cfg.1 = br#"{"architectures": ["GPT2LMHeadModel"]}"#.to_vec();
-    hub.add_repo(
-        "org/gpt2",
-        FakeRepo {
-            files: gpt2,
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/gpt2", gpt2);
 
     let d = tempfile::tempdir().unwrap();
     let c = client(&hub, d.path(), None, 1 << 20);
@@ -274,13 +255,7 @@ fn committed(cache: &Path) -> u64 {
 #[test]
 fn a_dropped_connection_fails_clearly_and_the_next_pull_resumes() {
     let hub = FakeHub::start();
-    hub.add_repo(
-        "org/flaky",
-        FakeRepo {
-            files: tiny_llama(1),
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/flaky", tiny_llama(1));
     hub.set_drop("org/flaky", Some(("model.safetensors".into(), 2500)));
     let d = tempfile::tempdir().unwrap();
     let c = client(&hub, d.path(), None, 1024);
@@ -324,13 +299,7 @@ fn a_dropped_connection_fails_clearly_and_the_next_pull_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_repos_no_network_no_space_and_cancel() {
     let hub = FakeHub::start();
-    hub.add_repo(
-        "org/tiny",
-        FakeRepo {
-            files: tiny_llama(1),
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/tiny", tiny_llama(1));
     let d = tempfile::tempdir().unwrap();
     let c = client(&hub, d.path(), None, 1 << 20);
     let e = pull(&c, "org/nope").await.unwrap_err();

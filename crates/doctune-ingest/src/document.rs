@@ -138,6 +138,31 @@ pub enum IngestError {
 }
 
 impl IngestError {
+    /// The same error about `path` — how a caller names the file to its user when it extracted
+    /// a copy (a project's `documents/…`) of what the user gave.
+    pub fn with_path(self, path: impl Into<PathBuf>) -> Self {
+        use IngestError::*;
+        let p = path.into();
+        match self {
+            Io { source, .. } => Io { path: p, source },
+            NotRegularFile { .. } => NotRegularFile { path: p },
+            Empty { .. } => Empty { path: p },
+            TooLarge { size, limit, .. } => TooLarge {
+                path: p,
+                size,
+                limit,
+            },
+            Unsupported { detected, .. } => Unsupported { path: p, detected },
+            Encrypted { .. } => Encrypted { path: p },
+            Corrupt { reason, .. } => Corrupt { path: p, reason },
+            ZipBomb { reason, .. } => ZipBomb { path: p, reason },
+            LimitExceeded { reason, .. } => LimitExceeded { path: p, reason },
+            TooMuchText { limit, .. } => TooMuchText { path: p, limit },
+            Timeout { secs, .. } => Timeout { path: p, secs },
+            Cancelled => Cancelled,
+        }
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
@@ -270,6 +295,17 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_can_name_the_file_as_the_user_knows_it() {
+        let e =
+            IngestError::corrupt(Path::new("/p/documents/a.pdf"), "bad xref").with_path("~/a.pdf");
+        assert_eq!(e.to_string(), "~/a.pdf: damaged or truncated: bad xref");
+        assert!(matches!(
+            IngestError::Cancelled.with_path("x"),
+            IngestError::Cancelled
+        ));
+    }
 
     #[test]
     fn sections_have_char_offsets_into_the_text() {

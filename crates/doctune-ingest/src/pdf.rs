@@ -41,12 +41,7 @@ pub(crate) fn extract(
         if cancel.is_cancelled() {
             return Err(IngestError::Cancelled);
         }
-        sink.emit(JobEvent::Progress {
-            current: i as u64,
-            total,
-            unit: "pages".into(),
-            message: None,
-        });
+        sink.emit(JobEvent::progress(i as u64, total, "pages", None));
         let mut s = String::new();
         let read = {
             let mut out = pdf_extract::PlainTextOutput::new(&mut s);

@@ -7,25 +7,12 @@
 mod support;
 
 use std::io::Read;
-use support::{tiny_llama, FakeHub, FakeRepo};
+use support::{tiny_llama, FakeHub};
 
 fn main() {
     let hub = FakeHub::start();
-    hub.add_repo(
-        "org/tiny",
-        FakeRepo {
-            files: tiny_llama(2),
-            ..Default::default()
-        },
-    );
-    let pickle = support::pickle_only();
-    hub.add_repo(
-        "org/pickle",
-        FakeRepo {
-            files: pickle,
-            ..Default::default()
-        },
-    );
+    hub.add_files("org/tiny", tiny_llama(2));
+    hub.add_files("org/pickle", support::pickle_only());
     println!("{}", hub.endpoint);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

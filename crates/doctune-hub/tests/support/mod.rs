@@ -200,6 +200,17 @@ impl FakeHub {
         s.repos.insert(id.to_string(), repo);
     }
 
+    /// A plain repository of these files.
+    pub fn add_files(&self, id: &str, files: Vec<(String, Vec<u8>)>) {
+        self.add_repo(
+            id,
+            FakeRepo {
+                files,
+                ..Default::default()
+            },
+        );
+    }
+
     pub fn set_drop(&self, id: &str, drop_at: Option<(String, usize)>) {
         self.state
             .lock()
