@@ -1,0 +1,330 @@
+//! Chat templates: a model's Jinja template rendered with minijinja, configured the way
+//! transformers' `apply_chat_template` configures Jinja2 (`trim_blocks`, `lstrip_blocks`, loop
+//! controls, `raise_exception`, `strftime_now`, a `tojson` that prints as `json.dumps` does, and
+//! Python's string/dict methods through minijinja-contrib's pycompat).
+
+use crate::{Result, TokenizerError};
+use minijinja::value::Kwargs;
+use minijinja::{Environment, Error, ErrorKind, Value};
+use serde::{Deserialize, Serialize};
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// The special tokens a template may use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Specials {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    pub unk_token: Option<String>,
+}
+
+/// A compiled chat template.
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    source: String,
+    specials: Specials,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("bytes", &self.source.len())
+            .finish()
+    }
+}
+
+const NAME: &str = "chat";
+
+impl ChatTemplate {
+    pub(crate) fn new(source: &str, specials: Specials) -> Result<Self> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
+            Err(Error::new(ErrorKind::InvalidOperation, msg))
+        });
+        env.add_function("strftime_now", strftime_now);
+        env.add_filter("tojson", tojson);
+        env.add_template_owned(NAME, source.to_owned())
+            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        Ok(Self {
+            env,
+            source: source.to_owned(),
+            specials,
+        })
+    }
+
+    /// Compiles a template given as text (for tests and for templates the user supplies).
+    pub fn from_source(
+        source: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<Self> {
+        Self::new(
+            source,
+            Specials {
+                bos_token: bos_token.map(str::to_owned),
+                eos_token: eos_token.map(str::to_owned),
+                ..Specials::default()
+            },
+        )
+    }
+
+    /// The template's text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders `messages` as `apply_chat_template(messages, tokenize=False,
+    /// add_generation_prompt=…)` does.
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        let tmpl = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        let s = &self.specials;
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => s.bos_token.clone().unwrap_or_default(),
+            eos_token => s.eos_token.clone().unwrap_or_default(),
+            pad_token => s.pad_token.clone().unwrap_or_default(),
+            unk_token => s.unk_token.clone().unwrap_or_default(),
+        })
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(detail) = e.detail() {
+                if !msg.contains(detail) {
+                    msg = format!("{msg}: {detail}");
+                }
+            }
+            TokenizerError::Template(msg)
+        })
+    }
+
+    /// The marker the template closes an assistant turn with (`<|eot_id|>`, `<|im_end|>`,
+    /// `<end_of_turn>`, `</s>`, …): the first word after the reply when a user/assistant
+    /// exchange is rendered. `None` if the template adds nothing after a reply.
+    pub fn end_of_turn(&self) -> Option<String> {
+        const REPLY: &str = "DOCTUNEREPLYSENTINEL";
+        let text = self
+            .render(
+                &[
+                    Message::new("user", "hello"),
+                    Message::new("assistant", REPLY),
+                ],
+                false,
+            )
+            .ok()?;
+        let tail = &text[text.rfind(REPLY)? + REPLY.len()..];
+        tail.split_whitespace()
+            .next()
+            .map(str::to_owned)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// `strftime_now(format)`: the current local date in a Python `strftime` format (templates such
+/// as Llama 3.1's put today's date in the system prompt). Supports the directives templates use.
+fn strftime_now(format: String) -> Result<String, Error> {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    let month = MONTHS[usize::from(u8::from(now.month())) - 1];
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out += &format!("{:02}", now.day()),
+            Some('m') => out += &format!("{:02}", u8::from(now.month())),
+            Some('Y') => out += &now.year().to_string(),
+            Some('y') => out += &format!("{:02}", now.year() % 100),
+            Some('b') => out += &month[..3],
+            Some('B') => out += month,
+            Some('H') => out += &format!("{:02}", now.hour()),
+            Some('M') => out += &format!("{:02}", now.minute()),
+            Some('S') => out += &format!("{:02}", now.second()),
+            Some('%') => out.push('%'),
+            other => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.unwrap_or(' ')
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `json.dumps` separators (", " and ": ") without indent.
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+/// `tojson` as transformers defines it: `json.dumps(x, ensure_ascii=False, indent=indent)`,
+/// not HTML-escaped (minijinja's built-in escapes `<`, `>`, `&` and `'` for HTML).
+fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut buf = Vec::new();
+    let result = match indent {
+        Some(n) => {
+            let pad = vec![b' '; n];
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
+            value.serialize(&mut serde_json::Serializer::with_formatter(&mut buf, fmt))
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut buf,
+            PythonFormatter,
+        )),
+    };
+    result.map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let text = String::from_utf8(buf)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(Value::from_safe_string(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml_and_finds_its_end_of_turn() {
+        let t = ChatTemplate::from_source(CHATML, None, None).unwrap();
+        let text = t.render(&[Message::new("user", "Hi")], true).unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(t.end_of_turn().as_deref(), Some("<|im_end|>"));
+    }
+
+    #[test]
+    fn trims_blocks_and_knows_python_methods() {
+        // Jinja2 with trim_blocks/lstrip_blocks, as transformers sets it up.
+        let src = "{{ bos_token }}{% for m in messages %}\n  {% if m.role == 'user' %}\n[INST] {{ m.content.strip() }} [/INST]\n  {%- else %}\n {{ m['content'] }}{{ eos_token }}\n  {%- endif %}\n{% endfor %}";
+        let t = ChatTemplate::from_source(src, Some("<s>"), Some("</s>")).unwrap();
+        let text = t
+            .render(
+                &[
+                    Message::new("user", "  Hi  "),
+                    Message::new("assistant", "Yo"),
+                ],
+                false,
+            )
+            .unwrap();
+        assert_eq!(text, "<s>[INST] Hi [/INST] Yo</s>");
+        assert_eq!(t.end_of_turn().as_deref(), Some("</s>"));
+    }
+
+    #[test]
+    fn raise_exception_is_an_error_with_the_message() {
+        let src = "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}";
+        let t = ChatTemplate::from_source(src, None, None).unwrap();
+        let err = t.render(&[Message::new("system", "x")], false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("Conversation roles must alternate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tojson_prints_like_python() {
+        let t = ChatTemplate::from_source(
+            "{{ {'a': 1, 'b': [1, 2], 'c': '<é>'} | tojson }}|{{ [1] | tojson(indent=2) }}",
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&[], false).unwrap(),
+            "{\"a\": 1, \"b\": [1, 2], \"c\": \"<é>\"}|[\n  1\n]"
+        );
+    }
+
+    #[test]
+    fn strftime_now_formats_a_date() {
+        let s = strftime_now("%d %b %Y".into()).unwrap();
+        assert_eq!(s.len(), 11, "{s}");
+        assert!(strftime_now("%Q".into()).is_err());
+    }
+
+    #[test]
+    fn loop_controls_work() {
+        let t = ChatTemplate::from_source(
+            "{% for m in messages %}{% if loop.index > 1 %}{% break %}{% endif %}{{ m.content }}{% endfor %}",
+            None,
+            None,
+        )
+        .unwrap();
+        let msgs = [Message::new("user", "a"), Message::new("user", "b")];
+        assert_eq!(t.render(&msgs, false).unwrap(), "a");
+    }
+}
