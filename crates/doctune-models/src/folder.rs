@@ -1,0 +1,172 @@
+//! Loading a Hugging Face model folder: `config.json`, weights from `model.safetensors` or the
+//! shards a `model.safetensors.index.json` names (memory-mapped, converted to the compute
+//! dtype; bf16, f16 and f32 files are read), and the tokenizer files.
+//!
+//! Only safetensors are ever opened. A folder with only pickle weights (`*.bin`, `*.pt`,
+//! `*.pth`, `*.pkl`) is refused with an error that says why; shard names from the index must be
+//! plain `.safetensors` file names inside the folder (no path, no `..`).
+
+use crate::config::ModelConfig;
+use crate::model::CausalLm;
+use crate::ModelError;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device};
+use doctune_tokenizer::ModelTokenizer;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// The compute dtype. `None`: f32 on CPU (candle's CPU matmul has no bf16), bf16 on GPU.
+    pub dtype: Option<DType>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: None,
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn dtype(&self) -> DType {
+        self.dtype.unwrap_or(if self.device.is_cpu() {
+            DType::F32
+        } else {
+            DType::BF16
+        })
+    }
+}
+
+/// A loaded model with its tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub model: CausalLm,
+    pub tokenizer: ModelTokenizer,
+}
+
+const PICKLE: [&str; 4] = [".bin", ".pt", ".pth", ".pkl"];
+
+/// The safetensors files holding the weights of `dir`.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let value = doctune_tokenizer::read_json(&index)
+            .map_err(|e| ModelError::Weights {
+                path: index.clone(),
+                message: e.to_string(),
+            })?
+            .unwrap_or_default();
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Weights {
+                path: index.clone(),
+                message: "has no `weight_map` object".into(),
+            })?;
+        let mut shards = BTreeSet::new();
+        for file in map.values() {
+            let name = file.as_str().unwrap_or_default();
+            let plain = !name.is_empty()
+                && !name.contains(['/', '\\'])
+                && name != ".."
+                && name.ends_with(".safetensors");
+            if !plain {
+                return Err(ModelError::Weights {
+                    path: index.clone(),
+                    message: format!(
+                        "names shard `{name}`, which is not a .safetensors file in the folder"
+                    ),
+                });
+            }
+            shards.insert(name.to_owned());
+        }
+        let mut out = Vec::new();
+        for name in shards {
+            let path = dir.join(&name);
+            if !path.is_file() {
+                return Err(ModelError::Weights {
+                    path: index.clone(),
+                    message: format!(
+                        "names shard `{name}`, which is not in the folder (incomplete download?)"
+                    ),
+                });
+            }
+            out.push(path);
+        }
+        return Ok(out);
+    }
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let pickles: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| PICKLE.iter().any(|ext| n.ends_with(ext)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !pickles.is_empty() {
+        return Err(ModelError::PickleOnly {
+            dir: dir.to_path_buf(),
+            files: pickles.join(", "),
+        });
+    }
+    Err(ModelError::NoWeights {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Loads the model of `dir` (not its tokenizer).
+pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<CausalLm, ModelError> {
+    let cfg = ModelConfig::load(dir)?;
+    let files = weight_files(dir)?;
+    // SAFETY: the files are mapped read-only and copied into tensors before this function
+    // returns; DocTune never writes to a model folder while it loads it. (Another process
+    // truncating a file mid-load could fault, as with any mmap reader, including transformers.)
+    #[allow(unsafe_code)]
+    let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| ModelError::Weights {
+        path: files[0].clone(),
+        message: format!("cannot be read as safetensors: {e}"),
+    })?;
+    let names: BTreeSet<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+    let dtype = opts.dtype();
+    let device = opts.device.clone();
+    let mut get =
+        |name: &str, shape: &[usize]| -> Result<Option<candle_core::Tensor>, ModelError> {
+            if !names.contains(name) {
+                return Ok(None);
+            }
+            let t = st.load(name, &device).map_err(|e| ModelError::Weights {
+                path: dir.to_path_buf(),
+                message: format!("tensor `{name}`: {e}"),
+            })?;
+            if t.dims() != shape {
+                return Err(ModelError::Shape {
+                    name: name.into(),
+                    expected: shape.to_vec(),
+                    found: t.dims().to_vec(),
+                });
+            }
+            Ok(Some(t.to_dtype(dtype)?))
+        };
+    CausalLm::build(cfg, &mut get, &device, dtype)
+}
+
+/// Loads model and tokenizer of `dir`.
+pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
+    let model = load_model(dir, opts)?;
+    let tokenizer = ModelTokenizer::load(dir)?;
+    Ok(LoadedModel {
+        dir: dir.to_path_buf(),
+        model,
+        tokenizer,
+    })
+}

@@ -1,0 +1,37 @@
+//! The model layer: trainable candle implementations of the families DocTune supports.
+//!
+//! - [`load`] reads a Hugging Face model folder ([`folder`]): [`ModelConfig`] from
+//!   `config.json`, weights from safetensors (memory-mapped; sharded or not), and the tokenizer
+//!   through `doctune-tokenizer`.
+//! - [`CausalLm`] ([`model`]) runs Llama, Mistral, Qwen2, Qwen3, Phi-3 and Gemma 2 exactly as
+//!   transformers does (tested against its logits), returns logits for every position, and can
+//!   be trained: base weights frozen without gradients ([`ops::frozen_matmul`]), LoRA on any
+//!   projection ([`Target`], [`LoraSpec`]), full fine-tuning, gradient checkpointing.
+//! - [`causal_lm_loss`] is transformers' shifted cross-entropy with an optional loss mask.
+//! - [`adapter`] reads and writes PEFT adapters; [`generate()`] generates with a KV cache.
+//!
+//! Randomness (LoRA init, dropout, sampling) comes from seeded generators ([`rng`]).
+
+pub mod adapter;
+pub mod config;
+mod error;
+pub mod folder;
+pub mod generate;
+pub mod linear;
+mod loss;
+pub mod model;
+pub mod ops;
+pub mod rng;
+mod rope;
+
+pub use adapter::{load_adapter, read_adapter_config, save_adapter, AdapterInfo};
+pub use config::ModelConfig;
+pub use error::ModelError;
+pub use folder::{load, load_model, LoadOptions, LoadedModel};
+pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};
+pub use linear::LoraSpec;
+pub use loss::{causal_lm_loss, log_softmax};
+pub use model::{CausalLm, KvCache, Target};
+
+/// Re-exported so callers need not depend on candle directly for the basic types.
+pub use candle_core::{DType, Device, Tensor, Var};
