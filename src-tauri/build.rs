@@ -21,6 +21,7 @@ fn main() {
             "import_model",
             "start_ingest",
             "document_preview",
+            "start_generate",
         ]),
     ))
     .expect("tauri-build failed");

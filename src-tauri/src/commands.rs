@@ -4,8 +4,9 @@
 
 use crate::AppState;
 use doctune_api::{
-    models, projects, token, AddReport, ApiError, CancelToken, DoctorReport, JobEvent, JobId,
-    Limits, ModelEntry, Project, ProjectSummary, Sensitive, TokenStatus,
+    generate, models, projects, token, AddReport, ApiError, CancelToken, DoctorReport,
+    GenerateRequest, JobEvent, JobId, Limits, ModelEntry, Project, ProjectSummary, Sensitive,
+    TokenStatus,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -139,6 +140,24 @@ pub async fn import_model(
 ) -> Result<ModelEntry, ApiError> {
     let home = state.home.clone();
     blocking(move || models::import(&home, &path, copy)).await
+}
+
+/// Starts generating with a library model; text pieces, then `generated` and
+/// `finished`/`failed`/`cancelled`, arrive on `on_event`. Cancel with `cancel_job`.
+#[tauri::command]
+pub fn start_generate(
+    state: State<'_, AppState>,
+    request: GenerateRequest,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    generate::confine_to_library(&state.home, &request)?;
+    let (home, cache) = (state.home.clone(), state.models.clone());
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("generate", sink, move |sink, cancel| {
+        generate::generate(&home, &cache, &request, sink, cancel).map(|_| ())
+    }))
 }
 
 /// Starts extracting the text of project `id`'s documents not extracted yet.

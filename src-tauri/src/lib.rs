@@ -15,6 +15,8 @@ pub struct AppState {
     pub jobs: Jobs,
     /// The OS keychain in the app; an in-memory store in tests.
     pub secrets: Arc<dyn SecretStore>,
+    /// The model the Playground last used, kept loaded.
+    pub models: doctune_api::ModelCache,
 }
 
 impl AppState {
@@ -25,6 +27,7 @@ impl AppState {
             gpus: doctune_gpu::Gpus::init(),
             jobs: Jobs::default(),
             secrets: Arc::new(doctune_api::Keychain),
+            models: Default::default(),
         }
     }
 }
@@ -62,6 +65,7 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::import_model,
             commands::start_ingest,
             commands::document_preview,
+            commands::start_generate,
         ])
 }
 

@@ -27,6 +27,7 @@ fn app(home: &std::path::Path) -> (tauri::App<MockRuntime>, tauri::WebviewWindow
         gpus: doctune_gpu::Gpus::init(),
         jobs: Jobs::default(),
         secrets: Arc::new(MemoryStore::default()),
+        models: Default::default(),
     };
     let app = doctune_app::builder::<MockRuntime>(state)
         .build(doctune_app::context())
@@ -129,6 +130,26 @@ fn token_and_model_commands_over_ipc() {
 }
 
 #[test]
+fn generate_takes_library_models_only() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    // The UI may not point the model loader at an arbitrary folder.
+    let folder = d.path().join("some-model");
+    std::fs::create_dir_all(&folder).unwrap();
+    let err = invoke(
+        &w,
+        "start_generate",
+        json!({"request": {"model": folder, "prompt": "Hi"}, "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "notFound", "{err}");
+    assert!(err["message"]
+        .as_str()
+        .unwrap()
+        .contains("not a model of the library"));
+}
+
+#[test]
 fn commands_not_granted_to_the_window_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_app, w) = app(d.path());
@@ -161,7 +182,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 17, "{commands:?}");
+    assert_eq!(commands.len(), 18, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

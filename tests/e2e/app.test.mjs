@@ -266,6 +266,29 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("the Playground streams a reply from a library model", async () => {
+    // A tiny random Qwen3 (crates/doctune-models/tests/fixtures): real tokenizer and template.
+    const fixture = path.resolve(import.meta.dirname, "../../crates/doctune-models/tests/fixtures/qwen3");
+    await browser.$('[data-testid="nav-models"]').click();
+    await browser.executeAsync((p, done) => {
+      window.__doctuneImportModel(p).then(done, done);
+    }, fixture);
+    await browser.$('[data-testid="nav-playground"]').click();
+    await browser.$('[data-testid="playground-view"]').waitForDisplayed({ timeout: 10_000 });
+    await browser.$('[data-testid="playground-model"]').selectByVisibleText("qwen3 · Qwen3");
+    await browser.$('[data-testid="playground-chat"]').click();
+    await browser.$('[data-testid="playground-prompt"]').setValue("The quick brown fox");
+    await browser.$('[data-testid="playground-run"]').click();
+    const stats = browser.$('[data-testid="playground-stats"]');
+    await browser.waitUntil(async () => /\d+ tokens · /.test(await stats.getText().catch(() => "")), {
+      timeout: 30_000,
+    });
+    assert.match(await stats.getText(), /^\d+ tokens · [\d.]+ tokens\/s · /);
+    assert.ok((await browser.$('[data-testid="playground-output"]').getText()).length > 0);
+    await shot("09-playground");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("under WebDriver, the app listens only on the automation socket WebDriver asked for", async () => {
     // WebKitWebDriver drives the browser through WebKit's inspector server, which it asks for
     // with WEBKIT_INSPECTOR_SERVER; that socket is the harness's. standalone.test.mjs proves the

@@ -7,6 +7,7 @@
 //! - [`ingest`]: extract the text of a project's documents (cached by sha256).
 //! - [`models`]: the model library; pull from the Hub, import a local folder.
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
+//! - [`generate`](mod@generate): generate text with a base model (and a LoRA adapter), streamed.
 //! - [`Jobs`]: long jobs the app can cancel.
 //! - [`ApiError`]: the one error shape both shells show: `{ code, message, details? }`.
 //!
@@ -15,6 +16,7 @@
 pub mod doctor;
 pub mod documents;
 mod error;
+pub mod generate;
 mod home;
 pub mod ingest;
 mod jobs;
@@ -36,6 +38,7 @@ pub fn init_logging() {
 pub use doctor::{doctor, DoctorReport};
 pub use documents::{add_documents, AddFailure, AddReport, Duplicate, Limits};
 pub use error::ApiError;
+pub use generate::{GenerateRequest, GenerateResult, ModelCache};
 pub use home::Home;
 pub use jobs::Jobs;
 pub use models::{ModelEntry, ModelSource};

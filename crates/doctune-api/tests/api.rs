@@ -414,3 +414,163 @@ fn ingest_is_cached_confined_and_reports_repeats() {
         );
     }
 }
+
+fn tiny_model(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../doctune-models/tests/fixtures")
+        .join(name)
+}
+
+fn gen_request(model: &Path) -> doctune_api::GenerateRequest {
+    doctune_api::GenerateRequest {
+        model: model.display().to_string(),
+        adapter: None,
+        prompt: "The quick brown fox reads a document about models".into(),
+        chat: false,
+        system: None,
+        max_new_tokens: 32,
+        sampling: Default::default(),
+        device: None,
+    }
+}
+
+#[test]
+fn generate_streams_text_and_matches_the_model_layer() {
+    let (_d, h) = home();
+    let cache = doctune_api::ModelCache::default();
+    let sink = VecSink::default();
+    let req = gen_request(&tiny_model("qwen3"));
+    let out =
+        doctune_api::generate::generate(&h, &cache, &req, &sink, &CancelToken::new()).unwrap();
+    assert_eq!(out.token_ids.len(), 32);
+    let streamed: String = sink
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            JobEvent::Text { text } => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, out.text);
+    assert!(matches!(
+        sink.events().last(),
+        Some(JobEvent::Generated { tokens: 32, .. })
+    ));
+
+    // Same ids as the model layer's greedy generation of the same prompt.
+    let m = doctune_models::load(&tiny_model("qwen3"), &Default::default()).unwrap();
+    let ids = m.tokenizer.encode(&req.prompt, true).unwrap();
+    let direct = doctune_models::generate(
+        &m.model,
+        &m.tokenizer,
+        &ids,
+        &doctune_models::GenerateOptions {
+            max_new_tokens: 32,
+            sampling: Default::default(),
+            stop_ids: m.tokenizer.stop_ids().to_vec(),
+            stop_strings: vec![],
+        },
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.token_ids, direct.token_ids);
+
+    // With the adapter the output changes; sampling with a seed is reproducible.
+    let mut with_adapter = req.clone();
+    with_adapter.adapter = Some(tiny_model("qwen3").join("adapter").display().to_string());
+    let adapted =
+        doctune_api::generate::generate(&h, &cache, &with_adapter, &NullSink, &CancelToken::new())
+            .unwrap();
+    assert_ne!(adapted.token_ids, out.token_ids);
+    let mut sampled = req.clone();
+    sampled.sampling = doctune_models::Sampling {
+        temperature: Some(0.8),
+        top_k: Some(50),
+        top_p: Some(0.95),
+        repetition_penalty: 1.1,
+        seed: 7,
+    };
+    let a = doctune_api::generate::generate(&h, &cache, &sampled, &NullSink, &CancelToken::new())
+        .unwrap();
+    let b = doctune_api::generate::generate(&h, &cache, &sampled, &NullSink, &CancelToken::new())
+        .unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_ne!(a.token_ids, out.token_ids);
+}
+
+#[test]
+fn chat_generation_uses_the_template() {
+    let (_d, h) = home();
+    let cache = doctune_api::ModelCache::default();
+    let mut req = gen_request(&tiny_model("llama"));
+    req.chat = true;
+    req.system = Some("Be brief.".into());
+    let m = doctune_models::load(&tiny_model("llama"), &Default::default()).unwrap();
+    let ids =
+        doctune_api::generate::encode_prompt(&m, &req.prompt, true, req.system.as_deref()).unwrap();
+    let rendered = m.tokenizer.decode(&ids, false).unwrap();
+    assert!(
+        rendered.starts_with("<|im_start|>system\nBe brief.<|im_end|>"),
+        "{rendered}"
+    );
+    assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
+    let out =
+        doctune_api::generate::generate(&h, &cache, &req, &NullSink, &CancelToken::new()).unwrap();
+    assert!(!out.text.contains("<|im_end|>"));
+}
+
+#[test]
+fn generate_errors_name_the_problem() {
+    let (d, h) = home();
+    let cache = doctune_api::ModelCache::default();
+    let run = |req: &doctune_api::GenerateRequest| {
+        doctune_api::generate::generate(&h, &cache, req, &NullSink, &CancelToken::new())
+            .unwrap_err()
+    };
+    let mut req = gen_request(&d.path().join("nope"));
+    let e = run(&req);
+    assert_eq!(e.code, Code::NotFound);
+    assert!(e.message.contains("nope"), "{e}");
+
+    // Pickle-only weights are refused, naming the files.
+    let pickle = d.path().join("pickle");
+    fs::create_dir_all(&pickle).unwrap();
+    fs::copy(
+        tiny_model("llama").join("config.json"),
+        pickle.join("config.json"),
+    )
+    .unwrap();
+    fs::write(pickle.join("pytorch_model.bin"), b"not really").unwrap();
+    req.model = pickle.display().to_string();
+    let e = run(&req);
+    assert!(
+        e.message.contains("pytorch_model.bin") && e.message.contains("safetensors"),
+        "{e}"
+    );
+
+    // An adapter for another model names the module it cannot place.
+    req.model = tiny_model("phi3").display().to_string();
+    req.adapter = Some(tiny_model("llama").join("adapter").display().to_string());
+    let e = run(&req);
+    assert!(
+        e.message.contains("this model does not have")
+            && e.message.contains("adapter_model.safetensors"),
+        "{e}"
+    );
+
+    req.adapter = None;
+    req.max_new_tokens = 0;
+    assert_eq!(run(&req).code, Code::InvalidInput);
+}
+
+#[test]
+fn cancelled_generation_reports_cancelled() {
+    let (_d, h) = home();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let req = gen_request(&tiny_model("mistral"));
+    let e = doctune_api::generate::generate(&h, &Default::default(), &req, &NullSink, &cancel)
+        .unwrap_err();
+    assert_eq!(e.code, Code::Cancelled);
+}

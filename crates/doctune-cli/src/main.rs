@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use doctune_api::{projects, AddReport, ApiError, Home, Limits};
-use doctune_core::{CancelToken, NullSink};
+use doctune_core::{CancelToken, JobEvent, NullSink};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -61,6 +61,51 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Generate text with a model (and a LoRA adapter), streamed to standard output. With
+    /// --json, prints one object: {"token_ids": [generated ids, prompt excluded], "text", ...}.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    /// A model folder (Hugging Face layout), or the id of a model in the library.
+    #[arg(long, value_name = "DIR")]
+    model: String,
+    /// A PEFT LoRA adapter folder to apply.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
+    #[arg(long, value_name = "TEXT")]
+    prompt: String,
+    /// Render the prompt as a user turn with the model's chat template (and stop at the end of
+    /// the reply).
+    #[arg(long)]
+    chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    max_new_tokens: usize,
+    /// Always take the most likely token (the default unless --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    greedy: bool,
+    /// Sample with this temperature (> 0).
+    #[arg(long, value_name = "T")]
+    temperature: Option<f32>,
+    /// Sample only among the K most likely tokens.
+    #[arg(long, value_name = "K", requires = "temperature")]
+    top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities add up to P.
+    #[arg(long, value_name = "P", requires = "temperature")]
+    top_p: Option<f32>,
+    /// Above 1 discourages repeating tokens of the prompt and the output.
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    repetition_penalty: f32,
+    /// Seed of the sampler (same seed, same output).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// cpu, cuda or metal (the latter two need a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -204,6 +249,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         Command::Ingest { project, files } => return ingest_command(cli, &home, project, files),
         Command::Token { command } => return token_command(cli, command),
         Command::Model { command } => return model_command(cli, &home, command),
+        Command::Generate(args) => generate_command(cli, &home, args)?,
         Command::Doctor => {
             let report = doctune_api::doctor(&home, &doctune_gpu::Gpus::init());
             if cli.json {
@@ -214,6 +260,56 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn generate_command(cli: &Cli, home: &Home, a: &GenerateArgs) -> Result<(), ApiError> {
+    use std::io::Write;
+    let req = doctune_api::GenerateRequest {
+        model: a.model.clone(),
+        adapter: a.adapter.as_ref().map(|p| p.display().to_string()),
+        prompt: a.prompt.clone(),
+        chat: a.chat,
+        system: a.system.clone(),
+        max_new_tokens: a.max_new_tokens,
+        sampling: doctune_api::generate::Sampling {
+            temperature: if a.greedy { None } else { a.temperature },
+            top_k: a.top_k,
+            top_p: a.top_p,
+            repetition_penalty: a.repetition_penalty,
+            seed: a.seed,
+        },
+        device: Some(a.device.clone()),
+    };
+    // Text streams to stdout as it is generated (not with --json: one object at the end).
+    let json = cli.json;
+    let sink = move |e: JobEvent| {
+        if let (false, JobEvent::Text { text }) = (json, e) {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.flush();
+        }
+    };
+    let cache = doctune_api::ModelCache::default();
+    let out = doctune_api::generate::generate(home, &cache, &req, &sink, &CancelToken::new())?;
+    if cli.json {
+        print_json(&serde_json::json!({
+            "token_ids": out.token_ids,
+            "text": out.text,
+            "stop_reason": out.stop_reason,
+            "prompt_tokens": out.prompt_tokens,
+            "tokens_per_sec": out.tokens_per_sec,
+            "model_dir": out.model_dir,
+        }))?;
+    } else {
+        println!();
+        eprintln!(
+            "{} tokens, {:.1} tokens/s, stopped: {:?}",
+            out.token_ids.len(),
+            out.tokens_per_sec,
+            out.stop_reason
+        );
+    }
+    Ok(())
 }
 
 fn ingest_command(

@@ -170,3 +170,82 @@ fn ingest_adds_extracts_caches_and_reports_per_file() {
         .unwrap();
     assert_eq!(with["extraction"]["status"], "ok");
 }
+
+/// The i64 tensor `key` of a tiny model's goldens (made by transformers).
+fn golden_ids(model: &Path, key: &str) -> Vec<u64> {
+    let bytes = std::fs::read(model.join("golden.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor(key)
+        .unwrap()
+        .data()
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64)
+        .collect()
+}
+
+#[test]
+fn generate_json_matches_transformers_greedy() {
+    let d = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures");
+    for name in ["llama", "gemma2", "phi3"] {
+        let model = fixtures.join(name);
+        let o = doctune(
+            d.path(),
+            &[
+                "generate",
+                "--model",
+                model.to_str().unwrap(),
+                "--prompt",
+                "The quick brown fox reads a document about models",
+                "--max-new-tokens",
+                "32",
+                "--greedy",
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{o:?}");
+        let v = json(&o);
+        let ids: Vec<u64> = v["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, golden_ids(&model, "greedy_ids"), "{name}");
+        assert!(v["text"].is_string());
+    }
+    // Plain output streams the text; errors are one line naming the folder.
+    let model = fixtures.join("qwen2");
+    let o = doctune(
+        d.path(),
+        &[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Hi",
+            "--chat",
+            "--max-new-tokens",
+            "4",
+            "--temperature",
+            "0.7",
+            "--seed",
+            "3",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("4 tokens"),
+        "{o:?}"
+    );
+    let o = doctune(
+        d.path(),
+        &["generate", "--model", "/no/such/model", "--prompt", "Hi"],
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/no/such/model") && err.lines().count() == 1,
+        "{err}"
+    );
+}

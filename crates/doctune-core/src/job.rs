@@ -53,6 +53,17 @@ pub enum JobEvent {
     Checkpoint {
         path: String,
     },
+    /// A piece of generated text, as soon as it is complete.
+    Text {
+        text: String,
+    },
+    /// A generation ended (before `Finished`): how many tokens, why, how fast.
+    #[serde(rename_all = "camelCase")]
+    Generated {
+        tokens: u64,
+        stop_reason: String,
+        tokens_per_sec: f64,
+    },
     Finished,
     Failed {
         error: String,

@@ -76,6 +76,8 @@ pub enum StopReason {
     Eos,
     StopString,
     MaxTokens,
+    /// The model's context window (`max_position_embeddings`) is full.
+    ContextLimit,
     Cancelled,
 }
 
@@ -265,6 +267,9 @@ pub fn generate(
             on_text(&text[emitted..safe]);
             emitted = safe;
         }
+    }
+    if reason == StopReason::MaxTokens && max_new < opts.max_new_tokens {
+        reason = StopReason::ContextLimit;
     }
     if reason != StopReason::StopString {
         // Text the stream held back (an incomplete UTF-8 sequence at the very end).

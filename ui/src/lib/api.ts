@@ -77,6 +77,8 @@ export type JobEvent =
   | { type: "started"; data: { job: string; kind: string } }
   | { type: "progress"; data: { current: number; total: number; unit: string; message?: string } }
   | { type: "warning"; data: { message: string } }
+  | { type: "text"; data: { text: string } }
+  | { type: "generated"; data: { tokens: number; stopReason: string; tokensPerSec: number } }
   | { type: "finished" }
   | { type: "failed"; data: { error: string } }
   | { type: "cancelled" };
@@ -182,4 +184,31 @@ export function startIngest(id: string, onEvent: (e: JobEvent) => void): Promise
   const channel = new Channel<JobEvent>();
   channel.onmessage = onEvent;
   return invoke<string>("start_ingest", { id, onEvent: channel });
+}
+
+export interface Sampling {
+  /** null or 0: greedy. */
+  temperature: number | null;
+  topK: number | null;
+  topP: number | null;
+  repetitionPenalty: number;
+  seed: number;
+}
+
+export interface GenerateRequest {
+  /** A library model id. */
+  model: string;
+  adapter?: string | null;
+  prompt: string;
+  chat: boolean;
+  system?: string | null;
+  maxNewTokens: number;
+  sampling: Sampling;
+}
+
+/** Starts generating; text arrives as `text` events, then `generated` and `finished`. */
+export function startGenerate(request: GenerateRequest, onEvent: (e: JobEvent) => void): Promise<string> {
+  const channel = new Channel<JobEvent>();
+  channel.onmessage = onEvent;
+  return invoke<string>("start_generate", { request, onEvent: channel });
 }

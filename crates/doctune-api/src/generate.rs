@@ -1,0 +1,255 @@
+//! Generation with a base model (optionally with a LoRA adapter): the use case behind
+//! `doctune generate` and the app's Playground.
+//!
+//! The prompt is encoded as transformers encodes it: plain prompts as `tokenizer(prompt)` (with
+//! the special tokens the tokenizer adds, e.g. BOS), chat prompts by rendering the model's chat
+//! template with the generation prompt and encoding the result without adding special tokens,
+//! as `apply_chat_template(..., tokenize=True)` does. Text streams out as [`JobEvent::Text`].
+//!
+//! Loaded models are kept in a [`ModelCache`] (one model), so a conversation in the app does not
+//! reload the weights for every reply.
+
+use crate::{models, ApiError, Home};
+use doctune_core::{CancelToken, Code, JobEvent, ProgressSink};
+use doctune_models::{
+    load, load_adapter, Device, GenerateOptions, LoadOptions, LoadedModel, ModelError,
+};
+pub use doctune_models::{Sampling, StopReason};
+use doctune_tokenizer::Message;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The most tokens one request may generate.
+pub const MAX_NEW_TOKENS: usize = 8192;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateRequest {
+    /// A model of the library (its id) or a model folder.
+    pub model: String,
+    /// A PEFT LoRA adapter folder to apply.
+    #[serde(default)]
+    pub adapter: Option<String>,
+    pub prompt: String,
+    /// Render the prompt as a user turn with the model's chat template.
+    #[serde(default)]
+    pub chat: bool,
+    /// A system message (chat only).
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    #[serde(default)]
+    pub sampling: Sampling,
+    /// `cpu` (default), `cuda` or `metal` (when DocTune was built with that feature).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+fn default_max_new_tokens() -> usize {
+    256
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateResult {
+    /// The generated ids (prompt excluded; a closing stop token included, as transformers'
+    /// `generate` returns it).
+    pub token_ids: Vec<u32>,
+    pub text: String,
+    pub stop_reason: StopReason,
+    pub prompt_tokens: usize,
+    pub tokens_per_sec: f64,
+    pub model_dir: String,
+}
+
+/// The last loaded model (keyed by folder, adapter and device).
+#[derive(Debug, Clone, Default)]
+pub struct ModelCache(Arc<Mutex<Option<CachedModel>>>);
+
+/// The cache key (folder, adapter, device) and the model.
+type CachedModel = (String, Arc<LoadedModel>);
+
+fn model_error(e: ModelError) -> ApiError {
+    let code = match &e {
+        ModelError::Cancelled => Code::Cancelled,
+        ModelError::Candle(_) => Code::Internal,
+        _ => Code::InvalidInput,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// The device a request names.
+pub fn device(name: Option<&str>) -> Result<Device, ApiError> {
+    match name.unwrap_or("cpu") {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            ApiError::invalid(format!(
+                "no CUDA device: {e} (DocTune must be built with the `cuda` feature and an NVIDIA driver present)"
+            ))
+        }),
+        "metal" => Device::new_metal(0).map_err(|e| {
+            ApiError::invalid(format!("no Metal device: {e} (DocTune must be built with the `metal` feature)"))
+        }),
+        other => Err(ApiError::invalid(format!("unknown device `{other}` (cpu, cuda, metal)"))),
+    }
+}
+
+/// The folder a model reference names: a library id, or a folder that exists.
+pub fn resolve_model(home: &Home, model: &str) -> Result<PathBuf, ApiError> {
+    if let Some(entry) = models::list(home)?.into_iter().find(|m| m.id == model) {
+        return Ok(PathBuf::from(entry.path));
+    }
+    let path = PathBuf::from(model);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    Err(ApiError::new(
+        Code::NotFound,
+        format!("{model}: neither a model of the library nor a model folder"),
+    ))
+}
+
+/// What the app's UI may ask for: a model of the library (by id, not an arbitrary folder) and an
+/// adapter inside DocTune's home (a run's adapter), resolved through a [`Scope`] on the home.
+/// The CLI, run by the user, may name any folder.
+pub fn confine_to_library(home: &Home, req: &GenerateRequest) -> Result<(), ApiError> {
+    if !models::list(home)?.iter().any(|m| m.id == req.model) {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!(
+                "{}: not a model of the library (import or pull it first)",
+                req.model
+            ),
+        ));
+    }
+    if let Some(a) = &req.adapter {
+        doctune_core::Scope::new(home.root())?.resolve(a)?;
+    }
+    Ok(())
+}
+
+impl ModelCache {
+    /// The loaded model for `dir` (+ adapter) on `device`, loading it if it is not the cached one.
+    pub fn get(
+        &self,
+        dir: &Path,
+        adapter: Option<&Path>,
+        device_name: Option<&str>,
+    ) -> Result<Arc<LoadedModel>, ApiError> {
+        let key = format!(
+            "{}|{}|{}",
+            dir.display(),
+            adapter.map(|a| a.display().to_string()).unwrap_or_default(),
+            device_name.unwrap_or("cpu")
+        );
+        let mut slot = self
+            .0
+            .lock()
+            .map_err(|_| ApiError::new(Code::Internal, "model cache lock poisoned"))?;
+        if let Some((k, m)) = slot.as_ref() {
+            if *k == key {
+                return Ok(m.clone());
+            }
+        }
+        // Free the old model before loading the new one.
+        *slot = None;
+        let opts = LoadOptions {
+            device: device(device_name)?,
+            dtype: None,
+        };
+        let mut loaded = load(dir, &opts).map_err(model_error)?;
+        if let Some(a) = adapter {
+            load_adapter(&mut loaded.model, a).map_err(model_error)?;
+        }
+        let loaded = Arc::new(loaded);
+        *slot = Some((key, loaded.clone()));
+        Ok(loaded)
+    }
+}
+
+/// The prompt's token ids, encoded as transformers encodes it (see the module docs).
+pub fn encode_prompt(
+    m: &LoadedModel,
+    prompt: &str,
+    chat: bool,
+    system: Option<&str>,
+) -> Result<Vec<u32>, ApiError> {
+    let tok = &m.tokenizer;
+    let err = |e: doctune_tokenizer::TokenizerError| ApiError::invalid(e.to_string());
+    if chat {
+        let template = tok.require_chat_template().map_err(err)?;
+        let mut messages = Vec::new();
+        if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
+            messages.push(Message::new("system", s));
+        }
+        messages.push(Message::new("user", prompt));
+        let text = template.render(&messages, true).map_err(err)?;
+        tok.encode(&text, false).map_err(err)
+    } else {
+        tok.encode(prompt, true).map_err(err)
+    }
+}
+
+/// Generates for `req`, streaming text to `sink` as [`JobEvent::Text`] and ending with
+/// [`JobEvent::Generated`].
+pub fn generate(
+    home: &Home,
+    cache: &ModelCache,
+    req: &GenerateRequest,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<GenerateResult, ApiError> {
+    if req.max_new_tokens == 0 || req.max_new_tokens > MAX_NEW_TOKENS {
+        return Err(ApiError::invalid(format!(
+            "max new tokens must be between 1 and {MAX_NEW_TOKENS}"
+        )));
+    }
+    if req.prompt.is_empty() {
+        return Err(ApiError::invalid("the prompt is empty"));
+    }
+    req.sampling.validate().map_err(model_error)?;
+    let dir = resolve_model(home, &req.model)?;
+    let adapter = req.adapter.as_deref().map(PathBuf::from);
+    let m = cache.get(&dir, adapter.as_deref(), req.device.as_deref())?;
+    let prompt_ids = encode_prompt(&m, &req.prompt, req.chat, req.system.as_deref())?;
+    let opts = GenerateOptions {
+        max_new_tokens: req.max_new_tokens,
+        sampling: req.sampling.clone(),
+        stop_ids: m.tokenizer.stop_ids().to_vec(),
+        stop_strings: m.tokenizer.stop_strings(req.chat),
+    };
+    let out = doctune_models::generate(
+        &m.model,
+        &m.tokenizer,
+        &prompt_ids,
+        &opts,
+        cancel,
+        &mut |text| {
+            sink.emit(JobEvent::Text { text: text.into() });
+        },
+    )
+    .map_err(model_error)?;
+    sink.emit(JobEvent::Generated {
+        tokens: out.token_ids.len() as u64,
+        stop_reason: serde_json::to_value(out.stop_reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        tokens_per_sec: out.tokens_per_sec,
+    });
+    if out.stop_reason == StopReason::Cancelled {
+        return Err(ApiError::new(Code::Cancelled, "generation cancelled"));
+    }
+    Ok(GenerateResult {
+        token_ids: out.token_ids,
+        text: out.text,
+        stop_reason: out.stop_reason,
+        prompt_tokens: out.prompt_tokens,
+        tokens_per_sec: out.tokens_per_sec,
+        model_dir: dir.display().to_string(),
+    })
+}
