@@ -1,0 +1,306 @@
+//! LoRA training step (forward + backward) throughput: DocTune's candle models against PyTorch +
+//! PEFT on the same Llama-style models, the same token ids, the same LoRA (r=8, alpha=16 on
+//! q/v) and the same number of threads, in one invocation.
+//!
+//! ```text
+//! DOCTUNE_BENCH_PYTHON=/path/to/venv/bin/python cargo bench -p doctune-models --bench lora_step
+//! ```
+//! Options (environment): `DOCTUNE_BENCH_THREADS` (default: all cores), `DOCTUNE_BENCH_CONFIGS`
+//! (comma list of `tiny`, `20m`, `100m`; default all), `DOCTUNE_BENCH_STEPS` (default 10 for
+//! tiny, 3 for the others).
+//! Without DOCTUNE_BENCH_PYTHON only the candle side runs.
+//!
+//! Each side runs in its own process (this binary re-executed as a worker, and `lora_step.py`),
+//! so each peak RSS is that side's alone. Both sides print the loss of their first step on the
+//! same ids as a check that they compute the same thing.
+
+use doctune_models::{causal_lm_loss, load_model, LoadOptions, LoraSpec, Target, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+struct Bench {
+    name: &'static str,
+    hidden: usize,
+    layers: usize,
+    heads: usize,
+    intermediate: usize,
+    vocab: usize,
+    batch: usize,
+    seq: usize,
+}
+
+const CONFIGS: [Bench; 3] = [
+    // The configuration the training-speed issue quotes (4 layers, hidden 256, batch 4 × 128).
+    Bench {
+        name: "tiny",
+        hidden: 256,
+        layers: 4,
+        heads: 4,
+        intermediate: 688,
+        vocab: 8192,
+        batch: 4,
+        seq: 128,
+    },
+    Bench {
+        name: "20m",
+        hidden: 512,
+        layers: 6,
+        heads: 8,
+        intermediate: 1408,
+        vocab: 8192,
+        batch: 2,
+        seq: 512,
+    },
+    Bench {
+        name: "100m",
+        hidden: 768,
+        layers: 12,
+        heads: 12,
+        intermediate: 2048,
+        vocab: 16384,
+        batch: 2,
+        seq: 512,
+    },
+];
+
+fn params(b: &Bench) -> u64 {
+    let (h, i, v) = (b.hidden as u64, b.intermediate as u64, b.vocab as u64);
+    v * h + b.layers as u64 * (4 * h * h + 3 * h * i + 2 * h) + h
+}
+
+/// Writes a random Llama-style model folder (tied embeddings) and the token ids both sides use.
+fn write_model(b: &Bench, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": b.hidden, "intermediate_size": b.intermediate,
+        "num_hidden_layers": b.layers, "num_attention_heads": b.heads, "num_key_value_heads": b.heads,
+        "vocab_size": b.vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
+        "torch_dtype": "float32",
+    });
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    let (h, i) = (b.hidden, b.intermediate);
+    let mut shapes: Vec<(String, Vec<usize>)> =
+        vec![("model.embed_tokens.weight".into(), vec![b.vocab, h])];
+    for l in 0..b.layers {
+        let p = format!("model.layers.{l}");
+        for m in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            shapes.push((format!("{p}.self_attn.{m}.weight"), vec![h, h]));
+        }
+        shapes.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        shapes.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        shapes.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    shapes.push(("model.norm.weight".into(), vec![h]));
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .enumerate()
+        .map(|(k, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = if shape.len() == 1 {
+                vec![1.0; n]
+            } else {
+                doctune_models::rng::normal_vec(n, 0.02, k as u64)
+            };
+            (
+                name,
+                shape,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+        .iter()
+        .map(|(n, s, d)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let mut rng = doctune_models::rng::seeded(42);
+    let ids: Vec<Vec<u32>> = (0..b.batch)
+        .map(|_| {
+            (0..b.seq)
+                .map(|_| rand::Rng::random_range(&mut rng, 0..b.vocab as u32))
+                .collect()
+        })
+        .collect();
+    std::fs::write(dir.join("ids.json"), serde_json::to_vec(&ids).unwrap()).unwrap();
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The candle side, in this process.
+fn worker(dir: &Path, steps: usize, warmup: usize) {
+    let ids: Vec<Vec<u32>> =
+        serde_json::from_slice(&std::fs::read(dir.join("ids.json")).unwrap()).unwrap();
+    let (b, t) = (ids.len(), ids[0].len());
+    let flat: Vec<u32> = ids.into_iter().flatten().collect();
+    let mut model = load_model(dir, &LoadOptions::default()).unwrap();
+    let spec = LoraSpec {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        rslora: false,
+    };
+    model.add_lora(&[Target::Q, Target::V], &spec, 0).unwrap();
+    let input = Tensor::from_vec(flat, (b, t), model.device()).unwrap();
+    let mut first_loss = None;
+    let mut start = Instant::now();
+    for i in 0..warmup + steps {
+        if i == warmup {
+            start = Instant::now();
+        }
+        let logits = model.forward(&input).unwrap();
+        let loss = causal_lm_loss(&logits, &input, None).unwrap();
+        let grads = model.backward(&loss).unwrap();
+        drop(grads);
+        first_loss.get_or_insert(loss.to_scalar::<f32>().unwrap());
+    }
+    let dt = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "tokens_per_sec": (b * t * steps) as f64 / dt,
+            "step_secs": dt / steps as f64,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "loss": first_loss,
+        })
+    );
+}
+
+fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "  failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last()?).ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(pos) = args.iter().position(|a| a == "--worker") {
+        let dir = PathBuf::from(&args[pos + 1]);
+        worker(
+            &dir,
+            args[pos + 2].parse().unwrap(),
+            args[pos + 3].parse().unwrap(),
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let threads: usize = std::env::var("DOCTUNE_BENCH_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Short steps are noisy: the tiny config runs more of them unless told otherwise.
+    let steps_env: Option<usize> = std::env::var("DOCTUNE_BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let warmup = 1;
+    let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,100m".into());
+    let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/lora_step.py");
+    let tmp = tempfile::tempdir().unwrap();
+    println!("LoRA training step (forward + backward, r=8 alpha=16 on q/v, f32, CPU), {threads} thread(s), timed steps after {warmup} warm-up");
+    println!(
+        "{:<6} {:>7} {:>9} | {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8}",
+        "config",
+        "params",
+        "tokens",
+        "candle t/s",
+        "torch t/s",
+        "ratio",
+        "candle MB",
+        "torch MB",
+        "ratio",
+        "loss c",
+        "loss t"
+    );
+    for b in CONFIGS
+        .iter()
+        .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
+    {
+        let dir = tmp.path().join(b.name);
+        write_model(b, &dir);
+        let steps = steps_env.unwrap_or(if b.batch * b.seq <= 512 { 10 } else { 3 });
+        let candle = run_json(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--worker",
+                    dir.to_str().unwrap(),
+                    &steps.to_string(),
+                    &warmup.to_string(),
+                ])
+                .env("RAYON_NUM_THREADS", threads.to_string()),
+        );
+        let torch = python.as_ref().and_then(|py| {
+            run_json(
+                Command::new(py)
+                    .arg(&script)
+                    .args([
+                        dir.to_str().unwrap(),
+                        &threads.to_string(),
+                        &steps.to_string(),
+                        &warmup.to_string(),
+                    ])
+                    .env("OMP_NUM_THREADS", threads.to_string()),
+            )
+        });
+        let f = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64());
+        let (ct, tt) = (f(&candle, "tokens_per_sec"), f(&torch, "tokens_per_sec"));
+        let (cm, tm) = (f(&candle, "peak_rss_bytes"), f(&torch, "peak_rss_bytes"));
+        let fmt = |x: Option<f64>, scale: f64, prec: usize| {
+            x.map_or("-".into(), |x| format!("{:.*}", prec, x / scale))
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<6} {:>6.1}M {:>9} | {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8}",
+            b.name,
+            params(b) as f64 / 1e6,
+            format!("{}x{}", b.batch, b.seq),
+            fmt(ct, 1.0, 0),
+            fmt(tt, 1.0, 0),
+            ratio(ct, tt),
+            fmt(cm, 1048576.0, 0),
+            fmt(tm, 1048576.0, 0),
+            ratio(cm, tm),
+            fmt(f(&candle, "loss"), 1.0, 4),
+            fmt(f(&torch, "loss"), 1.0, 4)
+        );
+    }
+    println!("tokens/s ratio = candle / torch (higher is better for DocTune); memory ratio = candle / torch (lower is better).");
+}
