@@ -323,3 +323,115 @@ fn checkpointing_keeps_full_fine_tuning_gradients() {
         assert!(d < 1e-5, "{n}: checkpointed gradient differs by {d}");
     }
 }
+
+#[test]
+fn lora_init_is_peft_and_dropout_is_seeded() {
+    let mut m = open("llama");
+    let spec = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.3,
+        rslora: false,
+    };
+    m.model.add_lora(&[Target::Q, Target::V], &spec, 5).unwrap();
+    let bound = 1.0 / (m.model.config().hidden_size as f32).sqrt();
+    for (name, var) in m.model.trainable_vars() {
+        let v: Vec<f32> = var.flatten_all().unwrap().to_vec1().unwrap();
+        if name.contains("lora_A") {
+            // Kaiming-uniform with a = √5: U(±1/√fan_in), and not degenerate.
+            assert!(v.iter().all(|x| x.abs() <= bound), "{name}");
+            assert!(v.iter().any(|x| x.abs() > bound / 2.0), "{name}");
+        } else {
+            assert!(v.iter().all(|&x| x == 0.0), "{name}: B starts at zero");
+        }
+    }
+    // Give B values so the adapter (and its dropout) changes the output.
+    for (name, var) in m.model.trainable_vars() {
+        if name.contains("lora_B") {
+            let n = var.elem_count();
+            let v = doctune_models::rng::normal_vec(n, 0.5, 9);
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let g = golden("llama");
+    let input = ids(&g, "input_ids");
+    let eval = m.model.forward(&input).unwrap();
+    let train = |seed| {
+        m.model
+            .forward_train(&input, &mut doctune_models::rng::seeded(seed))
+            .unwrap()
+    };
+    assert!(
+        max_diff(&train(1), &eval) > 1e-3,
+        "dropout changes the training pass"
+    );
+    assert_eq!(max_diff(&train(1), &train(1)), 0.0, "same seed, same masks");
+    assert!(max_diff(&train(1), &train(2)) > 1e-3);
+
+    // Checkpointing replays the same dropout masks: same gradients as without.
+    let grads_of = |m: &mut LoadedModel, ckpt: bool| {
+        m.model.set_gradient_checkpointing(ckpt);
+        let logits = m
+            .model
+            .forward_train(&input, &mut doctune_models::rng::seeded(3))
+            .unwrap();
+        let loss = causal_lm_loss(&logits, &input, None).unwrap();
+        let grads = m.model.backward(&loss).unwrap();
+        m.model
+            .trainable_vars()
+            .into_iter()
+            .map(|(_, v)| grads.get(&v).unwrap().clone())
+            .collect::<Vec<_>>()
+    };
+    let plain = grads_of(&mut m, false);
+    let ckpt = grads_of(&mut m, true);
+    for (a, b) in plain.iter().zip(&ckpt) {
+        assert!(max_diff(a, b) < 1e-5);
+    }
+}
+
+#[test]
+fn generation_stops_on_stop_strings_and_cancel() {
+    let m = open("qwen3");
+    let g = golden("qwen3");
+    let prompt = u32s(&g["prompt_ids"]);
+    let full = m.tokenizer.decode(&u32s(&g["greedy_ids"]), true).unwrap();
+    // A stop string from the middle of the greedy text: the output ends right before it.
+    let cut = full.char_indices().nth(full.chars().count() / 2).unwrap().0;
+    let stop: String = full[cut..].chars().take(3).collect();
+    let opts = GenerateOptions {
+        max_new_tokens: 32,
+        sampling: Sampling::greedy(),
+        stop_ids: m.tokenizer.stop_ids().to_vec(),
+        stop_strings: vec![stop.clone()],
+    };
+    let mut streamed = String::new();
+    let out = generate(
+        &m.model,
+        &m.tokenizer,
+        &prompt,
+        &opts,
+        &CancelToken::new(),
+        &mut |s| streamed.push_str(s),
+    )
+    .unwrap();
+    assert_eq!(out.stop_reason, doctune_models::StopReason::StopString);
+    assert_eq!(out.text, full[..full.find(&stop).unwrap()]);
+    assert_eq!(
+        streamed, out.text,
+        "nothing of the stop string was streamed"
+    );
+
+    // Cancelled from the callback: generation ends at the next step.
+    let cancel = CancelToken::new();
+    let mut opts = opts;
+    opts.stop_strings.clear();
+    let c = cancel.clone();
+    let out = generate(&m.model, &m.tokenizer, &prompt, &opts, &cancel, &mut |_| {
+        c.cancel()
+    })
+    .unwrap();
+    assert_eq!(out.stop_reason, doctune_models::StopReason::Cancelled);
+    assert!(out.token_ids.len() < 32);
+}
