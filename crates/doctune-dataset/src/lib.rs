@@ -1,0 +1,733 @@
+//! The dataset builder: what the trainer consumes, and what the user sees of it.
+//!
+//! [`build`] turns either documents ([`Mode::Pretrain`], see [`pack`]) or instruction files
+//! ([`Mode::Instruct`], see [`import`] and [`chat`]) into `datasets/<id>/`:
+//!
+//! - `train.jsonl`, `val.jsonl` — one example per line:
+//!   `{"ids": [token ids], "mask": [1 if the token is a training target, else 0], "text":
+//!   "…", "spans": [[start, end], …]}`. `mask[t]` marks token `t` as a *target* (predicted from
+//!   the tokens before it). `text` is exactly what was tokenised (the rendered conversation, or
+//!   the window's decoded text) and `spans` are the trained parts of it in character (Unicode
+//!   scalar) offsets, for previews. Read them streaming with [`read_split`].
+//! - `meta.json` ([`DatasetMeta`]) — sources with sha256, the tokenizer's and template's sha256,
+//!   the options, the statistics and every bad row with its line number.
+//!
+//! The folder is built under a temporary name beside its destination and renamed into place
+//! when complete, so a crash leaves no half-built dataset. Splits are decided by a seeded
+//! SHA-256 of each example, the same on every OS.
+
+pub mod chat;
+pub mod import;
+pub mod pack;
+
+use doctune_core::{CancelToken, JobEvent, ProgressSink};
+use doctune_tokenizer::ModelTokenizer;
+use import::{BadRow, Example, RowFormat};
+use pack::{StreamToken, Window};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Longest `seq_len` accepted.
+pub const MAX_SEQ_LEN: usize = 131_072;
+/// Bad rows listed one by one in `meta.json` (all are counted).
+pub const MAX_LISTED_BAD_ROWS: usize = 1_000;
+/// Examples tokenised per batch.
+const BATCH: usize = 512;
+
+/// What can go wrong building a dataset.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{}: {message}", path.display())]
+    Input { path: PathBuf, message: String },
+    #[error("{}: line {}: {}", .0.file, .0.line, .0.reason)]
+    BadRow(BadRow),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("nothing to train on: {0}")]
+    Empty(String),
+    #[error(transparent)]
+    Tokenizer(#[from] doctune_tokenizer::TokenizerError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
+    move |source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Continued pretraining on documents.
+    Pretrain,
+    /// Instruction tuning on conversations.
+    Instruct,
+}
+
+/// Which tokens of a conversation carry loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum LossOn {
+    /// The assistant's replies (and their end-of-turn marker).
+    #[default]
+    Assistant,
+    /// Every token (except BOS).
+    All,
+}
+
+/// What to do with a row that cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OnBadRow {
+    /// Skip it, count it and list it in the report.
+    #[default]
+    Skip,
+    /// Stop the build at the first one.
+    Stop,
+}
+
+/// Options of a build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BuildOptions {
+    pub mode: Mode,
+    pub seq_len: usize,
+    /// Pretrain: distance between window starts (default `seq_len`: no overlap).
+    pub stride: Option<usize>,
+    /// Pretrain: keep the last, shorter window.
+    pub keep_last_partial: bool,
+    pub val_fraction: f64,
+    pub seed: u64,
+    pub loss_on: LossOn,
+    pub on_bad_row: OnBadRow,
+    /// Drop exact duplicates (same rendered text).
+    pub dedup: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Instruct,
+            seq_len: 1024,
+            stride: None,
+            keep_last_partial: true,
+            val_fraction: 0.1,
+            seed: 0,
+            loss_on: LossOn::Assistant,
+            on_bad_row: OnBadRow::Skip,
+            dedup: true,
+        }
+    }
+}
+
+impl BuildOptions {
+    pub fn validate(&self) -> Result<(), DatasetError> {
+        let bad = |m: String| Err(DatasetError::Invalid(m));
+        if !(2..=MAX_SEQ_LEN).contains(&self.seq_len) {
+            return bad(format!(
+                "sequence length must be between 2 and {MAX_SEQ_LEN}"
+            ));
+        }
+        if let Some(s) = self.stride {
+            if s == 0 || s > self.seq_len {
+                return bad("stride must be between 1 and the sequence length".into());
+            }
+        }
+        if !(0.0..0.9).contains(&self.val_fraction) {
+            return bad("validation fraction must be at least 0 and below 0.9".into());
+        }
+        Ok(())
+    }
+}
+
+/// A document for continued pretraining.
+#[derive(Debug, Clone)]
+pub struct TextSource {
+    pub name: String,
+    pub sha256: String,
+    pub text: String,
+}
+
+/// What a build reads.
+#[derive(Debug, Clone)]
+pub enum Inputs {
+    /// Pretrain: extracted documents.
+    Documents(Vec<TextSource>),
+    /// Instruct: instruction files (JSONL, JSON, CSV/TSV).
+    Files(Vec<PathBuf>),
+}
+
+/// One source of a dataset, for `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceInfo {
+    pub name: String,
+    pub sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<RowFormat>,
+    pub rows: usize,
+    pub examples: usize,
+}
+
+/// Counts and distributions of a build.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub train_tokens: u64,
+    pub val_tokens: u64,
+    /// Tokens that carry loss (train split).
+    pub trained_tokens: u64,
+    /// Examples cut to `seq_len`.
+    pub truncated: usize,
+    /// Examples left out, by reason.
+    pub dropped: BTreeMap<String, usize>,
+    pub duplicates: usize,
+    pub bad_rows: usize,
+    /// Example lengths in tokens: `histogram[i]` counts lengths in
+    /// `[i * bin_width, (i + 1) * bin_width)`.
+    pub histogram: Vec<usize>,
+    pub bin_width: usize,
+    /// How the split was drawn: `example`, `document` or `window`.
+    pub split_unit: String,
+}
+
+/// `meta.json` of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetMeta {
+    pub schema: u32,
+    pub id: String,
+    pub created_at: String,
+    pub model: String,
+    pub tokenizer_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_template_sha256: Option<String>,
+    pub options: BuildOptions,
+    pub sources: Vec<SourceInfo>,
+    pub stats: Stats,
+    /// The first [`MAX_LISTED_BAD_ROWS`] bad rows (`stats.badRows` counts all).
+    pub bad_rows: Vec<BadRow>,
+    /// What was detected, for people ("data.jsonl: sharegpt (conversations: from, value), 120 rows").
+    pub notes: Vec<String>,
+}
+
+/// One example on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u8>,
+    pub text: String,
+    pub spans: Vec<(usize, usize)>,
+}
+
+/// Byte ranges of a text.
+type ByteSpans = Vec<(usize, usize)>;
+
+/// An example before the split.
+struct Built {
+    key: [u8; 32],
+    record: Record,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn file_sha256(path: &Path) -> Result<String, DatasetError> {
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io(path))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Whether an example with this key goes to validation: the first 8 bytes of
+/// SHA-256(seed ‖ key) as a fraction of 2⁶⁴, below `fraction`.
+pub fn is_val(seed: u64, key: &[u8], fraction: f64) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(key);
+    let d = h.finalize();
+    let x = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+    (x as f64 / 18_446_744_073_709_551_616.0) < fraction
+}
+
+/// The result of a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildReport {
+    pub dir: PathBuf,
+    pub meta: DatasetMeta,
+}
+
+fn check_cancel(cancel: &CancelToken) -> Result<(), DatasetError> {
+    if cancel.is_cancelled() {
+        Err(DatasetError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+/// Tokenises a rendered text and turns byte spans into a token mask.
+fn masked_record(
+    enc: &tokenizers::Encoding,
+    text: String,
+    byte_spans: &[(usize, usize)],
+    seq_len: usize,
+    bos: Option<u32>,
+) -> (Record, bool) {
+    let ids = enc.get_ids();
+    let offsets = enc.get_offsets(); // byte offsets
+    let n = ids.len().min(seq_len);
+    let truncated = ids.len() > seq_len;
+    let mut mask = vec![0u8; n];
+    for (t, m) in mask.iter_mut().enumerate() {
+        let s = offsets[t].0;
+        let inside = byte_spans.iter().any(|&(a, b)| s >= a && s < b);
+        if inside && Some(ids[t]) != bos {
+            *m = 1;
+        }
+    }
+    // The text of what was kept, and the spans clipped to it.
+    let kept_bytes = if truncated {
+        offsets[n - 1].1
+    } else {
+        text.len()
+    };
+    let kept_text = text[..kept_bytes.min(text.len())].to_string();
+    let clipped: Vec<(usize, usize)> = byte_spans
+        .iter()
+        .filter(|&&(a, _)| a < kept_text.len())
+        .map(|&(a, b)| (a, b.min(kept_text.len())))
+        .collect();
+    let spans = chat::char_spans(&kept_text, &clipped);
+    (
+        Record {
+            ids: ids[..n].to_vec(),
+            mask,
+            text: kept_text,
+            spans,
+        },
+        truncated,
+    )
+}
+
+/// Builds a dataset into `datasets_dir/<id>/` (see the crate docs).
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    datasets_dir: &Path,
+    id: &str,
+    model_dir: &Path,
+    tok: &ModelTokenizer,
+    inputs: &Inputs,
+    opts: &BuildOptions,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<BuildReport, DatasetError> {
+    opts.validate()?;
+    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+        return Err(DatasetError::Invalid(format!("`{id}` is not a dataset id")));
+    }
+    let mut stats = Stats {
+        bin_width: (opts.seq_len / 16).max(1),
+        histogram: vec![0; 16],
+        ..Stats::default()
+    };
+    let mut notes = Vec::new();
+    let mut sources = Vec::new();
+    let mut bad_rows: Vec<BadRow> = Vec::new();
+    let mut built: Vec<Built> = Vec::new();
+    let bos = tok.bos_token().and_then(|b| tok.token_to_id(b));
+    let eos = tok.eos_token().and_then(|e| tok.token_to_id(e));
+
+    match (opts.mode, inputs) {
+        (Mode::Instruct, Inputs::Files(files)) => {
+            let template = tok.require_chat_template()?;
+            // Whether the tokenizer call adds BOS (plain-text rows get it as `tokenizer(text)` would).
+            let adds_bos = tok.encode("a", true)? != tok.encode("a", false)?;
+            for path in files {
+                check_cancel(cancel)?;
+                let imported = import::read_file(path, opts.on_bad_row == OnBadRow::Stop)?;
+                let format = imported
+                    .format
+                    .expect("read_file detects a format or fails");
+                notes.push(format!(
+                    "{}: {}, {} rows, {} usable",
+                    path.display(),
+                    format.describe(),
+                    imported.rows,
+                    imported.examples.len()
+                ));
+                sources.push(SourceInfo {
+                    name: path.display().to_string(),
+                    sha256: file_sha256(path)?,
+                    format: Some(format),
+                    rows: imported.rows,
+                    examples: imported.examples.len(),
+                });
+                stats.bad_rows += imported.bad.len();
+                bad_rows.extend(imported.bad);
+                let total = imported.examples.len() as u64;
+                for (chunk_no, chunk) in imported.examples.chunks(BATCH).enumerate() {
+                    check_cancel(cancel)?;
+                    // Render (sequential; minijinja is fast), then tokenise the batch in parallel.
+                    let mut rendered: Vec<(usize, String, ByteSpans)> = Vec::new();
+                    for (line, ex) in chunk {
+                        match ex {
+                            Example::Chat(msgs) => match chat::render(template, msgs) {
+                                Ok(r) => {
+                                    let spans = match opts.loss_on {
+                                        LossOn::Assistant => r.spans,
+                                        LossOn::All => vec![(0, r.text.len())],
+                                    };
+                                    rendered.push((*line, r.text, spans));
+                                }
+                                Err(reason) => {
+                                    let bad = BadRow {
+                                        file: path.display().to_string(),
+                                        line: *line,
+                                        reason,
+                                    };
+                                    if opts.on_bad_row == OnBadRow::Stop {
+                                        return Err(DatasetError::BadRow(bad));
+                                    }
+                                    stats.bad_rows += 1;
+                                    bad_rows.push(bad);
+                                }
+                            },
+                            Example::Text(t) => {
+                                // Plain text: BOS as the tokenizer adds it, EOS after, all trained.
+                                let mut text = String::new();
+                                if let Some(b) = tok.bos_token().filter(|_| adds_bos) {
+                                    text.push_str(b);
+                                }
+                                let start = text.len();
+                                text.push_str(t);
+                                if let Some(e) = tok.eos_token() {
+                                    text.push_str(e);
+                                }
+                                let len = text.len();
+                                rendered.push((*line, text, vec![(start, len)]));
+                            }
+                        }
+                    }
+                    let texts: Vec<&str> = rendered.iter().map(|(_, t, _)| t.as_str()).collect();
+                    let encodings = tok
+                        .inner()
+                        .encode_batch(texts, false)
+                        .map_err(|e| DatasetError::Invalid(format!("tokenizer: {e}")))?;
+                    for ((line, text, spans), enc) in rendered.into_iter().zip(encodings) {
+                        let (record, truncated) =
+                            masked_record(&enc, text, &spans, opts.seq_len, bos);
+                        if !record.mask.contains(&1) {
+                            let reason = if truncated {
+                                format!("no trained token within the first {} tokens", opts.seq_len)
+                            } else {
+                                "no token to train on".to_string()
+                            };
+                            *stats.dropped.entry(reason).or_default() += 1;
+                            continue;
+                        }
+                        stats.truncated += usize::from(truncated);
+                        let _ = line;
+                        let mut key = Sha256::new();
+                        key.update(record.text.as_bytes());
+                        built.push(Built {
+                            key: key.finalize().into(),
+                            record,
+                        });
+                    }
+                    let done = ((chunk_no + 1) * BATCH).min(total as usize) as u64;
+                    sink.emit(JobEvent::progress(
+                        done,
+                        total,
+                        "examples",
+                        Some(path.display().to_string()),
+                    ));
+                }
+            }
+            stats.split_unit = "example".into();
+        }
+        (Mode::Pretrain, Inputs::Documents(docs)) => {
+            let mut seen = HashSet::new();
+            let docs: Vec<&TextSource> = docs
+                .iter()
+                .filter(|d| !d.text.trim().is_empty())
+                .filter(|d| seen.insert(d.sha256.clone()))
+                .collect();
+            if docs.is_empty() {
+                return Err(DatasetError::Empty(
+                    "no document has text (extract the project's documents first)".into(),
+                ));
+            }
+            // Split by document when there are enough of them, else by window.
+            let by_doc = opts.val_fraction > 0.0 && docs.len() as f64 * opts.val_fraction >= 2.0;
+            stats.split_unit = if by_doc { "document" } else { "window" }.into();
+            let stride = opts.stride.unwrap_or(opts.seq_len);
+            let mut streams: [Vec<StreamToken>; 2] = [Vec::new(), Vec::new()];
+            let total = docs.len() as u64;
+            for (chunk_no, chunk) in docs.chunks(BATCH).enumerate() {
+                check_cancel(cancel)?;
+                let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
+                let encodings = tok
+                    .inner()
+                    .encode_batch(texts, true)
+                    .map_err(|e| DatasetError::Invalid(format!("tokenizer: {e}")))?;
+                for (d, enc) in chunk.iter().zip(encodings) {
+                    let which = usize::from(
+                        by_doc && is_val(opts.seed, d.sha256.as_bytes(), opts.val_fraction),
+                    );
+                    let bchars = pack::boundary_chars(&d.text);
+                    // byte offset → char index, for the boundary lookup
+                    let mut byte_to_char = vec![0usize; d.text.len() + 1];
+                    let mut ci = 0;
+                    for (bi, ch) in d.text.char_indices() {
+                        for slot in &mut byte_to_char[bi..bi + ch.len_utf8()] {
+                            *slot = ci;
+                        }
+                        ci += 1;
+                    }
+                    byte_to_char[d.text.len()] = ci;
+                    let chars: Vec<char> = d.text.chars().collect();
+                    let mut first = true;
+                    for (&id, &(s, e)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+                        let special = Some(id) == bos && s == e;
+                        let mut c = byte_to_char[s.min(d.text.len())];
+                        let c_end = byte_to_char[e.min(d.text.len())];
+                        while c < c_end && chars[c].is_whitespace() {
+                            c += 1;
+                        }
+                        let boundary =
+                            first || (!special && bchars.get(c).copied().unwrap_or(false));
+                        first = false;
+                        streams[which].push(StreamToken {
+                            id,
+                            boundary,
+                            no_loss: special,
+                        });
+                    }
+                    if let Some(e) = eos {
+                        streams[which].push(StreamToken {
+                            id: e,
+                            boundary: false,
+                            no_loss: false,
+                        });
+                    }
+                    sources.push(SourceInfo {
+                        name: d.name.clone(),
+                        sha256: d.sha256.clone(),
+                        format: None,
+                        rows: 0,
+                        examples: 0,
+                    });
+                }
+                let done = ((chunk_no + 1) * BATCH).min(total as usize) as u64;
+                sink.emit(JobEvent::progress(done, total, "documents", None));
+            }
+            for (which, stream) in streams.iter().enumerate() {
+                for Window {
+                    start,
+                    end,
+                    loss_from,
+                } in pack::windows(stream, opts.seq_len, stride, opts.keep_last_partial)
+                {
+                    let ids: Vec<u32> = stream[start..end].iter().map(|t| t.id).collect();
+                    let mask: Vec<u8> = stream[start..end]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| u8::from(start + i >= loss_from && !t.no_loss))
+                        .collect();
+                    let text = tok.decode(&ids, false)?;
+                    let context = tok.decode(&ids[..loss_from - start], false)?;
+                    let first = context.chars().count();
+                    let spans = vec![(first, text.chars().count())];
+                    let mut key = Sha256::new();
+                    key.update((which as u64).to_le_bytes());
+                    key.update((start as u64).to_le_bytes());
+                    let mut key: [u8; 32] = key.finalize().into();
+                    if by_doc {
+                        key[0] = which as u8; // the document already decided
+                    }
+                    built.push(Built {
+                        key,
+                        record: Record {
+                            ids,
+                            mask,
+                            text,
+                            spans,
+                        },
+                    });
+                }
+            }
+            notes.push(format!(
+                "{} documents packed into windows of {} tokens (stride {stride})",
+                docs.len(),
+                opts.seq_len
+            ));
+        }
+        (Mode::Pretrain, Inputs::Files(_)) => {
+            return Err(DatasetError::Invalid(
+                "pretraining reads the project's extracted documents, not instruction files".into(),
+            ))
+        }
+        (Mode::Instruct, Inputs::Documents(_)) => {
+            return Err(DatasetError::Invalid(
+                "instruction mode needs an instruction file (--input FILE)".into(),
+            ))
+        }
+    }
+
+    // Duplicates (instruct: same rendered text).
+    if opts.dedup && opts.mode == Mode::Instruct {
+        let mut seen = HashSet::new();
+        let before = built.len();
+        built.retain(|b| seen.insert(b.key));
+        stats.duplicates = before - built.len();
+    }
+    if built.is_empty() {
+        return Err(DatasetError::Empty(format!(
+            "no usable example ({} bad rows; dropped: {:?})",
+            stats.bad_rows, stats.dropped
+        )));
+    }
+
+    // Write under a temporary name, then rename into place.
+    std::fs::create_dir_all(datasets_dir).map_err(io(datasets_dir))?;
+    let dest = datasets_dir.join(id);
+    if dest.exists() {
+        return Err(DatasetError::Invalid(format!(
+            "{} already exists",
+            dest.display()
+        )));
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".building-{id}-"))
+        .tempdir_in(datasets_dir)
+        .map_err(io(datasets_dir))?;
+    let train_path = tmp.path().join("train.jsonl");
+    let val_path = tmp.path().join("val.jsonl");
+    let mut train = BufWriter::new(std::fs::File::create(&train_path).map_err(io(&train_path))?);
+    let mut val = BufWriter::new(std::fs::File::create(&val_path).map_err(io(&val_path))?);
+    for b in &built {
+        let to_val = match stats.split_unit.as_str() {
+            "document" => b.key[0] == 1,
+            _ => is_val(opts.seed, &b.key, opts.val_fraction),
+        };
+        let n = b.record.ids.len() as u64;
+        let line =
+            serde_json::to_string(&b.record).map_err(|e| DatasetError::Invalid(e.to_string()))?;
+        if to_val {
+            stats.val_examples += 1;
+            stats.val_tokens += n;
+            writeln!(val, "{line}").map_err(io(&val_path))?;
+        } else {
+            stats.train_examples += 1;
+            stats.train_tokens += n;
+            stats.trained_tokens += b.record.mask.iter().map(|&m| u64::from(m)).sum::<u64>();
+            let bin = (b.record.ids.len() / stats.bin_width).min(stats.histogram.len() - 1);
+            stats.histogram[bin] += 1;
+            writeln!(train, "{line}").map_err(io(&train_path))?;
+        }
+    }
+    for (w, p) in [(train, &train_path), (val, &val_path)] {
+        let f = w.into_inner().map_err(|e| DatasetError::Io {
+            path: p.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(io(p))?;
+    }
+    if stats.train_examples == 0 {
+        return Err(DatasetError::Empty(
+            "every example went to validation; lower the validation fraction".into(),
+        ));
+    }
+
+    let tokenizer_sha256 = file_sha256(&model_dir.join("tokenizer.json"))?;
+    let chat_template_sha256 = tok
+        .chat_template()
+        .map(|t| sha256_hex(t.source().as_bytes()));
+    let listed: Vec<BadRow> = bad_rows.into_iter().take(MAX_LISTED_BAD_ROWS).collect();
+    let meta = DatasetMeta {
+        schema: 1,
+        id: id.to_string(),
+        created_at: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        model: model_dir.display().to_string(),
+        tokenizer_sha256,
+        chat_template_sha256,
+        options: opts.clone(),
+        sources,
+        stats,
+        bad_rows: listed,
+        notes,
+    };
+    let meta_path = tmp.path().join("meta.json");
+    doctune_core::write_json_atomic(&meta_path, &meta).map_err(io(&meta_path))?;
+    let tmp = tmp.keep();
+    std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
+    if let Ok(d) = std::fs::File::open(datasets_dir) {
+        let _ = d.sync_all();
+    }
+    Ok(BuildReport { dir: dest, meta })
+}
+
+/// Reads `meta.json` of a dataset folder.
+pub fn read_meta(dir: &Path) -> Result<DatasetMeta, DatasetError> {
+    let p = dir.join("meta.json");
+    let bytes = std::fs::read(&p).map_err(io(&p))?;
+    serde_json::from_slice(&bytes).map_err(|e| DatasetError::Input {
+        path: p,
+        message: format!("is not a dataset's meta.json: {e}"),
+    })
+}
+
+/// Which split to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Val,
+}
+
+/// The examples of a split, read one line at a time (nothing is loaded whole).
+pub fn read_split(
+    dir: &Path,
+    split: Split,
+) -> Result<impl Iterator<Item = Result<Record, DatasetError>>, DatasetError> {
+    let p = dir.join(match split {
+        Split::Train => "train.jsonl",
+        Split::Val => "val.jsonl",
+    });
+    let f = std::fs::File::open(&p).map_err(io(&p))?;
+    Ok(BufReader::new(f).lines().enumerate().map(move |(i, line)| {
+        let line = line.map_err(|e| DatasetError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        serde_json::from_str::<Record>(&line).map_err(|e| DatasetError::Input {
+            path: p.clone(),
+            message: format!("line {}: not a dataset record: {e}", i + 1),
+        })
+    }))
+}
+
+/// The first `n` training examples, for previews.
+pub fn preview(dir: &Path, n: usize) -> Result<Vec<Record>, DatasetError> {
+    read_split(dir, Split::Train)?.take(n).collect()
+}
