@@ -22,6 +22,9 @@ fn main() {
             "start_ingest",
             "document_preview",
             "start_generate",
+            "start_dataset_build",
+            "list_datasets",
+            "dataset_preview",
         ]),
     ))
     .expect("tauri-build failed");

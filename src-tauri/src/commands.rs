@@ -3,10 +3,11 @@
 //! its `{ code, message }` error.
 
 use crate::AppState;
+use doctune_api::dataset::{self, AppDatasetRequest};
 use doctune_api::{
-    generate, models, projects, token, AddReport, ApiError, CancelToken, DoctorReport,
-    GenerateRequest, JobEvent, JobId, Limits, ModelEntry, Project, ProjectSummary, Sensitive,
-    TokenStatus,
+    generate, models, projects, token, AddReport, ApiError, CancelToken, DatasetSummary,
+    DoctorReport, GenerateRequest, JobEvent, JobId, Limits, ModelEntry, PreviewExample, Project,
+    ProjectSummary, Sensitive, TokenStatus,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -158,6 +159,44 @@ pub fn start_generate(
     Ok(state.jobs.start("generate", sink, move |sink, cancel| {
         generate::generate(&home, &cache, &request, sink, cancel).map(|_| ())
     }))
+}
+
+/// Starts building a dataset in project `id`; progress, then `finished`/`failed`/`cancelled`.
+#[tauri::command]
+pub fn start_dataset_build(
+    state: State<'_, AppState>,
+    id: String,
+    request: AppDatasetRequest,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    let dir = projects::dir_of(&state.home, &id)?;
+    let request = request.resolve(&state.home, &dir)?;
+    let home = state.home.clone();
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("dataset", sink, move |sink, cancel| {
+        dataset::build(&home, &dir, &request, sink, cancel).map(|_| ())
+    }))
+}
+
+#[tauri::command]
+pub fn list_datasets(
+    state: State<'_, AppState>,
+    id: String,
+) -> Result<Vec<DatasetSummary>, ApiError> {
+    dataset::list(&projects::dir_of(&state.home, &id)?)
+}
+
+#[tauri::command]
+pub fn dataset_preview(
+    state: State<'_, AppState>,
+    id: String,
+    dataset: String,
+    n: usize,
+) -> Result<Vec<PreviewExample>, ApiError> {
+    let dir = projects::dir_of(&state.home, &id)?;
+    dataset::preview(&dataset::dir_of(&dir, &dataset)?, n)
 }
 
 /// Starts extracting the text of project `id`'s documents not extracted yet.

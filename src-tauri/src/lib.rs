@@ -66,6 +66,9 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::start_ingest,
             commands::document_preview,
             commands::start_generate,
+            commands::start_dataset_build,
+            commands::list_datasets,
+            commands::dataset_preview,
         ])
 }
 

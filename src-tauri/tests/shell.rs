@@ -150,6 +150,37 @@ fn generate_takes_library_models_only() {
 }
 
 #[test]
+fn dataset_commands_take_ids_not_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    invoke(&w, "create_project", json!({"name": "P"})).unwrap();
+    assert_eq!(
+        invoke(&w, "list_datasets", json!({"id": "p"})).unwrap(),
+        json!([])
+    );
+    let err = invoke(
+        &w,
+        "dataset_preview",
+        json!({"id": "p", "dataset": "../../etc", "n": 1}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+    let err = invoke(
+        &w,
+        "start_dataset_build",
+        json!({"id": "p", "request": {"model": "/some/folder", "options": {"mode": "pretrain"}}, "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a model of the library"),
+        "{err}"
+    );
+}
+
+#[test]
 fn commands_not_granted_to_the_window_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_app, w) = app(d.path());
@@ -182,7 +213,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 18, "{commands:?}");
+    assert_eq!(commands.len(), 21, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

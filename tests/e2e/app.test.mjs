@@ -289,6 +289,34 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("the Dataset view builds an instruction set and previews the trained tokens", async () => {
+    // An instruction file in the project (the qwen3 model of the Playground test is in the library).
+    const file = path.join(work, "qa.jsonl");
+    fs.writeFileSync(
+      file,
+      '{"messages":[{"role":"user","content":"What is DocTune?"},{"role":"assistant","content":"A local fine-tuning app."}]}\n' +
+        '{"messages":[{"role":"wizard","content":"?"}]}\n',
+    );
+    await browser.$('[data-testid="nav-documents"]').click();
+    const report = await dropPaths([file]);
+    assert.equal(report.added.length, 1, JSON.stringify(report));
+    await browser.$('[data-testid="nav-dataset"]').click();
+    await browser.$('[data-testid="dataset-view"]').waitForDisplayed({ timeout: 10_000 });
+    await browser.$('[data-testid="dataset-model"]').selectByVisibleText("qwen3");
+    await browser.$('[data-testid="dataset-input"]').click();
+    await browser.$('[data-testid="dataset-seq-len"]').setValue("256");
+    await browser.$('[data-testid="dataset-build"]').click();
+    const stats = browser.$('[data-testid="dataset-stats"]');
+    await stats.waitForDisplayed({ timeout: 30_000 });
+    assert.match(await stats.getText(), /1 bad rows/);
+    const example = browser.$('[data-testid="dataset-example"]');
+    await example.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await example.$("mark").getText(), /A local fine-tuning app\./);
+    assert.match(await example.getText(), /What is DocTune\?/);
+    await shot("10-dataset");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("under WebDriver, the app listens only on the automation socket WebDriver asked for", async () => {
     // WebKitWebDriver drives the browser through WebKit's inspector server, which it asks for
     // with WEBKIT_INSPECTOR_SERVER; that socket is the harness's. standalone.test.mjs proves the

@@ -7,12 +7,14 @@
 //! - [`ingest`]: extract the text of a project's documents (cached by sha256).
 //! - [`models`]: the model library; pull from the Hub, import a local folder.
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
+//! - [`dataset`]: build a project's datasets (pretraining or instruction), list and preview them.
 //! - [`generate`](mod@generate): generate text with a base model (and a LoRA adapter), streamed.
 //! - [`Jobs`]: long jobs the app can cancel.
 //! - [`ApiError`]: the one error shape both shells show: `{ code, message, details? }`.
 //!
 //! Nothing here knows about Tauri; everything here is exercised by `cargo test -p doctune-api`.
 
+pub mod dataset;
 pub mod doctor;
 pub mod documents;
 mod error;
@@ -35,6 +37,7 @@ pub fn init_logging() {
         .try_init();
 }
 
+pub use dataset::{DatasetRequest, DatasetSummary, PreviewExample};
 pub use doctor::{doctor, DoctorReport};
 pub use documents::{add_documents, AddFailure, AddReport, Duplicate, Limits};
 pub use error::ApiError;

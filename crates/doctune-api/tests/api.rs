@@ -574,3 +574,101 @@ fn cancelled_generation_reports_cancelled() {
         .unwrap_err();
     assert_eq!(e.code, Code::Cancelled);
 }
+
+#[test]
+fn datasets_are_built_listed_and_previewed() {
+    use doctune_api::dataset::{self, BuildOptions, Mode};
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "ds").unwrap().path);
+    let model = tiny_model("llama");
+    let mut req = doctune_api::DatasetRequest {
+        model: model.display().to_string(),
+        inputs: vec![],
+        options: BuildOptions {
+            mode: Mode::Pretrain,
+            seq_len: 32,
+            val_fraction: 0.0,
+            ..Default::default()
+        },
+    };
+    // Nothing extracted yet: a clear error.
+    let e = dataset::build(&h, &dir, &req, &NullSink, &CancelToken::new()).unwrap_err();
+    assert!(e.message.contains("no extracted document"), "{e}");
+
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("a.txt"),
+        "DocTune reads documents. It builds a dataset.\n\nThen it trains.".repeat(5),
+    )
+    .unwrap();
+    fs::write(
+        src.join("chat.jsonl"),
+        "{\"instruction\":\"What is DocTune?\",\"output\":\"A local fine-tuning app.\"}\n{\"instruction\":\"bad\"}\n",
+    )
+    .unwrap();
+    add(&dir, &[src.join("a.txt"), src.join("chat.jsonl")]);
+    doctune_api::ingest::ingest(
+        &dir,
+        None,
+        &Default::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+
+    let sink = VecSink::default();
+    let p = dataset::build(&h, &dir, &req, &sink, &CancelToken::new()).unwrap();
+    assert!(p.id.starts_with("pretrain-"));
+    assert!(p.meta.stats.train_examples > 3);
+    // The JSONL document is instruction data, not prose: only a.txt was packed.
+    assert_eq!(p.meta.sources.len(), 1);
+    assert!(sink
+        .events()
+        .iter()
+        .any(|e| matches!(e, JobEvent::Progress { unit, .. } if unit == "documents")));
+
+    // Instruction mode from the project's own JSONL document, named by sha256 as the app does.
+    let project = projects::open(&dir).unwrap();
+    let sha = project
+        .documents
+        .iter()
+        .find(|x| x.name == "chat.jsonl")
+        .unwrap()
+        .sha256
+        .clone();
+    req.options.mode = Mode::Instruct;
+    req.options.seq_len = 256;
+    let e = dataset::build(&h, &dir, &req, &NullSink, &CancelToken::new()).unwrap_err();
+    assert!(
+        e.message.contains("needs at least one instruction file"),
+        "{e}"
+    );
+    req.inputs = dataset::document_paths(&dir, &[sha]).unwrap();
+    let i = dataset::build(&h, &dir, &req, &NullSink, &CancelToken::new()).unwrap();
+    assert_eq!(i.meta.stats.train_examples, 1);
+    assert_eq!(i.meta.bad_rows[0].line, 2);
+    assert!(i.meta.bad_rows[0].reason.contains("missing field `output`"));
+
+    let listed = dataset::list(&dir).unwrap();
+    assert_eq!(listed.len(), 2);
+    let pdir = dataset::dir_of(&dir, &i.id).unwrap();
+    let ex = &dataset::preview(&pdir, 3).unwrap()[0];
+    let chars: Vec<char> = ex.text.chars().collect();
+    let trained: String = ex
+        .spans
+        .iter()
+        .flat_map(|&(a, b)| chars[a..b].iter())
+        .collect();
+    assert_eq!(trained, "A local fine-tuning app.<|im_end|>\n");
+    assert!(ex.trained_tokens > 0 && ex.trained_tokens < ex.tokens);
+    assert_eq!(
+        dataset::dir_of(&dir, "../x").unwrap_err().code,
+        Code::InvalidInput
+    );
+    assert_eq!(
+        dataset::dir_of(&dir, "nope").unwrap_err().code,
+        Code::NotFound
+    );
+    assert!(dataset::document_paths(&dir, &["0".repeat(64)]).is_err());
+}

@@ -61,9 +61,92 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Build, list and preview a project's training datasets.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
     /// Generate text with a model (and a LoRA adapter), streamed to standard output. With
     /// --json, prints one object: {"token_ids": [generated ids, prompt excluded], "text", ...}.
     Generate(GenerateArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum DatasetCommand {
+    /// Tokenise the project's extracted documents (pretrain) or instruction files (instruct)
+    /// into datasets/<id>/ with the model's tokenizer and chat template.
+    Build(DatasetBuildArgs),
+    /// Show the first examples of a dataset: the exact text and the trained-on spans
+    /// (character offsets into it).
+    Preview {
+        /// The dataset folder (a project's datasets/<id>).
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        #[arg(long, default_value_t = 3, value_name = "K")]
+        n: usize,
+    },
+    /// List a project's datasets.
+    List {
+        #[arg(long, value_name = "DIR")]
+        project: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ModeArg {
+    Pretrain,
+    Instruct,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LossArg {
+    Assistant,
+    All,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum BadRowArg {
+    Skip,
+    Stop,
+}
+
+#[derive(clap::Args, Debug)]
+struct DatasetBuildArgs {
+    /// The project: its folder, or its id or name.
+    #[arg(long, value_name = "DIR")]
+    project: String,
+    /// The model whose tokenizer and chat template to use (a folder or a library id).
+    #[arg(long, value_name = "MODEL_DIR")]
+    model: String,
+    #[arg(long, value_enum)]
+    mode: ModeArg,
+    /// An instruction file (JSONL, JSON or CSV/TSV; alpaca, prompt/completion, sharegpt,
+    /// OpenAI messages or text rows). Repeat for several.
+    #[arg(long = "input", value_name = "FILE")]
+    inputs: Vec<PathBuf>,
+    /// Tokens per example (longer conversations are cut; documents are packed into windows of
+    /// this length).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    seq_len: usize,
+    /// Pretrain: tokens between window starts (default: seq-len, no overlap).
+    #[arg(long, value_name = "N")]
+    stride: Option<usize>,
+    /// Pretrain: drop the last, shorter window.
+    #[arg(long)]
+    drop_last: bool,
+    #[arg(long, default_value_t = 0.1, value_name = "F")]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Which tokens of a conversation carry loss.
+    #[arg(long, value_enum, default_value = "assistant")]
+    loss_on: LossArg,
+    /// Skip bad rows (listed in the report) or stop at the first.
+    #[arg(long, value_enum, default_value = "skip")]
+    on_bad_row: BadRowArg,
+    /// Keep exact duplicate examples.
+    #[arg(long)]
+    keep_duplicates: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -250,6 +333,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         Command::Token { command } => return token_command(cli, command),
         Command::Model { command } => return model_command(cli, &home, command),
         Command::Generate(args) => generate_command(cli, &home, args)?,
+        Command::Dataset { command } => dataset_command(cli, &home, command)?,
         Command::Doctor => {
             let report = doctune_api::doctor(&home, &doctune_gpu::Gpus::init());
             if cli.json {
@@ -260,6 +344,117 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn dataset_command(cli: &Cli, home: &Home, command: &DatasetCommand) -> Result<(), ApiError> {
+    use doctune_api::dataset::{self, BuildOptions, LossOn, Mode, OnBadRow};
+    match command {
+        DatasetCommand::Build(a) => {
+            let dir = projects::locate(home, &a.project)?;
+            let req = doctune_api::DatasetRequest {
+                model: a.model.clone(),
+                inputs: a.inputs.clone(),
+                options: BuildOptions {
+                    mode: match a.mode {
+                        ModeArg::Pretrain => Mode::Pretrain,
+                        ModeArg::Instruct => Mode::Instruct,
+                    },
+                    seq_len: a.seq_len,
+                    stride: a.stride,
+                    keep_last_partial: !a.drop_last,
+                    val_fraction: a.val_fraction,
+                    seed: a.seed,
+                    loss_on: match a.loss_on {
+                        LossArg::Assistant => LossOn::Assistant,
+                        LossArg::All => LossOn::All,
+                    },
+                    on_bad_row: match a.on_bad_row {
+                        BadRowArg::Skip => OnBadRow::Skip,
+                        BadRowArg::Stop => OnBadRow::Stop,
+                    },
+                    dedup: !a.keep_duplicates,
+                },
+            };
+            let sink = |e: JobEvent| {
+                if let JobEvent::Warning { message } = e {
+                    eprintln!("doctune: warning: {message}");
+                }
+            };
+            let ds = dataset::build(home, &dir, &req, &sink, &CancelToken::new())?;
+            if cli.json {
+                print_json(&ds)?;
+            } else {
+                let s = &ds.meta.stats;
+                println!("built dataset {} in {}", ds.id, ds.path);
+                for n in &ds.meta.notes {
+                    println!("  {n}");
+                }
+                println!(
+                    "  train {} examples ({} tokens, {} trained), validation {} ({} tokens), split by {}",
+                    s.train_examples, s.train_tokens, s.trained_tokens, s.val_examples, s.val_tokens, s.split_unit
+                );
+                println!(
+                    "  truncated {}, duplicates {}, bad rows {}",
+                    s.truncated, s.duplicates, s.bad_rows
+                );
+                for (why, n) in &s.dropped {
+                    println!("  dropped {n}: {why}");
+                }
+                for b in ds.meta.bad_rows.iter().take(20) {
+                    println!("  bad row {}:{}: {}", b.file, b.line, b.reason);
+                }
+            }
+        }
+        DatasetCommand::Preview { dataset: d, n } => {
+            let examples = dataset::preview(d, *n)?;
+            if cli.json {
+                print_json(&examples)?;
+            } else {
+                for (i, ex) in examples.iter().enumerate() {
+                    println!(
+                        "── example {} ({} tokens, {} trained) ──",
+                        i + 1,
+                        ex.tokens,
+                        ex.trained_tokens
+                    );
+                    // Trained parts between ⟦ ⟧.
+                    let chars: Vec<char> = ex.text.chars().collect();
+                    let mut at = 0;
+                    let mut out = String::new();
+                    for &(a, b) in &ex.spans {
+                        out.extend(&chars[at..a]);
+                        out.push('⟦');
+                        out.extend(&chars[a..b]);
+                        out.push('⟧');
+                        at = b;
+                    }
+                    out.extend(&chars[at..]);
+                    println!("{out}");
+                }
+            }
+        }
+        DatasetCommand::List { project } => {
+            let dir = projects::locate(home, project)?;
+            let list = dataset::list(&dir)?;
+            if cli.json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!("no datasets yet; build one with `doctune dataset build`");
+            } else {
+                for d in list {
+                    println!(
+                        "{}  {:?}  {} train / {} val examples  seq {}",
+                        d.id,
+                        d.meta.options.mode,
+                        d.meta.stats.train_examples,
+                        d.meta.stats.val_examples,
+                        d.meta.options.seq_len
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn generate_command(cli: &Cli, home: &Home, a: &GenerateArgs) -> Result<(), ApiError> {

@@ -249,3 +249,83 @@ fn generate_json_matches_transformers_greedy() {
         "{err}"
     );
 }
+
+#[test]
+fn dataset_build_and_preview() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let o = doctune(&home, &["project", "new", "Notes", "--json"]);
+    let project = json(&o)["path"].as_str().unwrap().to_string();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures/qwen3");
+    let input = d.path().join("qa.jsonl");
+    std::fs::write(
+        &input,
+        "{\"conversations\":[{\"from\":\"human\",\"value\":\"What is DocTune?\"},{\"from\":\"gpt\",\"value\":\"A local app.\"}]}\n{\"conversations\":[{\"from\":\"alien\",\"value\":\"?\"}]}\n",
+    )
+    .unwrap();
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "dataset",
+            "build",
+            "--project",
+            project.as_str(),
+            "--model",
+            model.to_str().unwrap(),
+            "--mode",
+            "instruct",
+            "--input",
+            input.to_str().unwrap(),
+            "--val-fraction",
+            "0",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let a = args(&["--json"]);
+    let o = doctune(&home, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{o:?}");
+    let ds = json(&o);
+    assert_eq!(ds["meta"]["stats"]["trainExamples"], 1);
+    assert_eq!(ds["meta"]["badRows"][0]["line"], 2);
+    let dir = ds["path"].as_str().unwrap().to_string();
+
+    let o = doctune(
+        &home,
+        &[
+            "dataset",
+            "preview",
+            "--dataset",
+            &dir,
+            "--n",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let p = json(&o);
+    let text = p[0]["text"].as_str().unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    let span = &p[0]["spans"][0];
+    let (a, b) = (
+        span[0].as_u64().unwrap() as usize,
+        span[1].as_u64().unwrap() as usize,
+    );
+    assert_eq!(
+        chars[a..b].iter().collect::<String>(),
+        "A local app.<|im_end|>\n"
+    );
+    assert!(text.starts_with("<|im_start|>user\nWhat is DocTune?"));
+
+    // --on-bad-row stop: one line naming the file and the line.
+    let a = args(&["--on-bad-row", "stop"]);
+    let o = doctune(&home, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("qa.jsonl: line 2: message 1: unknown role `alien`"),
+        "{err}"
+    );
+    let o = doctune(&home, &["dataset", "list", "--project", &project]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("instruct-"));
+}

@@ -369,7 +369,7 @@ pub fn build(
                     .expect("read_file detects a format or fails");
                 notes.push(format!(
                     "{}: {}, {} rows, {} usable",
-                    path.display(),
+                    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
                     format.describe(),
                     imported.rows,
                     imported.examples.len()

@@ -212,3 +212,76 @@ export function startGenerate(request: GenerateRequest, onEvent: (e: JobEvent) =
   channel.onmessage = onEvent;
   return invoke<string>("start_generate", { request, onEvent: channel });
 }
+
+export interface BuildOptions {
+  mode: "pretrain" | "instruct";
+  seqLen: number;
+  stride?: number | null;
+  keepLastPartial: boolean;
+  valFraction: number;
+  seed: number;
+  lossOn: "assistant" | "all";
+  onBadRow: "skip" | "stop";
+  dedup: boolean;
+}
+
+export interface BadRow {
+  file: string;
+  line: number;
+  reason: string;
+}
+
+export interface DatasetStats {
+  trainExamples: number;
+  valExamples: number;
+  trainTokens: number;
+  valTokens: number;
+  trainedTokens: number;
+  truncated: number;
+  dropped: Record<string, number>;
+  duplicates: number;
+  badRows: number;
+  histogram: number[];
+  binWidth: number;
+  splitUnit: string;
+}
+
+export interface DatasetMeta {
+  id: string;
+  createdAt: string;
+  model: string;
+  options: BuildOptions;
+  sources: { name: string; sha256: string; format?: string; rows: number; examples: number }[];
+  stats: DatasetStats;
+  badRows: BadRow[];
+  notes: string[];
+}
+
+export interface DatasetSummary {
+  id: string;
+  path: string;
+  meta: DatasetMeta;
+}
+
+export interface PreviewExample {
+  text: string;
+  /** Trained-on spans in Unicode code points (not UTF-16 units). */
+  spans: [number, number][];
+  tokens: number;
+  trainedTokens: number;
+}
+
+/** Starts building a dataset in project `id`; returns the job id. */
+export function startDatasetBuild(
+  id: string,
+  request: { model: string; documents: string[]; options: BuildOptions },
+  onEvent: (e: JobEvent) => void,
+): Promise<string> {
+  const channel = new Channel<JobEvent>();
+  channel.onmessage = onEvent;
+  return invoke<string>("start_dataset_build", { id, request, onEvent: channel });
+}
+
+export const listDatasets = (id: string) => invoke<DatasetSummary[]>("list_datasets", { id });
+export const datasetPreview = (id: string, dataset: string, n: number) =>
+  invoke<PreviewExample[]>("dataset_preview", { id, dataset, n });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { baseName, formatDate, humanBytes, shortHash, summarizeAdd } from "./format";
+import { baseName, formatDate, humanBytes, shortHash, splitBySpans, summarizeAdd } from "./format";
 
 describe("humanBytes", () => {
   it("uses bytes below a KiB and one decimal above", () => {
@@ -68,5 +68,18 @@ describe("humanCount / familyLabel", () => {
   it("labels families", () => {
     expect(familyLabel("phi3")).toBe("Phi-3");
     expect(familyLabel("other")).toBe("other");
+  });
+});
+
+
+describe("splitBySpans", () => {
+  it("marks trained runs by code point, not UTF-16 unit", () => {
+    expect(splitBySpans("🙂ab<e>", [[1, 3]])).toEqual([
+      { text: "🙂", trained: false },
+      { text: "ab", trained: true },
+      { text: "<e>", trained: false },
+    ]);
+    expect(splitBySpans("abc", [])).toEqual([{ text: "abc", trained: false }]);
+    expect(splitBySpans("abc", [[0, 3]])).toEqual([{ text: "abc", trained: true }]);
   });
 });

@@ -66,3 +66,20 @@ const FAMILY_LABELS: Record<string, string> = {
 export function familyLabel(family: string): string {
   return FAMILY_LABELS[family] ?? family;
 }
+
+/**
+ * Splits `text` into runs marked trained or not, from spans in Unicode code points (as the
+ * dataset stores them; JavaScript strings index UTF-16 units, so the text is split by code point).
+ */
+export function splitBySpans(text: string, spans: [number, number][]): { text: string; trained: boolean }[] {
+  const chars = Array.from(text);
+  const out: { text: string; trained: boolean }[] = [];
+  let at = 0;
+  for (const [a, b] of [...spans].sort((x, y) => x[0] - y[0])) {
+    if (a > at) out.push({ text: chars.slice(at, a).join(""), trained: false });
+    if (b > Math.max(a, at)) out.push({ text: chars.slice(Math.max(a, at), b).join(""), trained: true });
+    at = Math.max(at, b);
+  }
+  if (at < chars.length) out.push({ text: chars.slice(at).join(""), trained: false });
+  return out;
+}

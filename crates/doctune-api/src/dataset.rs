@@ -1,0 +1,272 @@
+//! Datasets of a project: build one (from the project's extracted documents for continued
+//! pretraining, or from instruction files), list them, preview what the model will see.
+//!
+//! Datasets live in the project's `datasets/<id>/` (see `doctune-dataset` for the files). The
+//! app names instruction files by the sha256 of a project document (resolved through the
+//! project's `Scope`) and models by library id; the CLI may name any file and folder.
+
+use crate::generate::resolve_model;
+use crate::projects::{self, now_rfc3339};
+use crate::{ingest, ApiError, Home};
+use doctune_core::{CancelToken, Code, ProgressSink, Scope};
+pub use doctune_dataset::{BuildOptions, LossOn, Mode, OnBadRow};
+use doctune_dataset::{DatasetError, DatasetMeta, Inputs, TextSource};
+use doctune_tokenizer::ModelTokenizer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetRequest {
+    /// A library model id or a model folder (its tokenizer and chat template are used).
+    pub model: String,
+    /// Instruction files (instruct mode).
+    #[serde(default)]
+    pub inputs: Vec<PathBuf>,
+    #[serde(default)]
+    pub options: BuildOptions,
+}
+
+/// What the app's UI asks for: a library model by id and instruction files by the sha256 of a
+/// project document — never a path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDatasetRequest {
+    pub model: String,
+    #[serde(default)]
+    pub documents: Vec<String>,
+    #[serde(default)]
+    pub options: BuildOptions,
+}
+
+impl AppDatasetRequest {
+    /// The request with the model checked against the library and the documents resolved
+    /// through the project's `Scope`.
+    pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<DatasetRequest, ApiError> {
+        if !crate::models::list(home)?
+            .iter()
+            .any(|m| m.id == self.model)
+        {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!(
+                    "{}: not a model of the library (import or pull it first)",
+                    self.model
+                ),
+            ));
+        }
+        Ok(DatasetRequest {
+            model: self.model.clone(),
+            inputs: document_paths(project_dir, &self.documents)?,
+            options: self.options.clone(),
+        })
+    }
+}
+
+/// A dataset as lists show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetSummary {
+    pub id: String,
+    pub path: String,
+    pub meta: DatasetMeta,
+}
+
+/// One example of a preview: the exact text the model sees and the parts it is trained on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewExample {
+    pub text: String,
+    /// Trained-on spans, as character (Unicode scalar) offsets into `text`.
+    pub spans: Vec<(usize, usize)>,
+    pub tokens: usize,
+    pub trained_tokens: usize,
+}
+
+fn dataset_error(e: DatasetError) -> ApiError {
+    let code = match &e {
+        DatasetError::Cancelled => Code::Cancelled,
+        DatasetError::Io { .. } => Code::Internal,
+        _ => Code::InvalidInput,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// A new dataset id: the mode and the time, unique in the folder.
+fn new_id(datasets: &Path, mode: Mode) -> String {
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
+    let base = format!(
+        "{}-{stamp}",
+        match mode {
+            Mode::Pretrain => "pretrain",
+            Mode::Instruct => "instruct",
+        }
+    );
+    let mut id = base.clone();
+    let mut n = 2;
+    while datasets.join(&id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// The project's extracted documents (those with a current extraction), for pretraining.
+fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
+    let project = projects::open(project_dir)?;
+    let mut out = Vec::new();
+    let mut missing = 0;
+    for d in &project.documents {
+        match ingest::cached(project_dir, &d.sha256)? {
+            Some(doc) if doc.records.is_none() => out.push(TextSource {
+                name: d.name.clone(),
+                sha256: d.sha256.clone(),
+                text: doc.text,
+            }),
+            Some(_) => {} // JSON/JSONL data files are instruction data, not prose
+            None => missing += 1,
+        }
+    }
+    Ok((out, missing))
+}
+
+/// The project copies of documents named by sha256 (the app's way to name instruction files).
+pub fn document_paths(project_dir: &Path, shas: &[String]) -> Result<Vec<PathBuf>, ApiError> {
+    let project = projects::open(project_dir)?;
+    let scope = Scope::new(project_dir)?;
+    shas.iter()
+        .map(|sha| {
+            let d = project
+                .documents
+                .iter()
+                .find(|d| &d.sha256 == sha)
+                .ok_or_else(|| {
+                    ApiError::new(Code::NotFound, format!("no document {sha} in the project"))
+                })?;
+            Ok(scope.resolve(Path::new("documents").join(&d.file))?)
+        })
+        .collect()
+}
+
+/// Builds a dataset in the project in `project_dir`.
+pub fn build(
+    home: &Home,
+    project_dir: &Path,
+    req: &DatasetRequest,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<DatasetSummary, ApiError> {
+    let model_dir = resolve_model(home, &req.model)?;
+    let tok = ModelTokenizer::load(&model_dir).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let datasets = Scope::new(project_dir)?.resolve("datasets")?;
+    let inputs = match req.options.mode {
+        Mode::Pretrain => {
+            let (docs, missing) = documents(project_dir)?;
+            if docs.is_empty() {
+                return Err(ApiError::invalid(format!(
+                    "{}: no extracted document to train on{} — extract the documents first",
+                    project_dir.display(),
+                    if missing > 0 {
+                        format!(" ({missing} not extracted yet)")
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            if missing > 0 {
+                sink.emit(doctune_core::JobEvent::Warning {
+                    message: format!("{missing} documents are not extracted yet and are left out"),
+                });
+            }
+            Inputs::Documents(docs)
+        }
+        Mode::Instruct => {
+            if req.inputs.is_empty() {
+                return Err(ApiError::invalid(
+                    "instruction mode needs at least one instruction file (JSONL, JSON or CSV)",
+                ));
+            }
+            Inputs::Files(req.inputs.clone())
+        }
+    };
+    let id = new_id(&datasets, req.options.mode);
+    let report = doctune_dataset::build(
+        &datasets,
+        &id,
+        &model_dir,
+        &tok,
+        &inputs,
+        &req.options,
+        sink,
+        cancel,
+    )
+    .map_err(dataset_error)?;
+    Ok(DatasetSummary {
+        id,
+        path: report.dir.display().to_string(),
+        meta: report.meta,
+    })
+}
+
+/// The datasets of a project, newest first.
+pub fn list(project_dir: &Path) -> Result<Vec<DatasetSummary>, ApiError> {
+    let dir = Scope::new(project_dir)?.resolve("datasets")?;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !e.path().is_dir() {
+            continue;
+        }
+        if let Ok(meta) = doctune_dataset::read_meta(&e.path()) {
+            out.push(DatasetSummary {
+                id: name,
+                path: e.path().display().to_string(),
+                meta,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        b.meta
+            .created_at
+            .cmp(&a.meta.created_at)
+            .then(b.id.cmp(&a.id))
+    });
+    Ok(out)
+}
+
+/// The folder of dataset `id` of a project (confined to its `datasets/`).
+pub fn dir_of(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
+    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+        return Err(ApiError::invalid(format!("`{id}` is not a dataset id")));
+    }
+    let p = Scope::new(project_dir)?.resolve(Path::new("datasets").join(id))?;
+    if !p.join("meta.json").is_file() {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("no dataset `{id}` in {}", project_dir.display()),
+        ));
+    }
+    Ok(p)
+}
+
+/// The first `n` training examples of the dataset in `dir`.
+pub fn preview(dir: &Path, n: usize) -> Result<Vec<PreviewExample>, ApiError> {
+    let records = doctune_dataset::preview(dir, n.min(1000)).map_err(dataset_error)?;
+    Ok(records
+        .into_iter()
+        .map(|r| PreviewExample {
+            tokens: r.ids.len(),
+            trained_tokens: r.mask.iter().filter(|&&m| m == 1).count(),
+            text: r.text,
+            spans: r.spans,
+        })
+        .collect())
+}
