@@ -17,6 +17,7 @@
 //! SHA-256 of each example, the same on every OS.
 
 pub mod chat;
+pub mod fast;
 pub mod import;
 pub mod pack;
 
@@ -328,6 +329,139 @@ fn masked_record(
     )
 }
 
+/// A document's tokens as `(id, start byte, end byte)`.
+type Located = Vec<(u32, usize, usize)>;
+
+/// The stream tokens of one document: boundaries where a token begins a sentence or paragraph
+/// (a token like " The" starts at the space before the sentence, so leading whitespace is
+/// skipped), `no_loss` on BOS.
+fn stream_tokens(
+    text: &str,
+    located: &Located,
+    bos: Option<u32>,
+    eos: Option<u32>,
+) -> Vec<StreamToken> {
+    let bchars = pack::boundary_chars(text);
+    let mut byte_to_char = vec![0usize; text.len() + 1];
+    let mut chars = Vec::with_capacity(text.len());
+    for (ci, (bi, ch)) in text.char_indices().enumerate() {
+        byte_to_char[bi..bi + ch.len_utf8()].fill(ci);
+        chars.push(ch);
+    }
+    byte_to_char[text.len()] = chars.len();
+    let mut out = Vec::with_capacity(located.len() + 1);
+    let mut first = true;
+    for &(id, s, e) in located {
+        let special = Some(id) == bos && s == e;
+        let mut c = byte_to_char[s.min(text.len())];
+        let c_end = byte_to_char[e.min(text.len())];
+        while c < c_end && chars[c].is_whitespace() {
+            c += 1;
+        }
+        let boundary = first || (!special && bchars.get(c).copied().unwrap_or(false));
+        first = false;
+        out.push(StreamToken {
+            id,
+            boundary,
+            no_loss: special,
+        });
+    }
+    if let Some(e) = eos {
+        out.push(StreamToken {
+            id: e,
+            boundary: false,
+            no_loss: false,
+        });
+    }
+    out
+}
+
+/// Documents checked against the full pipeline before the fast path is trusted for a build.
+const FAST_PATH_CHECKS: usize = 8;
+
+/// Pretraining's first half: documents tokenised as `tokenizer(text)` tokenises them, each
+/// followed by EOS, into one token stream per split (`split_of` says which, 0 or 1), with the
+/// sentence/paragraph starts marked (see [`pack`]); documents are processed in parallel, through
+/// the exact byte-level fast path where it applies (see [`fast`]). [`pack::windows`] cuts a
+/// stream into windows.
+pub fn tokenize_documents(
+    tok: &ModelTokenizer,
+    docs: &[&TextSource],
+    split_of: impl Fn(&TextSource) -> usize,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<[Vec<StreamToken>; 2], DatasetError> {
+    use rayon::prelude::*;
+    let bos = tok.bos_token().and_then(|b| tok.token_to_id(b));
+    let eos = tok.eos_token().and_then(|e| tok.token_to_id(e));
+    let inner = tok.inner();
+    let slow = |text: &str| -> Result<Located, DatasetError> {
+        let enc = inner
+            .encode(text, true)
+            .map_err(|e| DatasetError::Invalid(format!("tokenizer: {e}")))?;
+        Ok(enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_offsets())
+            .map(|(&i, &(s, e))| (i, s, e))
+            .collect())
+    };
+    let mut fast = serde_json::to_value(inner).ok().and_then(|json| {
+        fast::FastByteLevel::new(&json, |special| {
+            tok.encode(fast::FastByteLevel::PROBE, special).ok()
+        })
+    });
+    // Trust the fast path only after it agrees with the full pipeline on the first documents.
+    if let Some(f) = &fast {
+        let mut cache = std::collections::HashMap::new();
+        for d in docs.iter().take(FAST_PATH_CHECKS) {
+            if let Some((ids, _)) = f.encode(inner.get_model(), &d.text, &mut cache) {
+                let full: Vec<u32> = slow(&d.text)?.into_iter().map(|t| t.0).collect();
+                if ids != full {
+                    fast = None;
+                    break;
+                }
+            }
+        }
+    }
+    let mut streams: [Vec<StreamToken>; 2] = [Vec::new(), Vec::new()];
+    let total = docs.len() as u64;
+    for (chunk_no, chunk) in docs.chunks(BATCH).enumerate() {
+        check_cancel(cancel)?;
+        let per_doc: Vec<Result<Vec<StreamToken>, DatasetError>> = chunk
+            .par_iter()
+            .map_init(std::collections::HashMap::new, |cache, d| {
+                let located = match fast
+                    .as_ref()
+                    .and_then(|f| f.encode(inner.get_model(), &d.text, cache))
+                {
+                    Some((ids, starts)) => {
+                        let mut v = Vec::with_capacity(ids.len());
+                        for k in 0..ids.len() {
+                            // A token ends where the next starts (BOS: an empty range at 0).
+                            let end = starts
+                                .get(k + 1)
+                                .copied()
+                                .unwrap_or(d.text.len())
+                                .max(starts[k]);
+                            v.push((ids[k], starts[k], end));
+                        }
+                        v
+                    }
+                    None => slow(&d.text)?,
+                };
+                Ok(stream_tokens(&d.text, &located, bos, eos))
+            })
+            .collect();
+        for (d, tokens) in chunk.iter().zip(per_doc) {
+            streams[split_of(d).min(1)].extend(tokens?);
+        }
+        let done = ((chunk_no + 1) * BATCH).min(total as usize) as u64;
+        sink.emit(JobEvent::progress(done, total, "documents", None));
+    }
+    Ok(streams)
+}
+
 /// Builds a dataset into `datasets_dir/<id>/` (see the crate docs).
 #[allow(clippy::too_many_arguments)]
 pub fn build(
@@ -354,7 +488,6 @@ pub fn build(
     let mut bad_rows: Vec<BadRow> = Vec::new();
     let mut built: Vec<Built> = Vec::new();
     let bos = tok.bos_token().and_then(|b| tok.token_to_id(b));
-    let eos = tok.eos_token().and_then(|e| tok.token_to_id(e));
 
     match (opts.mode, inputs) {
         (Mode::Instruct, Inputs::Files(files)) => {
@@ -369,7 +502,10 @@ pub fn build(
                     .expect("read_file detects a format or fails");
                 notes.push(format!(
                     "{}: {}, {} rows, {} usable",
-                    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+                    path.file_name().map_or_else(
+                        || path.display().to_string(),
+                        |n| n.to_string_lossy().into_owned()
+                    ),
                     format.describe(),
                     imported.rows,
                     imported.examples.len()
@@ -480,65 +616,23 @@ pub fn build(
             let by_doc = opts.val_fraction > 0.0 && docs.len() as f64 * opts.val_fraction >= 2.0;
             stats.split_unit = if by_doc { "document" } else { "window" }.into();
             let stride = opts.stride.unwrap_or(opts.seq_len);
-            let mut streams: [Vec<StreamToken>; 2] = [Vec::new(), Vec::new()];
-            let total = docs.len() as u64;
-            for (chunk_no, chunk) in docs.chunks(BATCH).enumerate() {
-                check_cancel(cancel)?;
-                let texts: Vec<&str> = chunk.iter().map(|d| d.text.as_str()).collect();
-                let encodings = tok
-                    .inner()
-                    .encode_batch(texts, true)
-                    .map_err(|e| DatasetError::Invalid(format!("tokenizer: {e}")))?;
-                for (d, enc) in chunk.iter().zip(encodings) {
-                    let which = usize::from(
-                        by_doc && is_val(opts.seed, d.sha256.as_bytes(), opts.val_fraction),
-                    );
-                    let bchars = pack::boundary_chars(&d.text);
-                    // byte offset → char index, for the boundary lookup
-                    let mut byte_to_char = vec![0usize; d.text.len() + 1];
-                    let mut ci = 0;
-                    for (bi, ch) in d.text.char_indices() {
-                        for slot in &mut byte_to_char[bi..bi + ch.len_utf8()] {
-                            *slot = ci;
-                        }
-                        ci += 1;
-                    }
-                    byte_to_char[d.text.len()] = ci;
-                    let chars: Vec<char> = d.text.chars().collect();
-                    let mut first = true;
-                    for (&id, &(s, e)) in enc.get_ids().iter().zip(enc.get_offsets()) {
-                        let special = Some(id) == bos && s == e;
-                        let mut c = byte_to_char[s.min(d.text.len())];
-                        let c_end = byte_to_char[e.min(d.text.len())];
-                        while c < c_end && chars[c].is_whitespace() {
-                            c += 1;
-                        }
-                        let boundary =
-                            first || (!special && bchars.get(c).copied().unwrap_or(false));
-                        first = false;
-                        streams[which].push(StreamToken {
-                            id,
-                            boundary,
-                            no_loss: special,
-                        });
-                    }
-                    if let Some(e) = eos {
-                        streams[which].push(StreamToken {
-                            id: e,
-                            boundary: false,
-                            no_loss: false,
-                        });
-                    }
-                    sources.push(SourceInfo {
-                        name: d.name.clone(),
-                        sha256: d.sha256.clone(),
-                        format: None,
-                        rows: 0,
-                        examples: 0,
-                    });
-                }
-                let done = ((chunk_no + 1) * BATCH).min(total as usize) as u64;
-                sink.emit(JobEvent::progress(done, total, "documents", None));
+            let streams = tokenize_documents(
+                tok,
+                &docs,
+                |d| {
+                    usize::from(by_doc && is_val(opts.seed, d.sha256.as_bytes(), opts.val_fraction))
+                },
+                sink,
+                cancel,
+            )?;
+            for d in &docs {
+                sources.push(SourceInfo {
+                    name: d.name.clone(),
+                    sha256: d.sha256.clone(),
+                    format: None,
+                    rows: 0,
+                    examples: 0,
+                });
             }
             for (which, stream) in streams.iter().enumerate() {
                 for Window {

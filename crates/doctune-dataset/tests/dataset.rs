@@ -401,3 +401,53 @@ fn pretraining_packs_documents_into_windows() {
     .unwrap_err();
     assert!(e.to_string().contains("no document has text"), "{e}");
 }
+
+/// The fast byte-level path gives exactly the ids of the tokenizer's own pipeline — for the
+/// GPT-2 regex and for Llama 3's Split + ByteLevel shape — and steps aside for text with added
+/// tokens in it.
+#[test]
+fn fast_path_equals_the_full_pipeline() {
+    use doctune_dataset::fast::FastByteLevel;
+    let text = "Hello, world!  It's 2026; naïve café — 日本語 🙂\n\n\tTabs   and   spaces?! 3.14159 x'll\r\nend ";
+    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    for (name, rewrite) in [("qwen2.5", false), ("llama3", true)] {
+        let mut json: Value =
+            serde_json::from_slice(&std::fs::read(model(name).join("tokenizer.json")).unwrap())
+                .unwrap();
+        if rewrite {
+            json["pre_tokenizer"] = serde_json::json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": llama3}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
+            ]});
+        }
+        let tok = tokenizers::Tokenizer::from_bytes(serde_json::to_vec(&json).unwrap()).unwrap();
+        let probe = |special: bool| {
+            tok.encode(FastByteLevel::PROBE, special)
+                .ok()
+                .map(|e| e.get_ids().to_vec())
+        };
+        let fast =
+            FastByteLevel::new(&json, probe).unwrap_or_else(|| panic!("{name}: no fast path"));
+        let mut cache = Default::default();
+        for t in [text, "", " leading", "trailing\n", &text.repeat(3)] {
+            let (ids, starts) = fast.encode(tok.get_model(), t, &mut cache).unwrap();
+            let full = tok.encode(t, true).unwrap();
+            assert_eq!(ids, full.get_ids(), "{name}: {t:?}");
+            assert!(starts.windows(2).all(|w| w[0] <= w[1]));
+        }
+        // Added tokens in the text: the full pipeline's job.
+        let special = json["added_tokens"][0]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(fast
+            .encode(tok.get_model(), &format!("a {special} b"), &mut cache)
+            .is_none());
+    }
+    // A tokenizer of another shape (here: with a normalizer DocTune does not replicate) has none.
+    let mut json: Value =
+        serde_json::from_slice(&std::fs::read(model("qwen2.5").join("tokenizer.json")).unwrap())
+            .unwrap();
+    json["normalizer"] = serde_json::json!({"type": "Lowercase"});
+    assert!(FastByteLevel::new(&json, |_| Some(vec![1])).is_none());
+}
