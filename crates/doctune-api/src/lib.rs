@@ -8,6 +8,7 @@
 //! - [`models`]: the model library; pull from the Hub, import a local folder.
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
 //! - [`dataset`]: build a project's datasets (pretraining or instruction), list and preview them.
+//! - [`train`]: start, resume and list training runs.
 //! - [`generate`](mod@generate): generate text with a base model (and a LoRA adapter), streamed.
 //! - [`Jobs`]: long jobs the app can cancel.
 //! - [`ApiError`]: the one error shape both shells show: `{ code, message, details? }`.
@@ -25,6 +26,7 @@ mod jobs;
 pub mod models;
 pub mod projects;
 pub mod token;
+pub mod train;
 
 /// Logs to stderr at the level `DOCTUNE_LOG` names (an `EnvFilter`), `warn` by default. Both
 /// shells call this once at start.

@@ -61,6 +61,15 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Fine-tune a model on a dataset (LoRA or all weights); `train resume RUN_DIR` continues a
+    /// run from its newest checkpoint. Prints the run folder; with --json, one JSON object per
+    /// metrics line as training goes, then the summary.
+    Train(TrainCli),
+    /// A project's training runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
     /// Build, list and preview a project's training datasets.
     Dataset {
         #[command(subcommand)]
@@ -69,6 +78,96 @@ enum Command {
     /// Generate text with a model (and a LoRA adapter), streamed to standard output. With
     /// --json, prints one object: {"token_ids": [generated ids, prompt excluded], "text", ...}.
     Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct TrainCli {
+    #[command(subcommand)]
+    resume: Option<TrainSub>,
+    #[command(flatten)]
+    args: Option<TrainArgs>,
+}
+
+#[derive(Subcommand, Debug)]
+enum TrainSub {
+    /// Continue a run from its newest checkpoint (refused if its model or dataset changed).
+    Resume {
+        run_dir: PathBuf,
+        /// Threads for the computation (default: all cores).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum MethodArg {
+    Lora,
+    Full,
+}
+
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    /// The project: its folder, or its id or name.
+    #[arg(long, value_name = "DIR", required = true)]
+    project: Option<String>,
+    /// The base model (a folder or a library id).
+    #[arg(long, value_name = "MODEL_DIR", required = true)]
+    model: Option<String>,
+    /// The dataset (a dataset id of the project or a dataset folder).
+    #[arg(long, value_name = "DIR", required = true)]
+    dataset: Option<String>,
+    #[arg(long, value_enum, default_value = "lora")]
+    method: MethodArg,
+    /// Optimiser steps (default: one epoch).
+    #[arg(long, value_name = "N")]
+    steps: Option<u64>,
+    #[arg(long, default_value_t = 1.0, value_name = "E")]
+    epochs: f64,
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    micro_batch: usize,
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 2e-4, value_name = "X")]
+    lr: f64,
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    warmup_steps: u64,
+    #[arg(long, default_value_t = 8, value_name = "R")]
+    lora_rank: usize,
+    #[arg(long, default_value_t = 16.0, value_name = "A")]
+    lora_alpha: f64,
+    #[arg(long, default_value_t = 0.05, value_name = "P")]
+    lora_dropout: f32,
+    /// Projections to adapt: a comma list of q,k,v,o,gate,up,down, or all.
+    #[arg(long, default_value = "q,v", value_name = "LIST")]
+    lora_targets: String,
+    #[arg(long)]
+    rslora: bool,
+    #[arg(long, default_value_t = 0.0, value_name = "W")]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0, value_name = "G")]
+    max_grad_norm: f64,
+    #[arg(long, value_name = "N")]
+    eval_every: Option<u64>,
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    checkpoint_every: u64,
+    /// Recompute activations in the backward pass (less memory, more time).
+    #[arg(long)]
+    gradient_checkpointing: bool,
+    /// Threads for the computation (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunsCommand {
+    /// List a project's runs with their last metrics.
+    List {
+        #[arg(long, value_name = "DIR")]
+        project: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -334,6 +433,29 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         Command::Model { command } => return model_command(cli, &home, command),
         Command::Generate(args) => generate_command(cli, &home, args)?,
         Command::Dataset { command } => dataset_command(cli, &home, command)?,
+        Command::Train(t) => train_command(cli, &home, t)?,
+        Command::Runs {
+            command: RunsCommand::List { project },
+        } => {
+            let dir = projects::locate(&home, project)?;
+            let runs = doctune_api::train::list(&dir)?;
+            if cli.json {
+                print_json(&runs)?;
+            } else if runs.is_empty() {
+                println!("no runs yet; start one with `doctune train`");
+            } else {
+                for r in runs {
+                    let loss = r
+                        .last
+                        .as_ref()
+                        .map_or("-".to_string(), |l| format!("{:.4}", l.loss));
+                    println!(
+                        "{}  {} steps  loss {loss}  {} checkpoints  {}",
+                        r.id, r.steps, r.checkpoints, r.path
+                    );
+                }
+            }
+        }
         Command::Doctor => {
             let report = doctune_api::doctor(&home, &doctune_gpu::Gpus::init());
             if cli.json {
@@ -344,6 +466,109 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Limits the computation to `n` threads (candle and the tokenizer use rayon's global pool,
+/// sized from this variable when it first starts).
+fn set_threads(n: Option<usize>) {
+    if let Some(n) = n.filter(|&n| n > 0) {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
+fn train_command(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
+    let json = cli.json;
+    // Text: progress lines on stderr. JSON: one object per line on stdout as training goes.
+    let sink = move |e: JobEvent| match e {
+        JobEvent::Metrics { .. } | JobEvent::Checkpoint { .. } if json => {
+            if let Ok(line) = serde_json::to_string(&e) {
+                println!("{line}");
+            }
+        }
+        JobEvent::Metrics {
+            step,
+            loss,
+            eval_loss,
+            lr,
+            tokens_per_sec,
+            eta_secs,
+            ..
+        } => {
+            let eval = eval_loss.map_or(String::new(), |e| format!("  eval {e:.4}"));
+            eprintln!("step {step}  loss {loss:.4}{eval}  lr {lr:.2e}  {tokens_per_sec:.0} tokens/s  ETA {eta_secs:.0} s");
+        }
+        JobEvent::Checkpoint { path } => eprintln!("checkpoint {path}"),
+        _ => {}
+    };
+    let summary = match (&t.resume, &t.args) {
+        (Some(TrainSub::Resume { run_dir, threads }), _) => {
+            set_threads(*threads);
+            doctune_api::train::resume(run_dir, &sink, &CancelToken::new())?
+        }
+        (None, Some(a)) => {
+            set_threads(a.threads);
+            let dir = projects::locate(home, a.project.as_deref().unwrap_or_default())?;
+            let targets = doctune_api::train::Target::parse_list(&a.lora_targets)
+                .map_err(ApiError::invalid)?;
+            let config = doctune_api::train::RunConfig {
+                base_model: a.model.clone().unwrap_or_default().into(),
+                dataset: a.dataset.clone().unwrap_or_default().into(),
+                method: match a.method {
+                    MethodArg::Lora => doctune_api::train::Method::Lora {
+                        rank: a.lora_rank,
+                        alpha: a.lora_alpha,
+                        dropout: a.lora_dropout,
+                        rslora: a.rslora,
+                        targets,
+                    },
+                    MethodArg::Full => doctune_api::train::Method::Full,
+                },
+                max_steps: a.steps,
+                epochs: a.epochs,
+                micro_batch: a.micro_batch,
+                grad_accum: a.grad_accum,
+                lr: a.lr,
+                warmup_steps: a.warmup_steps,
+                weight_decay: a.weight_decay,
+                max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
+                eval_every: a.eval_every,
+                checkpoint_every: a.checkpoint_every,
+                gradient_checkpointing: a.gradient_checkpointing,
+                seed: a.seed,
+                ..Default::default()
+            };
+            let mut started = |p: &std::path::Path| {
+                if json {
+                    println!("{}", serde_json::json!({ "runDir": p }));
+                } else {
+                    println!("{}", p.display());
+                }
+            };
+            doctune_api::train::start(home, &dir, config, &sink, &CancelToken::new(), &mut started)?
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "give --project, --model and --dataset, or `train resume RUN_DIR`",
+            ))
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    } else {
+        println!(
+            "{} {} of {} steps; loss {}; output {}",
+            if summary.cancelled {
+                "stopped after"
+            } else {
+                "finished"
+            },
+            summary.steps,
+            summary.total_steps,
+            summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            summary.output.display()
+        );
+    }
+    Ok(())
 }
 
 fn dataset_command(cli: &Cli, home: &Home, command: &DatasetCommand) -> Result<(), ApiError> {

@@ -1,6 +1,6 @@
 //! The `doctune` binary end to end: exit codes, one-line errors, `--json` shapes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn doctune(home: &Path, args: &[&str]) -> Output {
@@ -328,4 +328,132 @@ fn dataset_build_and_preview() {
     );
     let o = doctune(&home, &["dataset", "list", "--project", &project]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("instruct-"));
+}
+
+/// `kill -9` in the middle of a run, then `train resume`: the adapter is bit-identical to a run
+/// that was never interrupted.
+#[test]
+fn train_killed_and_resumed_matches_an_uninterrupted_run() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let o = doctune(&home, &["project", "new", "T", "--json"]);
+    let project = json(&o)["path"].as_str().unwrap().to_string();
+    let model =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures/qwen3");
+    let input = d.path().join("qa.jsonl");
+    let rows: String = (0..40)
+        .map(|i| {
+            format!(
+                "{{\"instruction\":\"What is {i} plus {i}?\",\"output\":\"It is {}.\"}}\n",
+                2 * i
+            )
+        })
+        .collect();
+    std::fs::write(&input, rows).unwrap();
+    let o = doctune(
+        &home,
+        &[
+            "dataset",
+            "build",
+            "--project",
+            &project,
+            "--model",
+            model.to_str().unwrap(),
+            "--mode",
+            "instruct",
+            "--input",
+            input.to_str().unwrap(),
+            "--seq-len",
+            "64",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let dataset = json(&o)["id"].as_str().unwrap().to_string();
+    let args = [
+        "train",
+        "--project",
+        &project,
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        &dataset,
+        "--steps",
+        "300",
+        "--checkpoint-every",
+        "5",
+        "--micro-batch",
+        "2",
+        "--lr",
+        "0.005",
+        "--lora-targets",
+        "q,v,down",
+        "--threads",
+        "1",
+    ];
+
+    let straight = doctune(&home, &[&args[..], &["--json"]].concat());
+    assert!(straight.status.success(), "{straight:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&straight.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let straight_dir = PathBuf::from(lines[0]["runDir"].as_str().unwrap());
+    assert!(lines.iter().any(|l| l["type"] == "metrics"));
+    assert_eq!(lines.last().unwrap()["steps"], 300);
+
+    // The same run, killed with SIGKILL once its first checkpoints exist.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doctune"))
+        .args(args)
+        .env("DOCTUNE_HOME", &home)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let runs = Path::new(&project).join("runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let killed_dir = loop {
+        let found = std::fs::read_dir(&runs).ok().and_then(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .find(|p| p != &straight_dir && p.join("checkpoints/step-00000010").is_dir())
+        });
+        if let Some(dir) = found {
+            break dir;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended before it could be killed"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!killed_dir.join("adapter").exists());
+
+    let o = doctune(
+        &home,
+        &[
+            "train",
+            "resume",
+            killed_dir.to_str().unwrap(),
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let read = |dir: &Path| std::fs::read(dir.join("adapter/adapter_model.safetensors")).unwrap();
+    assert_eq!(
+        read(&straight_dir),
+        read(&killed_dir),
+        "resumed adapter differs"
+    );
+
+    let o = doctune(&home, &["runs", "list", "--project", &project, "--json"]);
+    let runs = json(&o);
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert!(runs.as_array().unwrap().iter().all(|r| r["steps"] == 300));
 }

@@ -21,7 +21,10 @@ use candle_core::{
 use std::sync::{Arc, Mutex};
 
 /// The projections LoRA can target, by the names PEFT users know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     Q,
     K,

@@ -1,0 +1,143 @@
+//! Training runs of a project: start one (a run folder under the project's `runs/`), resume
+//! one, list them with their history.
+
+use crate::generate::resolve_model;
+use crate::projects::now_rfc3339;
+use crate::{ApiError, Home};
+use doctune_core::{CancelToken, Code, ProgressSink, Scope};
+pub use doctune_models::Target;
+use doctune_train::TrainError;
+pub use doctune_train::{Method, MetricsLine, RunConfig, RunSummary};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+fn train_error(e: TrainError) -> ApiError {
+    let code = match &e {
+        TrainError::Io { .. } | TrainError::Candle(_) => Code::Internal,
+        _ => Code::InvalidInput,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+/// A new run id: the time, unique in the folder.
+fn new_id(runs: &Path) -> String {
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
+    let base = format!("run-{stamp}");
+    let mut id = base.clone();
+    let mut n = 2;
+    while runs.join(&id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
+/// The dataset folder a reference names: a dataset id of the project, or a folder.
+pub fn resolve_dataset(project_dir: &Path, dataset: &str) -> Result<PathBuf, ApiError> {
+    if let Ok(p) = crate::dataset::dir_of(project_dir, dataset) {
+        return Ok(p);
+    }
+    let p = PathBuf::from(dataset);
+    if p.join("meta.json").is_file() {
+        return Ok(p);
+    }
+    Err(ApiError::new(
+        Code::NotFound,
+        format!("{dataset}: neither a dataset of the project nor a dataset folder"),
+    ))
+}
+
+/// Starts a run of `config` (whose `base_model` and `dataset` may be library/dataset ids) in the
+/// project; returns when it ends. `on_start` receives the run folder as soon as it exists.
+pub fn start(
+    home: &Home,
+    project_dir: &Path,
+    mut config: RunConfig,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+    on_start: &mut dyn FnMut(&Path),
+) -> Result<RunSummary, ApiError> {
+    config.base_model = resolve_model(home, &config.base_model.display().to_string())?;
+    config.dataset = resolve_dataset(project_dir, &config.dataset.display().to_string())?;
+    let runs = Scope::new(project_dir)?.resolve("runs")?;
+    std::fs::create_dir_all(&runs).map_err(|e| ApiError::io(&runs, "cannot create", &e))?;
+    let id = new_id(&runs);
+    on_start(&runs.join(&id));
+    doctune_train::train(config, &runs, &id, sink, cancel).map_err(train_error)
+}
+
+/// Resumes the run in `run_dir` from its newest checkpoint.
+pub fn resume(
+    run_dir: &Path,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<RunSummary, ApiError> {
+    doctune_train::resume(run_dir, sink, cancel).map_err(train_error)
+}
+
+/// A run as lists show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInfo {
+    pub id: String,
+    pub path: String,
+    pub config: serde_json::Value,
+    pub created_at: String,
+    /// Steps done (the last line of `metrics.jsonl`).
+    pub steps: u64,
+    pub last: Option<MetricsLine>,
+    pub checkpoints: usize,
+    pub adapter: Option<String>,
+}
+
+/// The runs of a project, newest first.
+pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
+    let runs = Scope::new(project_dir)?.resolve("runs")?;
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let dir = e.path();
+        let Ok(bytes) = std::fs::read(dir.join("run.json")) else {
+            continue;
+        };
+        let Ok(run) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let last = history(&dir).ok().and_then(|h| h.last().cloned());
+        let adapter = dir.join("adapter/adapter_config.json");
+        out.push(RunInfo {
+            id: e.file_name().to_string_lossy().into_owned(),
+            path: dir.display().to_string(),
+            config: run["config"].clone(),
+            created_at: run["createdAt"].as_str().unwrap_or_default().to_string(),
+            steps: last.as_ref().map_or(0, |l| l.step),
+            last,
+            checkpoints: doctune_train::checkpoints(&dir).len(),
+            adapter: adapter
+                .is_file()
+                .then(|| dir.join("adapter").display().to_string()),
+        });
+    }
+    out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    Ok(out)
+}
+
+/// Every metrics line of a run (for redrawing its curves).
+pub fn history(run_dir: &Path) -> Result<Vec<MetricsLine>, ApiError> {
+    let p = run_dir.join("metrics.jsonl");
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ApiError::io(&p, "cannot read", &e)),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}

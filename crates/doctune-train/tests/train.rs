@@ -1,0 +1,294 @@
+//! The training loop against PyTorch/transformers goldens and its own promises: accumulation
+//! equals a larger batch, a run that stops and resumes ends bit-identical to one that did not,
+//! a changed dataset refuses to resume, and training learns.
+
+use candle_core::{DType, Device, Tensor, Var};
+use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
+use doctune_dataset::{BuildOptions, Inputs, Mode};
+use doctune_models::Target;
+use doctune_train::optim::{lr_multiplier, AdamW, AdamWParams, Schedule};
+use doctune_train::{resume, train, Method, RunConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn golden() -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim.json");
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn adamw_matches_pytorch() {
+    let g = golden();
+    let init = &g["init"];
+    let a = Var::from_vec(f64s(&init[0]), (3, 4), &Device::Cpu).unwrap();
+    let b = Var::from_vec(f64s(&init[1]), 5, &Device::Cpu).unwrap();
+    let mut opt = AdamW::new(
+        vec![
+            ("a.weight".into(), a.clone()),
+            ("b.weight".into(), b.clone()),
+        ],
+        AdamWParams {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        },
+    )
+    .unwrap();
+    for (step, (grads, after)) in g["grads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(g["after"].as_array().unwrap())
+        .enumerate()
+    {
+        let ga = Tensor::from_vec(f64s(&grads[0]), (3, 4), &Device::Cpu).unwrap();
+        let gb = Tensor::from_vec(f64s(&grads[1]), 5, &Device::Cpu).unwrap();
+        opt.step(&[ga, gb], 1e-2).unwrap();
+        for (var, want) in [(&a, &after[0]), (&b, &after[1])] {
+            let got: Vec<f64> = var.flatten_all().unwrap().to_vec1().unwrap();
+            for (x, y) in got.iter().zip(f64s(want)) {
+                assert!((x - y).abs() < 1e-6, "step {}: {x} vs {y}", step + 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn schedules_match_transformers() {
+    let g = golden();
+    for (name, s) in [
+        ("cosine", Schedule::Cosine),
+        ("linear", Schedule::Linear),
+        ("constant", Schedule::Constant),
+    ] {
+        for (step, want) in f64s(&g["schedules"][name]).into_iter().enumerate() {
+            let got = lr_multiplier(s, step as u64, 4, 12);
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{name} step {step}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+fn model() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures/qwen3")
+}
+
+/// A small instruction dataset built with the tiny Qwen3's tokenizer and template.
+fn dataset(dir: &Path, rows: usize) -> PathBuf {
+    let input = dir.join("qa.jsonl");
+    let text: String = (0..rows)
+        .map(|i| {
+            format!(
+                "{{\"instruction\":\"What is {i} plus {i}?\",\"output\":\"It is {}.\"}}\n",
+                2 * i
+            )
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let tok = doctune_tokenizer::ModelTokenizer::load(&model()).unwrap();
+    let opts = BuildOptions {
+        mode: Mode::Instruct,
+        seq_len: 64,
+        val_fraction: 0.25,
+        ..Default::default()
+    };
+    doctune_dataset::build(
+        &dir.join("datasets"),
+        "d",
+        &model(),
+        &tok,
+        &Inputs::Files(vec![input]),
+        &opts,
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap()
+    .dir
+}
+
+fn config(ds: &Path) -> RunConfig {
+    RunConfig {
+        base_model: model(),
+        dataset: ds.to_path_buf(),
+        method: Method::Lora {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            rslora: false,
+            targets: vec![Target::Q, Target::V, Target::Down],
+        },
+        max_steps: Some(6),
+        micro_batch: 2,
+        grad_accum: 2,
+        lr: 5e-3,
+        warmup_steps: 2,
+        checkpoint_every: 3,
+        eval_every: Some(3),
+        weight_decay: 0.01,
+        ..Default::default()
+    }
+}
+
+fn adapter_bytes(run: &Path) -> Vec<u8> {
+    std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap()
+}
+
+#[test]
+fn a_stopped_and_resumed_run_ends_bit_identical() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 24);
+    let runs = d.path().join("runs");
+    let straight = train(
+        config(&ds),
+        &runs,
+        "straight",
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(straight.steps, 6);
+    assert!(!straight.cancelled);
+
+    // Stop right after the step-3 checkpoint (the sink cancels when it sees it).
+    let cancel = CancelToken::new();
+    struct StopAt(CancelToken);
+    impl ProgressSink for StopAt {
+        fn emit(&self, e: JobEvent) {
+            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with("step-00000003")) {
+                self.0.cancel();
+            }
+        }
+    }
+    let first = train(
+        config(&ds),
+        &runs,
+        "stopped",
+        &StopAt(cancel.clone()),
+        &cancel,
+    )
+    .unwrap();
+    assert!(first.cancelled);
+    assert_eq!(first.steps, 3);
+    let resumed = resume(&runs.join("stopped"), &NullSink, &CancelToken::new()).unwrap();
+    assert_eq!(resumed.steps, 6);
+    assert_eq!(
+        adapter_bytes(&runs.join("straight")),
+        adapter_bytes(&runs.join("stopped")),
+        "adapters differ"
+    );
+
+    // metrics.jsonl: one line per step, in order, no duplicates after the resume.
+    let steps: Vec<u64> = std::fs::read_to_string(runs.join("stopped/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
+
+    // A changed dataset refuses to resume, saying what changed.
+    std::fs::write(
+        ds.join("train.jsonl"),
+        std::fs::read_to_string(ds.join("train.jsonl")).unwrap() + "\n",
+    )
+    .unwrap();
+    let e = resume(&runs.join("stopped"), &NullSink, &CancelToken::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("the dataset") && e.contains("changed"), "{e}");
+}
+
+#[test]
+fn accumulation_equals_a_larger_batch() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 16);
+    let runs = d.path().join("runs");
+    let mut a = config(&ds);
+    a.method = Method::Lora {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec![Target::Q, Target::V],
+    };
+    a.max_steps = Some(3);
+    a.eval_every = None;
+    let mut b = a.clone();
+    a.micro_batch = 4;
+    a.grad_accum = 1;
+    b.micro_batch = 2;
+    b.grad_accum = 2;
+    train(a, &runs, "a", &NullSink, &CancelToken::new()).unwrap();
+    train(b, &runs, "b", &NullSink, &CancelToken::new()).unwrap();
+    let load = |run: &str| {
+        candle_core::safetensors::load(
+            runs.join(run).join("adapter/adapter_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (wa, wb) = (load("a"), load("b"));
+    for (name, ta) in &wa {
+        let diff = (ta - &wb[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+}
+
+#[test]
+fn training_learns() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 8);
+    let mut cfg = config(&ds);
+    cfg.max_steps = Some(40);
+    cfg.lr = 2e-2;
+    cfg.checkpoint_every = 100;
+    cfg.eval_every = None;
+    cfg.method = Method::Lora {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: Target::ALL.to_vec(),
+    };
+    let runs = d.path().join("runs");
+    let s = train(cfg, &runs, "learn", &NullSink, &CancelToken::new()).unwrap();
+    let lines: Vec<Value> = std::fs::read_to_string(runs.join("learn/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = lines[0]["loss"].as_f64().unwrap();
+    let last = s.final_loss.unwrap();
+    assert!(last < first * 0.5, "loss {first} → {last}");
+    // Full fine-tuning runs too.
+    let mut full = config(&ds);
+    full.method = Method::Full;
+    full.max_steps = Some(2);
+    let s = train(full, &runs, "full", &NullSink, &CancelToken::new()).unwrap();
+    assert!(s.output.ends_with("step-00000002"));
+}
