@@ -25,6 +25,11 @@ fn main() {
             "start_dataset_build",
             "list_datasets",
             "dataset_preview",
+            "start_training",
+            "resume_training",
+            "list_runs",
+            "run_history",
+            "train_preset",
         ]),
     ))
     .expect("tauri-build failed");

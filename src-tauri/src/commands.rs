@@ -4,6 +4,7 @@
 
 use crate::AppState;
 use doctune_api::dataset::{self, AppDatasetRequest};
+use doctune_api::train::{self, AppTrainRequest};
 use doctune_api::{
     generate, models, projects, token, AddReport, ApiError, CancelToken, DatasetSummary,
     DoctorReport, GenerateRequest, JobEvent, JobId, Limits, ModelEntry, PreviewExample, Project,
@@ -197,6 +198,68 @@ pub fn dataset_preview(
 ) -> Result<Vec<PreviewExample>, ApiError> {
     let dir = projects::dir_of(&state.home, &id)?;
     dataset::preview(&dataset::dir_of(&dir, &dataset)?, n)
+}
+
+/// Starts a training run in project `id`; metrics, checkpoints, then
+/// `finished`/`failed`/`cancelled` arrive on `on_event`. Pausing is `cancel_job`: the run stops
+/// at the next step with a checkpoint and can be resumed.
+#[tauri::command]
+pub fn start_training(
+    state: State<'_, AppState>,
+    id: String,
+    request: AppTrainRequest,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    let dir = projects::dir_of(&state.home, &id)?;
+    let config = request.resolve(&state.home, &dir)?;
+    let home = state.home.clone();
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("train", sink, move |sink, cancel| {
+        train::start(&home, &dir, config, sink, cancel, &mut |_| {}).map(|_| ())
+    }))
+}
+
+/// Resumes run `run` of project `id` from its newest checkpoint.
+#[tauri::command]
+pub fn resume_training(
+    state: State<'_, AppState>,
+    id: String,
+    run: String,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    let dir = train::run_dir(&projects::dir_of(&state.home, &id)?, &run)?;
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("train", sink, move |sink, cancel| {
+        train::resume(&dir, sink, cancel).map(|_| ())
+    }))
+}
+
+#[tauri::command]
+pub fn list_runs(state: State<'_, AppState>, id: String) -> Result<Vec<train::RunInfo>, ApiError> {
+    train::list(&projects::dir_of(&state.home, &id)?)
+}
+
+#[tauri::command]
+pub fn run_history(
+    state: State<'_, AppState>,
+    id: String,
+    run: String,
+) -> Result<Vec<train::MetricsLine>, ApiError> {
+    train::history(&train::run_dir(&projects::dir_of(&state.home, &id)?, &run)?)
+}
+
+#[tauri::command]
+pub fn train_preset(
+    state: State<'_, AppState>,
+    id: String,
+    dataset: String,
+    preset: train::Preset,
+) -> Result<train::RunConfig, ApiError> {
+    train::preset(&projects::dir_of(&state.home, &id)?, &dataset, preset)
 }
 
 /// Starts extracting the text of project `id`'s documents not extracted yet.

@@ -69,6 +69,11 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::start_dataset_build,
             commands::list_datasets,
             commands::dataset_preview,
+            commands::start_training,
+            commands::resume_training,
+            commands::list_runs,
+            commands::run_history,
+            commands::train_preset,
         ])
 }
 

@@ -14,10 +14,13 @@ use tauri::test::{get_ipc_response, MockRuntime};
 use tauri::webview::InvokeRequest;
 use tauri::Manager;
 
-const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+/// This crate's folder, read when the test runs (see the other crates' `crate_dir`).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+}
 
 fn read_json(rel: &str) -> Value {
-    let p = format!("{MANIFEST_DIR}/{rel}");
+    let p = format!("{}/{rel}", manifest_dir());
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
 }
 
@@ -181,6 +184,32 @@ fn dataset_commands_take_ids_not_paths() {
 }
 
 #[test]
+fn training_commands_take_ids_not_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    invoke(&w, "create_project", json!({"name": "P"})).unwrap();
+    assert_eq!(
+        invoke(&w, "list_runs", json!({"id": "p"})).unwrap(),
+        json!([])
+    );
+    let err = invoke(&w, "run_history", json!({"id": "p", "run": "../../x"})).unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+    let err = invoke(
+        &w,
+        "start_training",
+        json!({"id": "p", "request": {"model": "/some/folder", "dataset": "d", "config": {}}, "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a model of the library"),
+        "{err}"
+    );
+}
+
+#[test]
 fn commands_not_granted_to_the_window_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_app, w) = app(d.path());
@@ -204,7 +233,7 @@ fn other_windows_get_no_commands() {
 
 #[test]
 fn capability_grants_exactly_the_app_commands() {
-    let build = std::fs::read_to_string(format!("{MANIFEST_DIR}/build.rs")).unwrap();
+    let build = std::fs::read_to_string(format!("{}/build.rs", manifest_dir())).unwrap();
     let list = &build[build.find(".commands(&[").unwrap()..];
     let list = &list[..list.find("])").unwrap()];
     let commands: BTreeSet<String> = list
@@ -213,7 +242,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 21, "{commands:?}");
+    assert_eq!(commands.len(), 26, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));
@@ -231,7 +260,7 @@ fn capability_grants_exactly_the_app_commands() {
     expected.insert("core:event:allow-listen".into());
     expected.insert("core:event:allow-unlisten".into());
     assert_eq!(granted, expected);
-    let others: Vec<_> = std::fs::read_dir(format!("{MANIFEST_DIR}/capabilities"))
+    let others: Vec<_> = std::fs::read_dir(format!("{}/capabilities", manifest_dir()))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

@@ -317,6 +317,23 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("the Train view trains a few steps and draws the loss", async () => {
+    await browser.$('[data-testid="nav-train"]').click();
+    await browser.$('[data-testid="train-view"]').waitForDisplayed({ timeout: 10_000 });
+    await browser.$('[data-testid="train-model"]').selectByVisibleText("qwen3");
+    await browser.$('[data-testid="train-steps"]').setValue("6");
+    await browser.$('[data-testid="train-start"]').click();
+    const run = browser.$('[data-testid="train-run"]');
+    await browser.waitUntil(async () => /6 steps · done/.test(await run.getText().catch(() => "")), {
+      timeout: 60_000,
+    });
+    const points = await browser.$('[data-testid="train-line"]').getAttribute("points");
+    assert.equal(points.trim().split(/\s+/).length, 6, points);
+    assert.match(await browser.$('[data-testid="train-hardware"]').getText(), /CPU|GPU|NVIDIA/);
+    await shot("11-train");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("under WebDriver, the app listens only on the automation socket WebDriver asked for", async () => {
     // WebKitWebDriver drives the browser through WebKit's inspector server, which it asks for
     // with WEBKIT_INSPECTOR_SERVER; that socket is the harness's. standalone.test.mjs proves the

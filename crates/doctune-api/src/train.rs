@@ -7,7 +7,7 @@ use crate::{ApiError, Home};
 use doctune_core::{CancelToken, Code, ProgressSink, Scope};
 pub use doctune_models::Target;
 use doctune_train::TrainError;
-pub use doctune_train::{Method, MetricsLine, RunConfig, RunSummary};
+pub use doctune_train::{Method, MetricsLine, Preset, RunConfig, RunSummary};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -140,4 +140,58 @@ pub fn history(run_dir: &Path) -> Result<Vec<MetricsLine>, ApiError> {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect())
+}
+
+/// What the app's UI asks for: a library model and a dataset of the project, by id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppTrainRequest {
+    pub model: String,
+    pub dataset: String,
+    pub config: RunConfig,
+}
+
+impl AppTrainRequest {
+    /// The run configuration, with the model checked against the library and the dataset
+    /// resolved under the project's `datasets/`.
+    pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<RunConfig, ApiError> {
+        if !crate::models::list(home)?
+            .iter()
+            .any(|m| m.id == self.model)
+        {
+            return Err(ApiError::new(
+                Code::NotFound,
+                format!(
+                    "{}: not a model of the library (import or pull it first)",
+                    self.model
+                ),
+            ));
+        }
+        let mut config = self.config.clone();
+        config.base_model = PathBuf::from(&self.model);
+        config.dataset = crate::dataset::dir_of(project_dir, &self.dataset)?;
+        Ok(config)
+    }
+}
+
+/// A preset's settings for a dataset of the project.
+pub fn preset(project_dir: &Path, dataset: &str, preset: Preset) -> Result<RunConfig, ApiError> {
+    let dir = crate::dataset::dir_of(project_dir, dataset)?;
+    let meta = doctune_dataset::read_meta(&dir).map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(preset.apply(&RunConfig::default(), meta.stats.train_examples))
+}
+
+/// The run folder of run `id` of a project (confined to its `runs/`).
+pub fn run_dir(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
+    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+        return Err(ApiError::invalid(format!("`{id}` is not a run id")));
+    }
+    let p = Scope::new(project_dir)?.resolve(Path::new("runs").join(id))?;
+    if !p.join("run.json").is_file() {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("no run `{id}` in {}", project_dir.display()),
+        ));
+    }
+    Ok(p)
 }

@@ -416,7 +416,7 @@ fn ingest_is_cached_confined_and_reports_repeats() {
 }
 
 fn tiny_model(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(crate_dir())
         .join("../doctune-models/tests/fixtures")
         .join(name)
 }
@@ -671,4 +671,76 @@ fn datasets_are_built_listed_and_previewed() {
         Code::NotFound
     );
     assert!(dataset::document_paths(&dir, &["0".repeat(64)]).is_err());
+}
+
+#[test]
+fn runs_are_started_listed_and_redrawn() {
+    use doctune_api::dataset::{self, BuildOptions, Mode};
+    use doctune_api::train;
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "tr").unwrap().path);
+    let src = d.path().join("qa.jsonl");
+    let rows: String = (0..12)
+        .map(|i| format!("{{\"instruction\":\"Q{i}\",\"output\":\"A{i}\"}}\n"))
+        .collect();
+    fs::write(&src, rows).unwrap();
+    let ds = dataset::build(
+        &h,
+        &dir,
+        &doctune_api::DatasetRequest {
+            model: tiny_model("qwen3").display().to_string(),
+            inputs: vec![src],
+            options: BuildOptions {
+                mode: Mode::Instruct,
+                seq_len: 64,
+                val_fraction: 0.2,
+                ..Default::default()
+            },
+        },
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let preset = train::preset(&dir, &ds.id, train::Preset::Balanced).unwrap();
+    assert!(matches!(
+        preset.method,
+        train::Method::Lora { rank: 16, .. }
+    ));
+    let mut config = preset;
+    config.base_model = tiny_model("qwen3");
+    config.dataset = PathBuf::from(&ds.id);
+    config.max_steps = Some(3);
+    let sink = VecSink::default();
+    let mut started = None;
+    let s = train::start(&h, &dir, config, &sink, &CancelToken::new(), &mut |p| {
+        started = Some(p.to_path_buf())
+    })
+    .unwrap();
+    assert_eq!(s.steps, 3);
+    assert_eq!(started.as_deref(), Some(s.run_dir.as_path()));
+    assert!(sink
+        .events()
+        .iter()
+        .any(|e| matches!(e, JobEvent::Metrics { step: 3, .. })));
+    let runs = train::list(&dir).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].adapter.is_some());
+    let id = runs[0].id.clone();
+    assert_eq!(
+        train::history(&train::run_dir(&dir, &id).unwrap())
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        train::run_dir(&dir, "../x").unwrap_err().code,
+        Code::InvalidInput
+    );
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

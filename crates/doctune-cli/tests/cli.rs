@@ -186,7 +186,7 @@ fn golden_ids(model: &Path, key: &str) -> Vec<u64> {
 #[test]
 fn generate_json_matches_transformers_greedy() {
     let d = tempfile::tempdir().unwrap();
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures");
+    let fixtures = Path::new(&crate_dir()).join("../doctune-models/tests/fixtures");
     for name in ["llama", "gemma2", "phi3"] {
         let model = fixtures.join(name);
         let o = doctune(
@@ -256,8 +256,7 @@ fn dataset_build_and_preview() {
     let home = d.path().join("home");
     let o = doctune(&home, &["project", "new", "Notes", "--json"]);
     let project = json(&o)["path"].as_str().unwrap().to_string();
-    let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures/qwen3");
+    let model = Path::new(&crate_dir()).join("../doctune-models/tests/fixtures/qwen3");
     let input = d.path().join("qa.jsonl");
     std::fs::write(
         &input,
@@ -338,8 +337,7 @@ fn train_killed_and_resumed_matches_an_uninterrupted_run() {
     let home = d.path().join("home");
     let o = doctune(&home, &["project", "new", "T", "--json"]);
     let project = json(&o)["path"].as_str().unwrap().to_string();
-    let model =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures/qwen3");
+    let model = Path::new(&crate_dir()).join("../doctune-models/tests/fixtures/qwen3");
     let input = d.path().join("qa.jsonl");
     let rows: String = (0..40)
         .map(|i| {
@@ -456,4 +454,11 @@ fn train_killed_and_resumed_matches_an_uninterrupted_run() {
     let runs = json(&o);
     assert_eq!(runs.as_array().unwrap().len(), 2);
     assert!(runs.as_array().unwrap().iter().all(|r| r["steps"] == 300));
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -156,7 +156,7 @@ fn main() {
         best, ours
     );
     if let Ok(py) = std::env::var("DOCTUNE_BENCH_PYTHON") {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pack.py");
+        let script = std::path::Path::new(&crate_dir()).join("benches/pack.py");
         let o = std::process::Command::new(py)
             .arg(script)
             .arg(dir.path())
@@ -190,4 +190,11 @@ fn main() {
         "  full build incl. decoding windows and writing JSONL: {build_secs:.3} s ({:.0} tokens/s)",
         tokens as f64 / build_secs
     );
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -196,7 +196,7 @@ fn main() {
 
     // pypdf and pdfminer.six on the same PDFs.
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pdf_reference.py");
+    let script = Path::new(&crate_dir()).join("benches/pdf_reference.py");
     let refdir = dir.path().join("ref");
     std::fs::create_dir_all(&refdir).unwrap();
     eprintln!("running pypdf and pdfminer.six …");
@@ -264,4 +264,11 @@ fn main() {
             bytes as f64 / 1e6 / secs
         );
     }
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -230,7 +230,7 @@ fn main() {
     let warmup = 1;
     let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,100m".into());
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/lora_step.py");
+    let script = Path::new(&crate_dir()).join("benches/lora_step.py");
     let tmp = tempfile::tempdir().unwrap();
     println!("LoRA training step (forward + backward, r=8 alpha=16 on q/v, f32, CPU), {threads} thread(s), timed steps after {warmup} warm-up");
     println!(
@@ -303,4 +303,11 @@ fn main() {
         );
     }
     println!("tokens/s ratio = candle / torch (higher is better for DocTune); memory ratio = candle / torch (lower is better).");
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

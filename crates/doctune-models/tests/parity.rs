@@ -25,9 +25,7 @@ const FAMILIES: [&str; 7] = [
 const TOL: f32 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(crate_dir()).join("tests/fixtures").join(name)
 }
 
 fn golden(name: &str) -> HashMap<String, Tensor> {
@@ -434,4 +432,11 @@ fn generation_stops_on_stop_strings_and_cancel() {
     .unwrap();
     assert_eq!(out.stop_reason, doctune_models::StopReason::Cancelled);
     assert!(out.token_ids.len() < 32);
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

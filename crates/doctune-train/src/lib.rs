@@ -156,6 +156,53 @@ impl RunConfig {
     }
 }
 
+/// Ready-made settings by how much time the user wants to spend, scaled to the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Preset {
+    /// One epoch, rank 8 on q/v: a first look.
+    Quick,
+    /// Two epochs, rank 16 on the attention projections.
+    Balanced,
+    /// Three epochs, rank 32 on every projection.
+    Thorough,
+}
+
+impl Preset {
+    /// `base` with this preset's method and schedule, for a training split of `examples`.
+    pub fn apply(self, base: &RunConfig, examples: usize) -> RunConfig {
+        let (epochs, rank, targets) = match self {
+            Preset::Quick => (1.0, 8, vec![Target::Q, Target::V]),
+            Preset::Balanced => (2.0, 16, vec![Target::Q, Target::K, Target::V, Target::O]),
+            Preset::Thorough => (3.0, 32, Target::ALL.to_vec()),
+        };
+        // Effective batch 16 where the data allows it, else smaller (at least 4 steps an epoch).
+        let micro_batch = 4;
+        let grad_accum = (examples / (micro_batch * 4)).clamp(1, 4);
+        let steps =
+            ((examples as f64 / (micro_batch * grad_accum) as f64).ceil() * epochs).max(1.0) as u64;
+        RunConfig {
+            method: Method::Lora {
+                rank,
+                alpha: 2.0 * rank as f64,
+                dropout: 0.05,
+                rslora: false,
+                targets,
+            },
+            max_steps: None,
+            epochs,
+            micro_batch,
+            grad_accum,
+            lr: 2e-4,
+            warmup_steps: (steps / 20).min(100),
+            schedule: Schedule::Cosine,
+            eval_every: Some((steps / 10).max(1)),
+            checkpoint_every: (steps / 5).clamp(1, 500),
+            ..base.clone()
+        }
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

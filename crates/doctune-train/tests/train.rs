@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn golden() -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/optim.json");
+    let p = Path::new(&crate_dir()).join("tests/fixtures/optim.json");
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
@@ -81,7 +81,7 @@ fn schedules_match_transformers() {
 }
 
 fn model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../doctune-models/tests/fixtures/qwen3")
+    PathBuf::from(crate_dir()).join("../doctune-models/tests/fixtures/qwen3")
 }
 
 /// A small instruction dataset built with the tiny Qwen3's tokenizer and template.
@@ -291,4 +291,11 @@ fn training_learns() {
     full.max_steps = Some(2);
     let s = train(full, &runs, "full", &NullSink, &CancelToken::new()).unwrap();
     assert!(s.output.ends_with("step-00000002"));
+}
+
+/// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
+/// cargo reuses from a build in another checkout sharing the target folder must read this
+/// checkout's fixtures, not that one's.
+fn crate_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

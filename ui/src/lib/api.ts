@@ -78,6 +78,11 @@ export type JobEvent =
   | { type: "progress"; data: { current: number; total: number; unit: string; message?: string } }
   | { type: "warning"; data: { message: string } }
   | { type: "text"; data: { text: string } }
+  | {
+      type: "metrics";
+      data: { step: number; loss: number; evalLoss?: number; lr: number; tokensPerSec: number; etaSecs: number; memBytes?: number };
+    }
+  | { type: "checkpoint"; data: { path: string } }
   | { type: "generated"; data: { tokens: number; stopReason: string; tokensPerSec: number } }
   | { type: "finished" }
   | { type: "failed"; data: { error: string } }
@@ -285,3 +290,64 @@ export function startDatasetBuild(
 export const listDatasets = (id: string) => invoke<DatasetSummary[]>("list_datasets", { id });
 export const datasetPreview = (id: string, dataset: string, n: number) =>
   invoke<PreviewExample[]>("dataset_preview", { id, dataset, n });
+
+export type LoraTarget = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
+
+export interface RunConfig {
+  method: { kind: "lora"; rank: number; alpha: number; dropout: number; rslora: boolean; targets: LoraTarget[] } | { kind: "full" };
+  maxSteps: number | null;
+  epochs: number;
+  microBatch: number;
+  gradAccum: number;
+  lr: number;
+  warmupSteps: number;
+  schedule: "cosine" | "linear" | "constant";
+  weightDecay: number;
+  maxGradNorm: number | null;
+  evalEvery: number | null;
+  checkpointEvery: number;
+  gradientCheckpointing: boolean;
+  seed: number;
+}
+
+export interface MetricsLine {
+  step: number;
+  epoch: number;
+  loss: number;
+  evalLoss?: number;
+  lr: number;
+  gradNorm: number;
+  tokensPerSec: number;
+  elapsedSecs: number;
+  etaSecs: number;
+  memBytes: number;
+}
+
+export interface RunInfo {
+  id: string;
+  path: string;
+  config: { maxSteps?: number | null; method: { kind: string } } & Record<string, unknown>;
+  createdAt: string;
+  steps: number;
+  last?: MetricsLine | null;
+  checkpoints: number;
+  adapter?: string | null;
+}
+
+function channelFor(onEvent: (e: JobEvent) => void): Channel<JobEvent> {
+  const channel = new Channel<JobEvent>();
+  channel.onmessage = onEvent;
+  return channel;
+}
+
+export const startTraining = (
+  id: string,
+  request: { model: string; dataset: string; config: Partial<RunConfig> },
+  onEvent: (e: JobEvent) => void,
+) => invoke<string>("start_training", { id, request, onEvent: channelFor(onEvent) });
+export const resumeTraining = (id: string, run: string, onEvent: (e: JobEvent) => void) =>
+  invoke<string>("resume_training", { id, run, onEvent: channelFor(onEvent) });
+export const listRuns = (id: string) => invoke<RunInfo[]>("list_runs", { id });
+export const runHistory = (id: string, run: string) => invoke<MetricsLine[]>("run_history", { id, run });
+export const trainPreset = (id: string, dataset: string, preset: "quick" | "balanced" | "thorough") =>
+  invoke<RunConfig>("train_preset", { id, dataset, preset });
