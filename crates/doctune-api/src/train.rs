@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 fn train_error(e: TrainError) -> ApiError {
     let code = match &e {
+        TrainError::OutOfMemory { .. } => Code::NoSpace,
         TrainError::Io { .. } | TrainError::Candle(_) => Code::Internal,
         _ => Code::InvalidInput,
     };
@@ -63,6 +64,9 @@ pub fn start(
 ) -> Result<RunSummary, ApiError> {
     config.base_model = resolve_model(home, &config.base_model.display().to_string())?;
     config.dataset = resolve_dataset(project_dir, &config.dataset.display().to_string())?;
+    // Refuse a run that will not fit, before loading anything.
+    let available = doctune_gpu::system_info().available_memory_bytes;
+    doctune_train::preflight(&config, available).map_err(train_error)?;
     let runs = Scope::new(project_dir)?.resolve("runs")?;
     std::fs::create_dir_all(&runs).map_err(|e| ApiError::io(&runs, "cannot create", &e))?;
     let id = new_id(&runs);

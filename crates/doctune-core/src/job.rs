@@ -38,11 +38,18 @@ pub enum JobEvent {
     #[serde(rename_all = "camelCase")]
     Metrics {
         step: u64,
+        /// Fractional epochs done.
+        #[serde(default)]
+        epoch: f64,
         loss: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         eval_loss: Option<f64>,
         lr: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grad_norm: Option<f64>,
         tokens_per_sec: f64,
+        #[serde(default)]
+        elapsed_secs: f64,
         eta_secs: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         mem_bytes: Option<u64>,
@@ -187,10 +194,13 @@ mod tests {
         );
         let m = JobEvent::Metrics {
             step: 2,
+            epoch: 0.5,
             loss: 1.5,
             eval_loss: None,
             lr: 1e-4,
+            grad_norm: Some(0.7),
             tokens_per_sec: 10.0,
+            elapsed_secs: 4.0,
             eta_secs: 3.0,
             mem_bytes: Some(7),
         };
@@ -198,6 +208,7 @@ mod tests {
         assert_eq!(json["type"], "metrics");
         assert_eq!(json["data"]["tokensPerSec"], 10.0);
         assert_eq!(json["data"]["memBytes"], 7);
+        assert_eq!(json["data"]["gradNorm"], 0.7);
         assert!(json["data"].get("evalLoss").is_none());
         let back: JobEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, m);

@@ -71,63 +71,17 @@ fn params(b: &Bench) -> u64 {
 
 /// Writes a random Llama-style model folder (tied embeddings) and the token ids both sides use.
 fn write_model(b: &Bench, dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let cfg = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": b.hidden, "intermediate_size": b.intermediate,
-        "num_hidden_layers": b.layers, "num_attention_heads": b.heads, "num_key_value_heads": b.heads,
-        "vocab_size": b.vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
-        "torch_dtype": "float32",
-    });
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_vec_pretty(&cfg).unwrap(),
+    doctune_models::testing::write_random_llama(
+        dir,
+        &doctune_models::testing::RandomLlama {
+            hidden: b.hidden,
+            layers: b.layers,
+            heads: b.heads,
+            intermediate: b.intermediate,
+            vocab: b.vocab,
+        },
     )
     .unwrap();
-    let (h, i) = (b.hidden, b.intermediate);
-    let mut shapes: Vec<(String, Vec<usize>)> =
-        vec![("model.embed_tokens.weight".into(), vec![b.vocab, h])];
-    for l in 0..b.layers {
-        let p = format!("model.layers.{l}");
-        for m in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            shapes.push((format!("{p}.self_attn.{m}.weight"), vec![h, h]));
-        }
-        shapes.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
-        shapes.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
-        shapes.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
-        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-    }
-    shapes.push(("model.norm.weight".into(), vec![h]));
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .into_iter()
-        .enumerate()
-        .map(|(k, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let v: Vec<f32> = if shape.len() == 1 {
-                vec![1.0; n]
-            } else {
-                doctune_models::rng::normal_vec(n, 0.02, k as u64)
-            };
-            (
-                name,
-                shape,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, s, d)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
     let mut rng = doctune_models::rng::seeded(42);
     let ids: Vec<Vec<u32>> = (0..b.batch)
         .map(|_| {

@@ -23,6 +23,7 @@ pub mod model;
 pub mod ops;
 pub mod rng;
 mod rope;
+pub mod testing;
 
 pub use adapter::{load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;

@@ -15,6 +15,7 @@
 //! last `keep_checkpoints` are kept. [`resume`] continues from the newest one — bit for bit as if
 //! the run had never stopped — and refuses if the base model or dataset changed.
 
+pub mod memory;
 pub mod optim;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -44,6 +45,12 @@ pub enum TrainError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("the run needs about {} of memory but {} is available; try {}", doctune_core::units::human_bytes(*needed), doctune_core::units::human_bytes(*available), suggestions.join(", or "))]
+    OutOfMemory {
+        needed: u64,
+        available: u64,
+        suggestions: Vec<String>,
     },
     #[error("cannot resume {}: {what} changed since the checkpoint", run.display())]
     Changed { run: PathBuf, what: String },
@@ -719,10 +726,13 @@ impl Runner {
             if eval.is_some() || at_end || throttle.ready() {
                 sink.emit(JobEvent::Metrics {
                     step: line.step,
+                    epoch: line.epoch,
                     loss: line.loss,
                     eval_loss: line.eval_loss,
                     lr: line.lr,
+                    grad_norm: Some(line.grad_norm),
                     tokens_per_sec: line.tokens_per_sec,
+                    elapsed_secs: line.elapsed_secs,
                     eta_secs: line.eta_secs,
                     mem_bytes: Some(line.mem_bytes),
                 });
@@ -831,6 +841,22 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
         doctune_core::write_atomic(path, kept.as_bytes()).map_err(io(path))?;
     }
     Ok(())
+}
+
+/// The memory estimate of `cfg`, or [`TrainError::OutOfMemory`] with suggestions when it is
+/// more than `available` bytes.
+pub fn preflight(cfg: &RunConfig, available: u64) -> Result<memory::MemoryEstimate, TrainError> {
+    let model = doctune_models::ModelConfig::load(&cfg.base_model)?;
+    let seq_len = doctune_dataset::read_meta(&cfg.dataset)?.options.seq_len;
+    let est = memory::estimate(&model, cfg, seq_len);
+    if est.total > available {
+        return Err(TrainError::OutOfMemory {
+            needed: est.total,
+            available,
+            suggestions: memory::suggestions(cfg, seq_len),
+        });
+    }
+    Ok(est)
 }
 
 /// Starts a new run in `runs_dir/<id>/`.

@@ -299,3 +299,21 @@ fn training_learns() {
 fn crate_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
+
+#[test]
+fn preflight_refuses_what_cannot_fit_and_says_what_would() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 8);
+    let cfg = config(&ds);
+    let est = doctune_train::preflight(&cfg, u64::MAX).unwrap();
+    assert!(est.total > est.weights && est.activations > 0);
+    let e = doctune_train::preflight(&cfg, est.total - 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("needs about")
+            && e.contains("gradient checkpointing")
+            && e.contains("accumulation 4"),
+        "{e}"
+    );
+}

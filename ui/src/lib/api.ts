@@ -80,7 +80,18 @@ export type JobEvent =
   | { type: "text"; data: { text: string } }
   | {
       type: "metrics";
-      data: { step: number; loss: number; evalLoss?: number; lr: number; tokensPerSec: number; etaSecs: number; memBytes?: number };
+      data: {
+        step: number;
+        epoch: number;
+        loss: number;
+        evalLoss?: number;
+        lr: number;
+        gradNorm?: number;
+        tokensPerSec: number;
+        elapsedSecs: number;
+        etaSecs: number;
+        memBytes?: number;
+      };
     }
   | { type: "checkpoint"; data: { path: string } }
   | { type: "generated"; data: { tokens: number; stopReason: string; tokensPerSec: number } }
