@@ -30,6 +30,7 @@ fn main() {
             "list_runs",
             "run_history",
             "train_preset",
+            "train_estimate",
         ]),
     ))
     .expect("tauri-build failed");

@@ -252,6 +252,19 @@ pub fn run_history(
     train::history(&train::run_dir(&projects::dir_of(&state.home, &id)?, &run)?)
 }
 
+/// The memory estimate of a run the Train view is about to start.
+#[tauri::command]
+pub fn train_estimate(
+    state: State<'_, AppState>,
+    id: String,
+    request: AppTrainRequest,
+) -> Result<train::EstimateReport, ApiError> {
+    let dir = projects::dir_of(&state.home, &id)?;
+    let mut config = request.resolve(&state.home, &dir)?;
+    config.base_model = doctune_api::generate::resolve_model(&state.home, &request.model)?;
+    train::estimate(&config)
+}
+
 #[tauri::command]
 pub fn train_preset(
     state: State<'_, AppState>,

@@ -74,6 +74,7 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::list_runs,
             commands::run_history,
             commands::train_preset,
+            commands::train_estimate,
         ])
 }
 

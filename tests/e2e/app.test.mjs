@@ -322,6 +322,9 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="train-view"]').waitForDisplayed({ timeout: 10_000 });
     await browser.$('[data-testid="train-model"]').selectByVisibleText("qwen3");
     await browser.$('[data-testid="train-steps"]').setValue("6");
+    const estimate = browser.$('[data-testid="train-estimate"]');
+    await estimate.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await estimate.getText(), /Estimated peak memory .* available/);
     await browser.$('[data-testid="train-start"]').click();
     const run = browser.$('[data-testid="train-run"]');
     await browser.waitUntil(async () => /6 steps · done/.test(await run.getText().catch(() => "")), {

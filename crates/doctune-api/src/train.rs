@@ -199,3 +199,38 @@ pub fn run_dir(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
     }
     Ok(p)
 }
+
+/// A run's memory estimate and what the machine has free.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EstimateReport {
+    pub estimate: doctune_train::memory::MemoryEstimate,
+    pub available_bytes: u64,
+    pub fits: bool,
+    /// When it does not fit: what would make it fit.
+    pub suggestions: Vec<String>,
+}
+
+/// The memory estimate of a run configuration (already resolved to folders).
+pub fn estimate(config: &RunConfig) -> Result<EstimateReport, ApiError> {
+    let available = doctune_gpu::system_info().available_memory_bytes;
+    match doctune_train::preflight(config, u64::MAX) {
+        Ok(estimate) => {
+            let fits = estimate.total <= available;
+            let seq_len = doctune_dataset::read_meta(&config.dataset)
+                .map(|m| m.options.seq_len)
+                .unwrap_or(1024);
+            Ok(EstimateReport {
+                estimate,
+                available_bytes: available,
+                fits,
+                suggestions: if fits {
+                    Vec::new()
+                } else {
+                    doctune_train::memory::suggestions(config, seq_len)
+                },
+            })
+        }
+        Err(e) => Err(train_error(e)),
+    }
+}

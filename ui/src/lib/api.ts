@@ -362,3 +362,13 @@ export const listRuns = (id: string) => invoke<RunInfo[]>("list_runs", { id });
 export const runHistory = (id: string, run: string) => invoke<MetricsLine[]>("run_history", { id, run });
 export const trainPreset = (id: string, dataset: string, preset: "quick" | "balanced" | "thorough") =>
   invoke<RunConfig>("train_preset", { id, dataset, preset });
+
+export interface EstimateReport {
+  estimate: { weights: number; trainable: number; activations: number; overhead: number; total: number };
+  availableBytes: number;
+  fits: boolean;
+  suggestions: string[];
+}
+
+export const trainEstimate = (id: string, request: { model: string; dataset: string; config: Partial<RunConfig> }) =>
+  invoke<EstimateReport>("train_estimate", { id, request });
