@@ -121,15 +121,22 @@ fn worker(dir: &Path, steps: usize, warmup: usize) {
     let input = Tensor::from_vec(flat, (b, t), model.device()).unwrap();
     let mut first_loss = None;
     let mut start = Instant::now();
+    let (mut fwd, mut bwd) = (0f64, 0f64);
     for i in 0..warmup + steps {
         if i == warmup {
             start = Instant::now();
+            (fwd, bwd) = (0.0, 0.0);
         }
+        let t0 = Instant::now();
         let logits = model.forward(&input).unwrap();
         let loss = causal_lm_loss(&logits, &input, None).unwrap();
+        let l = loss.to_scalar::<f32>().unwrap();
+        let t1 = Instant::now();
         let grads = model.backward(&loss).unwrap();
         drop(grads);
-        first_loss.get_or_insert(loss.to_scalar::<f32>().unwrap());
+        bwd += t1.elapsed().as_secs_f64();
+        fwd += (t1 - t0).as_secs_f64();
+        first_loss.get_or_insert(l);
     }
     let dt = start.elapsed().as_secs_f64();
     println!(
@@ -139,6 +146,7 @@ fn worker(dir: &Path, steps: usize, warmup: usize) {
             "step_secs": dt / steps as f64,
             "peak_rss_bytes": peak_rss_bytes(),
             "loss": first_loss,
+            "backward_share": bwd / (fwd + bwd),
         })
     );
 }
@@ -201,6 +209,7 @@ fn main() {
         "loss c",
         "loss t"
     );
+    let mut backward = Vec::new();
     for b in CONFIGS
         .iter()
         .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
@@ -232,6 +241,9 @@ fn main() {
             )
         });
         let f = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64());
+        if let Some(share) = f(&candle, "backward_share") {
+            backward.push(format!("{} {:.0}%", b.name, share * 100.0));
+        }
         let (ct, tt) = (f(&candle, "tokens_per_sec"), f(&torch, "tokens_per_sec"));
         let (cm, tm) = (f(&candle, "peak_rss_bytes"), f(&torch, "peak_rss_bytes"));
         let fmt = |x: Option<f64>, scale: f64, prec: usize| {
@@ -257,6 +269,7 @@ fn main() {
         );
     }
     println!("tokens/s ratio = candle / torch (higher is better for DocTune); memory ratio = candle / torch (lower is better).");
+    println!("backward share of DocTune's step: {}", backward.join(", "));
 }
 
 /// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
