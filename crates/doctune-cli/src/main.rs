@@ -556,7 +556,7 @@ fn train_command(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
         println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     } else {
         println!(
-            "{} {} of {} steps; loss {}; output {}",
+            "{} {} of {} steps; loss {}; eval loss {} (perplexity {}); output {}",
             if summary.cancelled {
                 "stopped after"
             } else {
@@ -565,6 +565,10 @@ fn train_command(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
             summary.steps,
             summary.total_steps,
             summary.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            summary.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            summary
+                .eval_perplexity
+                .map_or("-".into(), |p| format!("{p:.2}")),
             summary.output.display()
         );
     }

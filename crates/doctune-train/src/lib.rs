@@ -236,6 +236,8 @@ pub struct RunSummary {
     pub total_steps: u64,
     pub final_loss: Option<f64>,
     pub eval_loss: Option<f64>,
+    /// `exp(eval_loss)`.
+    pub eval_perplexity: Option<f64>,
     pub cancelled: bool,
     pub early_stopped: bool,
     /// The PEFT adapter (LoRA) or the newest checkpoint (full).
@@ -776,6 +778,7 @@ impl Runner {
             total_steps: self.total_steps,
             final_loss: last_loss,
             eval_loss: last_eval,
+            eval_perplexity: last_eval.map(f64::exp),
             cancelled,
             early_stopped: early,
             output,
