@@ -6,7 +6,7 @@
 //! project's `Scope`) and models by library id; the CLI may name any file and folder.
 
 use crate::generate::resolve_model;
-use crate::projects::{self, now_rfc3339};
+use crate::projects;
 use crate::{ingest, ApiError, Home};
 use doctune_core::{CancelToken, Code, ProgressSink, Scope};
 pub use doctune_dataset::{BuildOptions, LossOn, Mode, OnBadRow};
@@ -44,18 +44,7 @@ impl AppDatasetRequest {
     /// The request with the model checked against the library and the documents resolved
     /// through the project's `Scope`.
     pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<DatasetRequest, ApiError> {
-        if !crate::models::list(home)?
-            .iter()
-            .any(|m| m.id == self.model)
-        {
-            return Err(ApiError::new(
-                Code::NotFound,
-                format!(
-                    "{}: not a model of the library (import or pull it first)",
-                    self.model
-                ),
-            ));
-        }
+        crate::models::require_in_library(home, &self.model)?;
         Ok(DatasetRequest {
             model: self.model.clone(),
             inputs: document_paths(project_dir, &self.documents)?,
@@ -95,25 +84,11 @@ fn dataset_error(e: DatasetError) -> ApiError {
 
 /// A new dataset id: the mode and the time, unique in the folder.
 fn new_id(datasets: &Path, mode: Mode) -> String {
-    let stamp: String = now_rfc3339()
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .take(14)
-        .collect();
-    let base = format!(
-        "{}-{stamp}",
-        match mode {
-            Mode::Pretrain => "pretrain",
-            Mode::Instruct => "instruct",
-        }
-    );
-    let mut id = base.clone();
-    let mut n = 2;
-    while datasets.join(&id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    id
+    let prefix = match mode {
+        Mode::Pretrain => "pretrain",
+        Mode::Instruct => "instruct",
+    };
+    projects::stamped_id(datasets, prefix)
 }
 
 /// The project's extracted documents (those with a current extraction), for pretraining.

@@ -117,15 +117,7 @@ pub fn resolve_model(home: &Home, model: &str) -> Result<PathBuf, ApiError> {
 /// adapter inside DocTune's home (a run's adapter), resolved through a [`Scope`] on the home.
 /// The CLI, run by the user, may name any folder.
 pub fn confine_to_library(home: &Home, req: &GenerateRequest) -> Result<(), ApiError> {
-    if !models::list(home)?.iter().any(|m| m.id == req.model) {
-        return Err(ApiError::new(
-            Code::NotFound,
-            format!(
-                "{}: not a model of the library (import or pull it first)",
-                req.model
-            ),
-        ));
-    }
+    models::require_in_library(home, &req.model)?;
     if let Some(a) = &req.adapter {
         doctune_core::Scope::new(home.root())?.resolve(a)?;
     }

@@ -77,6 +77,18 @@ pub fn list(home: &Home) -> Result<Vec<ModelEntry>, ApiError> {
     Ok(models)
 }
 
+/// Checks that `id` names a model of the library: what the app's UI may name (never a folder).
+pub fn require_in_library(home: &Home, id: &str) -> Result<(), ApiError> {
+    if list(home)?.iter().any(|m| m.id == id) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Code::NotFound,
+            format!("{id}: not a model of the library (import or pull it first)"),
+        ))
+    }
+}
+
 /// Adds or refreshes the entry for `info` (one entry per folder).
 fn register(
     home: &Home,

@@ -83,6 +83,23 @@ pub struct Project {
     pub documents: Vec<DocumentEntry>,
 }
 
+/// `{prefix}-{YYYYMMDDhhmmss}`, with `-2`, `-3`, … added until no such entry is in `dir`.
+pub(crate) fn stamped_id(dir: &Path, prefix: &str) -> String {
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_digit())
+        .take(14)
+        .collect();
+    let base = format!("{prefix}-{stamp}");
+    let mut id = base.clone();
+    let mut n = 2;
+    while dir.join(&id).exists() {
+        id = format!("{base}-{n}");
+        n += 1;
+    }
+    id
+}
+
 pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)

@@ -2,7 +2,6 @@
 //! one, list them with their history.
 
 use crate::generate::resolve_model;
-use crate::projects::now_rfc3339;
 use crate::{ApiError, Home};
 use doctune_core::{CancelToken, Code, ProgressSink, Scope};
 pub use doctune_models::Target;
@@ -22,19 +21,7 @@ fn train_error(e: TrainError) -> ApiError {
 
 /// A new run id: the time, unique in the folder.
 fn new_id(runs: &Path) -> String {
-    let stamp: String = now_rfc3339()
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .take(14)
-        .collect();
-    let base = format!("run-{stamp}");
-    let mut id = base.clone();
-    let mut n = 2;
-    while runs.join(&id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    id
+    crate::projects::stamped_id(runs, "run")
 }
 
 /// The dataset folder a reference names: a dataset id of the project, or a folder.
@@ -159,18 +146,7 @@ impl AppTrainRequest {
     /// The run configuration, with the model checked against the library and the dataset
     /// resolved under the project's `datasets/`.
     pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<RunConfig, ApiError> {
-        if !crate::models::list(home)?
-            .iter()
-            .any(|m| m.id == self.model)
-        {
-            return Err(ApiError::new(
-                Code::NotFound,
-                format!(
-                    "{}: not a model of the library (import or pull it first)",
-                    self.model
-                ),
-            ));
-        }
+        crate::models::require_in_library(home, &self.model)?;
         let mut config = self.config.clone();
         config.base_model = PathBuf::from(&self.model);
         config.dataset = crate::dataset::dir_of(project_dir, &self.dataset)?;
