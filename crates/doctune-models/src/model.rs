@@ -251,33 +251,43 @@ impl DecoderLayer {
         v
     }
 
-    /// Every variable of this layer (trainable weights and LoRA matrices).
-    fn vars(&self) -> Vec<Var> {
-        let mut out = Vec::new();
-        let mut push = |p: &Param| {
-            if let Some(v) = p.var() {
-                out.push(v.clone())
+    /// Every parameter of this layer with its Hugging Face name (`{prefix}.input_layernorm.weight`,
+    /// `{prefix}.self_attn.q_proj.weight`, …), LoRA matrices excluded.
+    fn named_params(&self, prefix: &str) -> Vec<(String, &Param)> {
+        let mut out = vec![
+            (format!("{prefix}.input_layernorm.weight"), &self.input_norm),
+            (
+                format!("{prefix}.post_attention_layernorm.weight"),
+                &self.post_attn_norm,
+            ),
+        ];
+        let optional = [
+            ("self_attn.q_norm", &self.q_norm),
+            ("self_attn.k_norm", &self.k_norm),
+            ("pre_feedforward_layernorm", &self.pre_ff_norm),
+            ("post_feedforward_layernorm", &self.post_ff_norm),
+        ];
+        for (name, p) in optional {
+            if let Some(p) = p {
+                out.push((format!("{prefix}.{name}.weight"), p));
             }
-        };
-        push(&self.input_norm);
-        push(&self.post_attn_norm);
-        for p in [
-            &self.q_norm,
-            &self.k_norm,
-            &self.pre_ff_norm,
-            &self.post_ff_norm,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            push(p);
         }
         for l in self.linears() {
-            push(&l.weight);
+            out.push((format!("{}.weight", l.name), &l.weight));
             if let Some(b) = &l.bias {
-                push(b);
+                out.push((format!("{}.bias", l.name), b));
             }
         }
+        out
+    }
+
+    /// Every variable of this layer (trainable weights and LoRA matrices).
+    fn vars(&self) -> Vec<Var> {
+        let mut out: Vec<Var> = self
+            .named_params("")
+            .into_iter()
+            .filter_map(|(_, p)| p.var().cloned())
+            .collect();
         for l in self.linears() {
             if let Some(lora) = &l.lora {
                 out.push(lora.a.clone());
@@ -736,29 +746,8 @@ impl CausalLm {
         };
         push("model.embed_tokens.weight".into(), &self.embed);
         for (i, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            push(format!("{p}.input_layernorm.weight"), &layer.input_norm);
-            push(
-                format!("{p}.post_attention_layernorm.weight"),
-                &layer.post_attn_norm,
-            );
-            if let Some(n) = &layer.q_norm {
-                push(format!("{p}.self_attn.q_norm.weight"), n);
-            }
-            if let Some(n) = &layer.k_norm {
-                push(format!("{p}.self_attn.k_norm.weight"), n);
-            }
-            if let Some(n) = &layer.pre_ff_norm {
-                push(format!("{p}.pre_feedforward_layernorm.weight"), n);
-            }
-            if let Some(n) = &layer.post_ff_norm {
-                push(format!("{p}.post_feedforward_layernorm.weight"), n);
-            }
-            for lin in layer.linears() {
-                push(format!("{}.weight", lin.name), &lin.weight);
-                if let Some(b) = &lin.bias {
-                    push(format!("{}.bias", lin.name), b);
-                }
+            for (name, p) in layer.named_params(&format!("model.layers.{i}")) {
+                push(name, p);
             }
         }
         push("model.norm.weight".into(), &self.norm);
@@ -785,27 +774,8 @@ impl CausalLm {
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.value())];
         for (i, layer) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let mut norm = |n: &str, w: &Param| out.push((format!("{p}.{n}.weight"), w.value()));
-            norm("input_layernorm", &layer.input_norm);
-            norm("post_attention_layernorm", &layer.post_attn_norm);
-            if let Some(n) = &layer.q_norm {
-                norm("self_attn.q_norm", n);
-            }
-            if let Some(n) = &layer.k_norm {
-                norm("self_attn.k_norm", n);
-            }
-            if let Some(n) = &layer.pre_ff_norm {
-                norm("pre_feedforward_layernorm", n);
-            }
-            if let Some(n) = &layer.post_ff_norm {
-                norm("post_feedforward_layernorm", n);
-            }
-            for lin in layer.linears() {
-                out.push((format!("{}.weight", lin.name), lin.weight.value()));
-                if let Some(b) = &lin.bias {
-                    out.push((format!("{}.bias", lin.name), b.value()));
-                }
+            for (name, p) in layer.named_params(&format!("model.layers.{i}")) {
+                out.push((name, p.value()));
             }
         }
         out.push(("model.norm.weight".into(), self.norm.value()));
