@@ -347,8 +347,10 @@ impl DecoderLayer {
         let n_rep = nh / nkv;
         // Grouped-query attention without copying K/V n_rep times: the n_rep query heads that
         // share a KV head are stacked along the rows.
-        let q = q.contiguous()?.reshape((b, nkv, n_rep * t, hd))?;
-        let mut scores = (q.matmul(&k.t()?)? * c.attn_scale)?;
+        // The scale goes on q (T×hd) rather than on the scores (T×S): one [heads, T, S] tensor
+        // fewer kept for the backward pass, the same numbers up to rounding.
+        let q = (q.contiguous()? * c.attn_scale)?.reshape((b, nkv, n_rep * t, hd))?;
+        let mut scores = q.matmul(&k.t()?)?;
         if let Some(cap) = c.attn_logit_softcapping {
             scores = softcap(&scores, cap)?;
         }
