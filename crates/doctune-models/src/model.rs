@@ -9,7 +9,7 @@
 
 use crate::config::{Activation, ModelConfig};
 use crate::linear::{Linear, LoraSpec, Param};
-use crate::ops::{apply_rope, frozen_matmul, rms_norm, softcap, softmax_last_dim};
+use crate::ops::{apply_rope, frozen_matmul, masked_softmax, rms_norm, softcap, softmax_last_dim};
 use crate::rng::ModelRng;
 use crate::rope::Rotary;
 use candle_core::backend::BackendStorage;
@@ -343,7 +343,6 @@ impl DecoderLayer {
             }
             None => (k, v),
         };
-        let s = k.dim(2)?;
         let n_rep = nh / nkv;
         // Grouped-query attention without copying K/V n_rep times: the n_rep query heads that
         // share a KV head are stacked along the rows.
@@ -359,13 +358,12 @@ impl DecoderLayer {
         } else {
             &ctx.full_mask
         };
-        if let Some(mask) = mask {
-            scores = scores
-                .reshape((b, nkv, n_rep, t, s))?
-                .broadcast_add(mask)?
-                .reshape((b, nkv, n_rep * t, s))?;
-        }
-        let probs = softmax_last_dim(&scores)?;
+        // Rows of `scores` are (batch, kv head, query head in group, query position): the mask
+        // row of each is its index modulo t.
+        let probs = match mask {
+            Some(mask) => masked_softmax(&scores, mask)?,
+            None => softmax_last_dim(&scores)?,
+        };
         let out = probs
             .matmul(&v)?
             .reshape((b, nh, t, hd))?

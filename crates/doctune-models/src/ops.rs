@@ -71,6 +71,25 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     softmax_composed(x)
 }
 
+/// `softmax(x + mask)` over the last dimension, where `x` is [.., R, S] with rows whose index
+/// modulo `mask.dim(0)` is their query position and `mask` is an additive [T, S] mask (0 or
+/// −∞). On the CPU one fused op that keeps only its output ([`MaskedSoftmaxOp`]) — the masked
+/// scores are never materialised; elsewhere the broadcast addition and [`softmax_last_dim`].
+pub fn masked_softmax(x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (t, s) = mask.dims2()?;
+    let rows = x.elem_count() / s.max(1);
+    let ok =
+        fused(x) && x.dtype() == mask.dtype() && x.dim(D::Minus1)? == s && rows.is_multiple_of(t);
+    if ok {
+        return x
+            .contiguous()?
+            .apply_op2(&mask.contiguous()?, MaskedSoftmaxOp);
+    }
+    let dims = x.dims().to_vec();
+    let grouped = x.reshape(((), t, s))?.broadcast_add(mask)?.reshape(dims)?;
+    softmax_last_dim(&grouped)
+}
+
 /// Softmax as `exp(x - max) / Σ exp(x - max)` (the max is a constant for the gradient, which is
 /// exact: softmax is shift-invariant).
 pub fn softmax_composed(x: &Tensor) -> Result<Tensor> {
@@ -133,6 +152,75 @@ impl CustomOp1 for SoftmaxOp {
     fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
         Ok(Some((res * grad.broadcast_sub(&dot)?)?))
+    }
+}
+
+/// Softmax of scores plus an additive mask, fused (see [`masked_softmax`]).
+#[derive(Debug)]
+pub struct MaskedSoftmaxOp;
+
+fn masked_softmax_rows<T: num_like::Float>(x: &[T], mask: &[T], s: usize, t: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out = vec![T::ZERO; x.len()];
+    out.par_chunks_mut(s)
+        .zip(x.par_chunks(s))
+        .enumerate()
+        .for_each(|(r, (o, row))| {
+            let m = &mask[(r % t) * s..(r % t + 1) * s];
+            let mut max = T::NEG_INF;
+            for (o, (&v, &mv)) in o.iter_mut().zip(row.iter().zip(m)) {
+                *o = v + mv;
+                max = max.max(*o);
+            }
+            let mut sum = T::ZERO;
+            for o in o.iter_mut() {
+                *o = (*o - max).exp();
+                sum = sum + *o;
+            }
+            for o in o.iter_mut() {
+                *o = *o / sum;
+            }
+        });
+    out
+}
+
+impl candle_core::CustomOp2 for MaskedSoftmaxOp {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (t, s) = l2.shape().dims2()?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(x), CpuStorage::F32(m)) => {
+                let (x, _) = rows(x, l1)?;
+                let (m, _) = rows(m, l2)?;
+                CpuStorage::F32(masked_softmax_rows(x, m, s, t))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(m)) => {
+                let (x, _) = rows(x, l1)?;
+                let (m, _) = rows(m, l2)?;
+                CpuStorage::F64(masked_softmax_rows(x, m, s, t))
+            }
+            _ => candle_core::bail!("fused masked softmax: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _mask: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // The mask is a constant: only the scores get a gradient.
+        let dot = (grad * res)?.sum_keepdim(D::Minus1)?;
+        Ok((Some((res * grad.broadcast_sub(&dot)?)?), None))
     }
 }
 
@@ -536,6 +624,60 @@ mod tests {
             .backward()
             .unwrap();
         assert!(max_diff(g1.get(&s).unwrap(), g2.get(&s).unwrap()) < 1e-6);
+    }
+
+    #[test]
+    fn masked_softmax_matches_the_composition() {
+        // Rows grouped as [2 heads, T = 3 queries]; a causal mask.
+        let ninf = f64::NEG_INFINITY;
+        let mask = Tensor::from_vec(
+            vec![0.0, ninf, ninf, 0.0, 0.0, ninf, 0.0, 0.0, 0.0],
+            (3, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x0: Vec<f64> = crate::rng::normal_vec(18, 1.0, 3)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let x = Var::from_vec(x0, (2, 3, 3), &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(
+            (0..18).map(|i| (i as f64 * 0.7).cos()).collect::<Vec<_>>(),
+            (2, 3, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let fused = masked_softmax(&x, &mask).unwrap();
+        let composed = softmax_composed(&x.broadcast_add(&mask).unwrap()).unwrap();
+        let d = (&fused - &composed)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(d < 1e-12, "{d}");
+        let g1 = (fused * &t).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (composed * &t)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let d = (g1.get(&x).unwrap() - g2.get(&x).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(d < 1e-12, "{d}");
     }
 
     #[test]

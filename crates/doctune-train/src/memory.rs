@@ -6,8 +6,8 @@
 //! and decoder layer the activations (counted op by op, in floats: the two fused RMSNorms 4·h,
 //! the q/k/v projections, their transposed copies and the rotary embedding 6.5·h + 8.5·kv, the
 //! attention output, o projection and residuals 5·h, the MLP 4·i + h, 3·h per LoRA-adapted
-//! projection plus h for the scaled queries, and the attention scores: three `[heads, seq]` rows
-//! kept — scores, masked, and the fused softmax's output — plus about three more alive while
+//! projection plus h for the scaled queries, and the attention scores: two `[heads, seq]` rows
+//! kept — the scores and the fused masked softmax's output — plus about two more alive while
 //! their gradients are computed); with gradient checkpointing only each layer's input plus one layer's activations;
 //! the logits with their log-softmax (5·vocab per token); and a fixed runtime overhead. The
 //! counts are checked against the measured peak by `cargo bench -p doctune-train --bench train`.
@@ -82,7 +82,7 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
         Method::Lora { targets, .. } => targets.len() as u64,
         Method::Full => 0,
     };
-    let per_layer = (45 * h + 17 * kv) / 2 + 4 * i + 3 * h * lora_targets + 6 * heads * t;
+    let per_layer = (45 * h + 17 * kv) / 2 + 4 * i + 3 * h * lora_targets + 4 * heads * t;
     let layers = cfg.num_layers as u64;
     let kept_layers = if run.gradient_checkpointing {
         tokens * h * layers + tokens * per_layer
