@@ -212,26 +212,7 @@ pub fn save_adapter(
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(dir, e.to_string()))?;
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, t)| -> Result<_, ModelError> {
-            let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-            let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            Ok((n.clone(), t.dims().to_vec(), bytes))
-        })
-        .collect::<Result<_, _>>()?;
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, shape, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| ModelError::Invalid(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| ModelError::Invalid(e.to_string()))?;
-    let weights = dir.join(WEIGHTS_FILE);
-    doctune_core::write_atomic(&weights, &bytes).map_err(|e| bad(&weights, e.to_string()))?;
+    crate::folder::save_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",

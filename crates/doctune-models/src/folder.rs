@@ -170,3 +170,32 @@ pub fn load(dir: &Path, opts: &LoadOptions) -> Result<LoadedModel, ModelError> {
         tokenizer,
     })
 }
+
+/// Writes named tensors as f32 into a safetensors file, atomically (temporary file, fsync,
+/// rename): adapters, checkpoints and test models all go through here.
+pub fn save_safetensors(
+    path: &Path,
+    tensors: &[(String, candle_core::Tensor)],
+) -> Result<(), ModelError> {
+    let f32s = tensors
+        .iter()
+        .map(|(n, t)| {
+            Ok((
+                n.as_str(),
+                t.to_device(&Device::Cpu)?
+                    .to_dtype(DType::F32)?
+                    .contiguous()?,
+            ))
+        })
+        .collect::<Result<Vec<_>, candle_core::Error>>()?;
+    let bytes = safetensors::serialize(f32s.iter().map(|(n, t)| (*n, t)), None).map_err(|e| {
+        ModelError::Weights {
+            path: path.to_path_buf(),
+            message: format!("cannot be written as safetensors: {e}"),
+        }
+    })?;
+    doctune_core::write_atomic(path, &bytes).map_err(|e| ModelError::Weights {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}

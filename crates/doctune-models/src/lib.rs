@@ -28,7 +28,7 @@ pub mod testing;
 pub use adapter::{load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;
 pub use error::ModelError;
-pub use folder::{load, load_model, LoadOptions, LoadedModel};
+pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};
 pub use linear::LoraSpec;
 pub use loss::{causal_lm_loss, log_softmax};

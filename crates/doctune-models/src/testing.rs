@@ -40,7 +40,7 @@ pub fn write_random_llama(dir: &Path, m: &RandomLlama) -> std::io::Result<()> {
         shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
     }
     shapes.push(("model.norm.weight".into(), vec![h]));
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+    let tensors = shapes
         .into_iter()
         .enumerate()
         .map(|(k, (name, shape))| {
@@ -50,22 +50,12 @@ pub fn write_random_llama(dir: &Path, m: &RandomLlama) -> std::io::Result<()> {
             } else {
                 crate::rng::normal_vec(n, 0.02, k as u64)
             };
-            (
+            Ok((
                 name,
-                shape,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
+                candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?,
+            ))
         })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, s, d)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| std::io::Error::other(e.to_string()))
-        })
-        .collect::<std::io::Result<_>>()?;
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| std::io::Error::other(e.to_string()))?;
-    std::fs::write(dir.join("model.safetensors"), bytes)
+        .collect::<candle_core::Result<Vec<_>>>()
+        .map_err(std::io::Error::other)?;
+    crate::save_safetensors(&dir.join("model.safetensors"), &tensors).map_err(std::io::Error::other)
 }

@@ -18,7 +18,7 @@
 pub mod memory;
 pub mod optim;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, Throttle};
 use doctune_dataset::Record;
 use doctune_models::rng::ModelRng;
@@ -554,8 +554,11 @@ impl Runner {
             .iter()
             .map(|(n, v)| (n.clone(), v.as_detached_tensor()))
             .collect();
-        save_tensors(&tmp.path().join("trainable.safetensors"), &weights)?;
-        save_tensors(&tmp.path().join("optimizer.safetensors"), &self.opt.state())?;
+        doctune_models::save_safetensors(&tmp.path().join("trainable.safetensors"), &weights)?;
+        doctune_models::save_safetensors(
+            &tmp.path().join("optimizer.safetensors"),
+            &self.opt.state(),
+        )?;
         self.state.rng_seed = hex::encode(self.rng.get_seed());
         self.state.rng_word_pos = self.rng.get_word_pos().to_string();
         let state_path = tmp.path().join("state.json");
@@ -784,31 +787,6 @@ impl Runner {
             output,
         })
     }
-}
-
-fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, t)| -> Result<_, TrainError> {
-            let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            Ok((
-                n.clone(),
-                t.dims().to_vec(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            ))
-        })
-        .collect::<Result<_, _>>()?;
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-        .iter()
-        .map(|(n, s, d)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| TrainError::Invalid(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    doctune_core::write_atomic(path, &bytes).map_err(io(path))
 }
 
 /// The checkpoints of a run, oldest first.
