@@ -16,6 +16,7 @@ use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Result, Shape, Storage,
     Tensor, D,
 };
+use num_traits::Float;
 
 /// RMSNorm over the last dimension: `x / √(mean(x²) + eps) · w` (or `· (1 + w)` for Gemma),
 /// computed in f32 as transformers computes it. On the CPU in f32/f64 this is one fused op with
@@ -112,14 +113,14 @@ fn rows<'a, T: candle_core::WithDType>(data: &'a [T], l: &Layout) -> Result<(&'a
 #[derive(Debug)]
 pub struct SoftmaxOp;
 
-fn softmax_rows<T: num_like::Float>(x: &[T], d: usize) -> Vec<T> {
+fn softmax_rows<T: Float + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
     use rayon::prelude::*;
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .for_each(|(o, r)| {
-            let max = r.iter().copied().fold(T::NEG_INF, T::max);
-            let mut sum = T::ZERO;
+            let max = r.iter().copied().fold(T::neg_infinity(), T::max);
+            let mut sum = T::zero();
             for (o, &v) in o.iter_mut().zip(r) {
                 *o = (v - max).exp();
                 sum = sum + *o;
@@ -159,20 +160,20 @@ impl CustomOp1 for SoftmaxOp {
 #[derive(Debug)]
 pub struct MaskedSoftmaxOp;
 
-fn masked_softmax_rows<T: num_like::Float>(x: &[T], mask: &[T], s: usize, t: usize) -> Vec<T> {
+fn masked_softmax_rows<T: Float + Send + Sync>(x: &[T], mask: &[T], s: usize, t: usize) -> Vec<T> {
     use rayon::prelude::*;
-    let mut out = vec![T::ZERO; x.len()];
+    let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(s)
         .zip(x.par_chunks(s))
         .enumerate()
         .for_each(|(r, (o, row))| {
             let m = &mask[(r % t) * s..(r % t + 1) * s];
-            let mut max = T::NEG_INF;
+            let mut max = T::neg_infinity();
             for (o, (&v, &mv)) in o.iter_mut().zip(row.iter().zip(m)) {
                 *o = v + mv;
                 max = max.max(*o);
             }
-            let mut sum = T::ZERO;
+            let mut sum = T::zero();
             for o in o.iter_mut() {
                 *o = (*o - max).exp();
                 sum = sum + *o;
@@ -231,16 +232,16 @@ pub struct RmsNormOp {
     eps: f64,
 }
 
-fn rms_rows<T: num_like::Float>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec<T> {
+fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec<T> {
     use rayon::prelude::*;
-    let mut out = vec![T::ZERO; x.len()];
-    let eps = T::from_f64(eps);
-    let n = T::from_f64(d as f64);
+    let mut out = vec![T::zero(); x.len()];
+    let eps = T::from(eps).unwrap_or_else(T::epsilon);
+    let n = T::from(d).unwrap_or_else(T::one);
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .for_each(|(o, r)| {
-            let ms = r.iter().fold(T::ZERO, |a, &v| a + v * v) / n;
-            let inv = T::ONE / (ms + eps).sqrt();
+            let ms = r.iter().fold(T::zero(), |a, &v| a + v * v) / n;
+            let inv = T::one() / (ms + eps).sqrt();
             for ((o, &v), &w) in o.iter_mut().zip(r).zip(w) {
                 *o = v * inv * w;
             }
@@ -297,50 +298,6 @@ impl candle_core::CustomOp2 for RmsNormOp {
         let dw = (g * x.broadcast_mul(&r)?)?.reshape(((), d))?.sum(0)?;
         Ok((Some(dx), Some(dw)))
     }
-}
-
-/// The float operations the fused kernels need, for f32 and f64.
-mod num_like {
-    pub trait Float:
-        Copy
-        + Send
-        + Sync
-        + std::ops::Add<Output = Self>
-        + std::ops::Sub<Output = Self>
-        + std::ops::Mul<Output = Self>
-        + std::ops::Div<Output = Self>
-    {
-        const ZERO: Self;
-        const ONE: Self;
-        const NEG_INF: Self;
-        fn exp(self) -> Self;
-        fn sqrt(self) -> Self;
-        fn max(self, o: Self) -> Self;
-        fn from_f64(v: f64) -> Self;
-    }
-    macro_rules! float {
-        ($t:ty) => {
-            impl Float for $t {
-                const ZERO: Self = 0.0;
-                const ONE: Self = 1.0;
-                const NEG_INF: Self = <$t>::NEG_INFINITY;
-                fn exp(self) -> Self {
-                    <$t>::exp(self)
-                }
-                fn sqrt(self) -> Self {
-                    <$t>::sqrt(self)
-                }
-                fn max(self, o: Self) -> Self {
-                    <$t>::max(self, o)
-                }
-                fn from_f64(v: f64) -> Self {
-                    v as $t
-                }
-            }
-        };
-    }
-    float!(f32);
-    float!(f64);
 }
 
 /// `tanh(x / cap) · cap` (Gemma 2's logit soft-capping).

@@ -24,7 +24,7 @@ use doctune_dataset::Record;
 use doctune_models::rng::ModelRng;
 use doctune_models::{causal_lm_loss, CausalLm, LoadOptions, LoraSpec, Target};
 use optim::{AdamW, AdamWParams, Schedule};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -360,10 +360,7 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng =
         rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        order.swap(i, j);
-    }
+    rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
     order
 }
 
