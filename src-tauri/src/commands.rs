@@ -260,9 +260,7 @@ pub fn train_estimate(
     request: AppTrainRequest,
 ) -> Result<train::EstimateReport, ApiError> {
     let dir = projects::dir_of(&state.home, &id)?;
-    let mut config = request.resolve(&state.home, &dir)?;
-    config.base_model = doctune_api::generate::resolve_model(&state.home, &request.model)?;
-    train::estimate(&config)
+    train::estimate(&request.resolve(&state.home, &dir)?)
 }
 
 #[tauri::command]

@@ -143,12 +143,12 @@ pub struct AppTrainRequest {
 }
 
 impl AppTrainRequest {
-    /// The run configuration, with the model checked against the library and the dataset
-    /// resolved under the project's `datasets/`.
+    /// The run configuration, with the model checked against the library and resolved to its
+    /// folder, and the dataset resolved under the project's `datasets/`.
     pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<RunConfig, ApiError> {
         crate::models::require_in_library(home, &self.model)?;
         let mut config = self.config.clone();
-        config.base_model = PathBuf::from(&self.model);
+        config.base_model = resolve_model(home, &self.model)?;
         config.dataset = crate::dataset::dir_of(project_dir, &self.dataset)?;
         Ok(config)
     }

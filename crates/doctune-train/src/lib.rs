@@ -853,7 +853,6 @@ pub fn train(
             dir.display()
         )));
     }
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let run = RunFile {
         schema: 1,
         id: id.to_string(),
@@ -862,9 +861,12 @@ pub fn train(
         dataset_fingerprint: dataset_fingerprint(&cfg.dataset)?,
         config: cfg.clone(),
     };
+    // Load and check everything before the run folder exists: a configuration that cannot run
+    // leaves nothing behind.
+    let mut runner = Runner::open(dir.clone(), cfg)?;
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let run_path = dir.join("run.json");
     doctune_core::write_json_atomic(&run_path, &run).map_err(io(&run_path))?;
-    let mut runner = Runner::open(dir, cfg)?;
     runner.run(sink, cancel)
 }
 

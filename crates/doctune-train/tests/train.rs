@@ -317,3 +317,24 @@ fn preflight_refuses_what_cannot_fit_and_says_what_would() {
         "{e}"
     );
 }
+
+#[test]
+fn a_run_that_cannot_start_leaves_no_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 8);
+    let runs = d.path().join("runs");
+    let mut cfg = config(&ds);
+    cfg.method = Method::Lora {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: vec![Target::Q],
+    };
+    cfg.base_model = d.path().join("no-such-model");
+    let e = train(cfg, &runs, "bad", &NullSink, &CancelToken::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no-such-model"), "{e}");
+    assert!(!runs.join("bad").exists());
+}
