@@ -10,6 +10,7 @@ pub mod atomic;
 pub mod code;
 pub mod families;
 pub mod job;
+pub mod read;
 pub mod scope;
 pub mod units;
 
@@ -17,4 +18,5 @@ pub use atomic::{write_atomic, write_json_atomic};
 pub use code::Code;
 pub use families::Family;
 pub use job::{CancelToken, JobEvent, JobId, NullSink, ProgressSink, Throttle, VecSink};
+pub use read::read_limited;
 pub use scope::{Scope, ScopeError};

@@ -370,8 +370,12 @@ fn scope_root(dir: &Path) -> &Path {
     }
 }
 
+/// The largest `config.json` or index DocTune reads.
+pub const MAX_JSON_BYTES: u64 = 8 * 1024 * 1024;
+
 fn read_json(path: &Path) -> Result<serde_json::Value, HubError> {
-    let bytes = std::fs::read(path).map_err(|e| HubError::io(path, e))?;
+    let bytes =
+        doctune_core::read_limited(path, MAX_JSON_BYTES).map_err(|e| HubError::io(path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| HubError::invalid(path, format!("not valid JSON: {e}")))
 }

@@ -69,23 +69,12 @@ impl std::fmt::Debug for ModelTokenizer {
     }
 }
 
-/// Reads a file of at most `limit` bytes; errors name it.
+/// Reads a file of at most `limit` bytes ([`doctune_core::read_limited`]); errors name it.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let err = |message: String| TokenizerError::File {
+    doctune_core::read_limited(path, limit).map_err(|e| TokenizerError::File {
         path: path.to_path_buf(),
-        message,
-    };
-    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(err("is not a regular file".into()));
-    }
-    if meta.len() > limit {
-        return Err(err(format!(
-            "is {} bytes; the limit is {limit} bytes",
-            meta.len()
-        )));
-    }
-    std::fs::read(path).map_err(|e| err(e.to_string()))
+        message: e.to_string(),
+    })
 }
 
 /// Parses an optional JSON file of the folder (`None` when absent).
