@@ -14,7 +14,9 @@
 //! so each peak RSS is that side's alone. Both sides print the loss of their first step on the
 //! same ids as a check that they compute the same thing.
 
-use doctune_models::{causal_lm_loss, load_model, LoadOptions, LoraSpec, Target, Tensor};
+use doctune_models::{
+    causal_lm_loss, load_model, HeapGuard, LoadOptions, LoraSpec, Target, Tensor,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -110,6 +112,8 @@ fn worker(dir: &Path, steps: usize, warmup: usize) {
         serde_json::from_slice(&std::fs::read(dir.join("ids.json")).unwrap()).unwrap();
     let (b, t) = (ids.len(), ids[0].len());
     let flat: Vec<u32> = ids.into_iter().flatten().collect();
+    // As the trainer does for a run.
+    let _heap = HeapGuard::keep_freed_memory();
     let mut model = load_model(dir, &LoadOptions::default()).unwrap();
     let spec = LoraSpec {
         rank: 8,

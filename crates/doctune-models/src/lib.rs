@@ -10,6 +10,8 @@
 //! - [`causal_lm_loss`] is transformers' shifted cross-entropy with an optional loss mask.
 //! - [`adapter`] reads and writes PEFT adapters; [`generate()`] generates with a KV cache.
 //!
+//! - [`HeapGuard`] keeps freed tensor buffers in the process for the length of a training run.
+//!
 //! Randomness (LoRA init, dropout, sampling) comes from seeded generators ([`rng`]).
 
 pub mod adapter;
@@ -17,6 +19,7 @@ pub mod config;
 mod error;
 pub mod folder;
 pub mod generate;
+mod heap;
 pub mod linear;
 mod loss;
 pub mod model;
@@ -30,6 +33,7 @@ pub use config::ModelConfig;
 pub use error::ModelError;
 pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};
+pub use heap::HeapGuard;
 pub use linear::LoraSpec;
 pub use loss::{causal_lm_loss, log_softmax};
 pub use model::{CausalLm, KvCache, Target};

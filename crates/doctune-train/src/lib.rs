@@ -614,6 +614,8 @@ impl Runner {
         sink: &dyn ProgressSink,
         cancel: &CancelToken,
     ) -> Result<RunSummary, TrainError> {
+        // Every step frees and reallocates the same large buffers: keep them in the process.
+        let _heap = doctune_models::HeapGuard::keep_freed_memory();
         let metrics_path = self.dir.join("metrics.jsonl");
         truncate_metrics(&metrics_path, self.state.step)?;
         let mut metrics = std::fs::OpenOptions::new()
