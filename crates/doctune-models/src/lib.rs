@@ -15,6 +15,7 @@
 //! Randomness (LoRA init, dropout, sampling) comes from seeded generators ([`rng`]).
 
 pub mod adapter;
+pub mod attention;
 pub mod config;
 mod error;
 pub mod folder;

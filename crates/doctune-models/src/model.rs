@@ -9,7 +9,8 @@
 
 use crate::config::{Activation, ModelConfig};
 use crate::linear::{Linear, LoraSpec, Param};
-use crate::ops::{apply_rope, frozen_matmul, masked_softmax, rms_norm, softcap, softmax_last_dim};
+use crate::attention::{attention, rope};
+use crate::ops::{frozen_matmul, rms_norm, softcap};
 use crate::rng::ModelRng;
 use crate::rope::Rotary;
 use candle_core::backend::BackendStorage;
@@ -171,7 +172,7 @@ struct PassCtx {
     window_mask: Option<Tensor>,
 }
 
-/// Keys and values of past positions, per layer.
+/// Keys and values of past positions, per layer, each [B, S, KV heads, head_dim].
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
@@ -323,19 +324,21 @@ impl DecoderLayer {
                 )
             }
         };
-        let mut q = q.reshape((b, t, nh, hd))?;
-        let mut k = k.reshape((b, t, nkv, hd))?;
+        // [B, T, heads, head_dim], the projections' own layout: no transposes (Phi-3's fused
+        // projection is narrowed, hence strided, and is copied once).
+        let mut q = q.reshape((b, t, nh, hd))?.contiguous()?;
+        let mut k = k.reshape((b, t, nkv, hd))?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.contiguous()?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = rms_norm(&q, &qn.get(grad), c.rms_norm_eps, false)?;
             k = rms_norm(&k, &kn.get(grad), c.rms_norm_eps, false)?;
         }
-        let q = apply_rope(&q.transpose(1, 2)?.contiguous()?, &ctx.cos, &ctx.sin)?;
-        let k = apply_rope(&k.transpose(1, 2)?.contiguous()?, &ctx.cos, &ctx.sin)?;
-        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = rope(&q, &ctx.cos, &ctx.sin)?;
+        let k = rope(&k, &ctx.cos, &ctx.sin)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 1)?, Tensor::cat(&[&pv, &v], 1)?),
                     None => (k, v),
                 };
                 *slot = Some((k.detach(), v.detach()));
@@ -343,32 +346,12 @@ impl DecoderLayer {
             }
             None => (k, v),
         };
-        let n_rep = nh / nkv;
-        // Grouped-query attention without copying K/V n_rep times: the n_rep query heads that
-        // share a KV head are stacked along the rows.
-        // The scale goes on q (T×hd) rather than on the scores (T×S): one [heads, T, S] tensor
-        // fewer kept for the backward pass, the same numbers up to rounding.
-        let q = (q.contiguous()? * c.attn_scale)?.reshape((b, nkv, n_rep * t, hd))?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(cap) = c.attn_logit_softcapping {
-            scores = softcap(&scores, cap)?;
-        }
         let mask = if self.window.is_some() {
-            &ctx.window_mask
+            ctx.window_mask.as_ref()
         } else {
-            &ctx.full_mask
+            ctx.full_mask.as_ref()
         };
-        // Rows of `scores` are (batch, kv head, query head in group, query position): the mask
-        // row of each is its index modulo t.
-        let probs = match mask {
-            Some(mask) => masked_softmax(&scores, mask)?,
-            None => softmax_last_dim(&scores)?,
-        };
-        let out = probs
-            .matmul(&v)?
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .contiguous()?
+        let out = attention(&q, &k, &v, mask, c.attn_scale, c.attn_logit_softcapping)?
             .reshape((b, t, nh * hd))?;
         self.o.forward(&out, grad, rng)
     }

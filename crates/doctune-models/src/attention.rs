@@ -1,0 +1,908 @@
+//! Attention and rotary embedding in the projections' own `[batch, seq, heads, head_dim]`
+//! layout, fused on the CPU.
+//!
+//! [`attention`] computes `softmax(softcap(scale · q·kᵀ) + mask) · v` per (batch, head) with
+//! its own GEMMs, FlashAttention-style: the `[T, S]` scores of one block of query rows exist
+//! only while that block is computed, and the op keeps nothing for the backward pass but its
+//! inputs, its output and one log-sum-exp per query row; the backward pass recomputes the
+//! probabilities block by block. Blocks skip the key columns the mask blocks for all of their
+//! rows (the upper triangle of a causal mask, what lies outside a sliding window). Grouped-query
+//! attention reads the shared K/V head in place. Work is spread over (batch, KV head) pairs,
+//! each running single-threaded GEMMs (`gemm`, the kernels candle's matmul uses), which keeps
+//! both cores busy where one `[T, S]` GEMM per head is too small to split.
+//!
+//! [`rope`] is the rotary embedding as one op whose backward is the inverse rotation.
+//!
+//! Both run fused on the CPU in f32/f64 and fall back to compositions of candle ops elsewhere
+//! (GPU, half precision), which are also the references the tests compare them with.
+
+use crate::ops::{apply_rope, masked_softmax, softcap, softmax_last_dim};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
+};
+use num_traits::Float;
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// Query rows per block.
+const BLOCK: usize = 64;
+
+fn fused(x: &Tensor) -> bool {
+    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
+}
+
+/// Attention for `q` [B, T, Hq, D] and `k`, `v` [B, S, Hkv, D] (Hq a multiple of Hkv), with an
+/// additive `mask` [T, S] (0 or −∞), `scale` applied to the scores and optional soft-capping of
+/// the scaled scores (Gemma 2). Returns [B, T, Hq, D].
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    cap: Option<f64>,
+) -> Result<Tensor> {
+    let (b, t, hq, d) = q.dims4()?;
+    let (bk, s, hkv, dk) = k.dims4()?;
+    if bk != b || dk != d || v.dims4()? != (b, s, hkv, d) || hkv == 0 || hq % hkv != 0 {
+        candle_core::bail!(
+            "attention: q {:?}, k {:?}, v {:?} do not fit together",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        );
+    }
+    if let Some(m) = mask {
+        if m.dims2()? != (t, s) {
+            candle_core::bail!("attention: mask {:?} for {t} queries, {s} keys", m.dims());
+        }
+    }
+    if fused(q) && k.dtype() == q.dtype() && v.dtype() == q.dtype() {
+        let mask = mask.map(|m| m.to_dtype(q.dtype())?.contiguous()).transpose()?;
+        let op = AttentionOp {
+            mask,
+            scale,
+            cap,
+            lse: Mutex::new(None),
+        };
+        return q
+            .contiguous()?
+            .apply_op3(&k.contiguous()?, &v.contiguous()?, op);
+    }
+    attention_composed(q, k, v, mask, scale, cap)
+}
+
+/// The same as a composition of candle ops (the GPU path and the tests' reference).
+pub fn attention_composed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    cap: Option<f64>,
+) -> Result<Tensor> {
+    let (b, t, hq, d) = q.dims4()?;
+    let hkv = k.dim(2)?;
+    let n_rep = hq / hkv;
+    // Grouped-query attention without copying K/V n_rep times: the n_rep query heads that share
+    // a KV head are stacked along the rows.
+    let q = (q.transpose(1, 2)?.contiguous()? * scale)?.reshape((b, hkv, n_rep * t, d))?;
+    let k = k.transpose(1, 2)?.contiguous()?;
+    let v = v.transpose(1, 2)?.contiguous()?;
+    let mut scores = q.matmul(&k.t()?)?;
+    if let Some(cap) = cap {
+        scores = softcap(&scores, cap)?;
+    }
+    // Rows of `scores` are (batch, kv head, query head in group, query position): the mask row
+    // of each is its index modulo t.
+    let probs = match mask {
+        Some(mask) => masked_softmax(&scores, mask)?,
+        None => softmax_last_dim(&scores)?,
+    };
+    probs
+        .matmul(&v)?
+        .reshape((b, hq, t, d))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// A matrix inside a slice: element (i, j) at `off + i·rs + j·cs`.
+#[derive(Clone, Copy)]
+struct View {
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl View {
+    fn at(off: usize, rs: usize, cs: usize) -> Self {
+        Self { off, rs, cs }
+    }
+    /// One past the largest index a `rows × cols` matrix touches.
+    fn end(self, rows: usize, cols: usize) -> usize {
+        if rows == 0 || cols == 0 {
+            self.off
+        } else {
+            self.off + (rows - 1) * self.rs + (cols - 1) * self.cs + 1
+        }
+    }
+}
+
+/// `dst[m×n] = (acc ? dst : 0) + beta · lhs[m×k] · rhs[k×n]`, single-threaded, bounds-checked.
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Float + 'static>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    acc: bool,
+    lhs: &[T],
+    lv: View,
+    rhs: &[T],
+    rv: View,
+    beta: T,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len());
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                for j in 0..n {
+                    dst[dv.off + i * dv.rs + j * dv.cs] = T::zero();
+                }
+            }
+        }
+        return;
+    }
+    // SAFETY: the assertion above keeps every element the three matrices address inside its
+    // slice; `dst` is borrowed mutably and does not alias `lhs` or `rhs`.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(dv.off),
+            dv.cs as isize,
+            dv.rs as isize,
+            acc,
+            lhs.as_ptr().add(lv.off),
+            lv.cs as isize,
+            lv.rs as isize,
+            rhs.as_ptr().add(rv.off),
+            rv.cs as isize,
+            rv.rs as isize,
+            T::one(),
+            beta,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Shapes and strides of one attention call.
+#[derive(Clone, Copy)]
+struct Dims {
+    b: usize,
+    t: usize,
+    s: usize,
+    hq: usize,
+    hkv: usize,
+    d: usize,
+}
+
+impl Dims {
+    fn n_rep(&self) -> usize {
+        self.hq / self.hkv
+    }
+    /// Row (b, pos) of query head h, in [B, T, Hq, D].
+    fn q(&self, b: usize, pos: usize, h: usize) -> View {
+        View::at(((b * self.t + pos) * self.hq + h) * self.d, self.hq * self.d, 1)
+    }
+    /// Row (b, pos) of KV head g, in [B, S, Hkv, D].
+    fn kv(&self, b: usize, pos: usize, g: usize) -> View {
+        View::at(((b * self.s + pos) * self.hkv + g) * self.d, self.hkv * self.d, 1)
+    }
+    /// Kᵀ's block starting at key `pos`: element (dim, key) .
+    fn kv_t(&self, b: usize, pos: usize, g: usize) -> View {
+        let v = self.kv(b, pos, g);
+        View::at(v.off, 1, v.rs)
+    }
+}
+
+/// The key columns each block of query rows needs: from the first column any of its rows can
+/// see to one past the last (the whole range without a mask).
+fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize) -> Vec<(usize, usize)> {
+    (0..t.div_ceil(BLOCK))
+        .map(|blk| {
+            let rows = blk * BLOCK..((blk + 1) * BLOCK).min(t);
+            match mask {
+                None => (0, s),
+                Some(m) => {
+                    let mut lo = s;
+                    let mut hi = 0;
+                    for r in rows {
+                        let row = &m[r * s..(r + 1) * s];
+                        if let Some(first) = row.iter().position(|v| v.is_finite()) {
+                            lo = lo.min(first);
+                            let last = row.iter().rposition(|v| v.is_finite()).unwrap_or(first);
+                            hi = hi.max(last + 1);
+                        }
+                    }
+                    if lo >= hi {
+                        (0, 0)
+                    } else {
+                        (lo, hi)
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+/// Scores of rows `r0..r1` against keys `c0..c1` into `sc` ([rows × w]): scaled, soft-capped
+/// (the tanh kept in `tanh` for the backward pass when asked) and masked.
+#[allow(clippy::too_many_arguments)]
+fn scores<T: Float + 'static>(
+    dm: &Dims,
+    q: &[T],
+    k: &[T],
+    mask: Option<&[T]>,
+    (b, h, r0, r1, c0, c1): (usize, usize, usize, usize, usize, usize),
+    scale: T,
+    cap: Option<T>,
+    sc: &mut [T],
+    mut tanh: Option<&mut [T]>,
+) {
+    let (rows, w) = (r1 - r0, c1 - c0);
+    let g = h / dm.n_rep();
+    gemm(
+        (rows, w, dm.d),
+        sc,
+        View::at(0, w, 1),
+        false,
+        q,
+        dm.q(b, r0, h),
+        k,
+        dm.kv_t(b, c0, g),
+        scale,
+    );
+    if let Some(cap) = cap {
+        for (i, x) in sc[..rows * w].iter_mut().enumerate() {
+            let th = (*x / cap).tanh();
+            if let Some(t) = tanh.as_deref_mut() {
+                t[i] = th;
+            }
+            *x = th * cap;
+        }
+    }
+    if let Some(m) = mask {
+        for i in 0..rows {
+            let mrow = &m[(r0 + i) * dm.s + c0..(r0 + i) * dm.s + c1];
+            for (x, &mv) in sc[i * w..(i + 1) * w].iter_mut().zip(mrow) {
+                *x = *x + mv;
+            }
+        }
+    }
+}
+
+/// Forward: the output [B, T, Hq, D] and the log-sum-exp of every (b, h, row) [B, Hq, T].
+fn forward<T: Float + Send + Sync + 'static>(
+    dm: Dims,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+    scale: T,
+    cap: Option<T>,
+) -> (Vec<T>, Vec<T>) {
+    let cols = column_ranges(mask, dm.t, dm.s);
+    // One (b, h) per task; each returns its [T, D] output and [T] log-sum-exps.
+    let parts: Vec<(Vec<T>, Vec<T>)> = (0..dm.b * dm.hq)
+        .into_par_iter()
+        .map(|item| {
+            let (b, h) = (item / dm.hq, item % dm.hq);
+            let g = h / dm.n_rep();
+            let mut out = vec![T::zero(); dm.t * dm.d];
+            let mut lse = vec![T::neg_infinity(); dm.t];
+            let mut sc = vec![T::zero(); BLOCK * dm.s];
+            for (blk, &(c0, c1)) in cols.iter().enumerate() {
+                let (r0, r1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(dm.t));
+                let (rows, w) = (r1 - r0, c1 - c0);
+                if w == 0 {
+                    continue;
+                }
+                scores(&dm, q, k, mask, (b, h, r0, r1, c0, c1), scale, cap, &mut sc, None);
+                for i in 0..rows {
+                    let row = &mut sc[i * w..(i + 1) * w];
+                    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+                    if max == T::neg_infinity() {
+                        row.iter_mut().for_each(|x| *x = T::zero());
+                        continue;
+                    }
+                    let mut sum = T::zero();
+                    for x in row.iter_mut() {
+                        *x = (*x - max).exp();
+                        sum = sum + *x;
+                    }
+                    let inv = T::one() / sum;
+                    row.iter_mut().for_each(|x| *x = *x * inv);
+                    lse[r0 + i] = max + sum.ln();
+                }
+                gemm(
+                    (rows, dm.d, w),
+                    &mut out,
+                    View::at(r0 * dm.d, dm.d, 1),
+                    false,
+                    &sc,
+                    View::at(0, w, 1),
+                    v,
+                    dm.kv(b, c0, g),
+                    T::one(),
+                );
+            }
+            (out, lse)
+        })
+        .collect();
+    let mut out = vec![T::zero(); dm.b * dm.t * dm.hq * dm.d];
+    let mut lse = Vec::with_capacity(dm.b * dm.hq * dm.t);
+    for (item, (o, l)) in parts.into_iter().enumerate() {
+        let (b, h) = (item / dm.hq, item % dm.hq);
+        for pos in 0..dm.t {
+            let at = dm.q(b, pos, h).off;
+            out[at..at + dm.d].copy_from_slice(&o[pos * dm.d..(pos + 1) * dm.d]);
+        }
+        lse.extend(l);
+    }
+    (out, lse)
+}
+
+/// Gradients (dq, dk, dv) from the output's gradient `go`.
+#[allow(clippy::too_many_arguments)]
+fn backward<T: Float + Send + Sync + 'static>(
+    dm: Dims,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &[T],
+    go: &[T],
+    lse: &[T],
+    mask: Option<&[T]>,
+    scale: T,
+    cap: Option<T>,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let cols = column_ranges(mask, dm.t, dm.s);
+    let n_rep = dm.n_rep();
+    // One (b, KV head) per task, through the query heads that share it: dk and dv of a KV head
+    // are written by one task only.
+    type Part<T> = (Vec<T>, Vec<T>, Vec<T>);
+    let parts: Vec<Part<T>> = (0..dm.b * dm.hkv)
+        .into_par_iter()
+        .map(|item| {
+            let (b, g) = (item / dm.hkv, item % dm.hkv);
+            let mut dq = vec![T::zero(); n_rep * dm.t * dm.d];
+            let mut dk = vec![T::zero(); dm.s * dm.d];
+            let mut dv = vec![T::zero(); dm.s * dm.d];
+            let mut p = vec![T::zero(); BLOCK * dm.s];
+            let mut dp = vec![T::zero(); BLOCK * dm.s];
+            let mut th = vec![T::zero(); if cap.is_some() { BLOCK * dm.s } else { 0 }];
+            let mut delta = vec![T::zero(); BLOCK];
+            for r in 0..n_rep {
+                let h = g * n_rep + r;
+                for (blk, &(c0, c1)) in cols.iter().enumerate() {
+                    let (r0, r1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(dm.t));
+                    let (rows, w) = (r1 - r0, c1 - c0);
+                    if w == 0 {
+                        continue;
+                    }
+                    let tanh = cap.is_some().then_some(&mut th[..]);
+                    scores(&dm, q, k, mask, (b, h, r0, r1, c0, c1), scale, cap, &mut p, tanh);
+                    for i in 0..rows {
+                        let l = lse[(b * dm.hq + h) * dm.t + r0 + i];
+                        let row = &mut p[i * w..(i + 1) * w];
+                        if l == T::neg_infinity() {
+                            row.iter_mut().for_each(|x| *x = T::zero());
+                        } else {
+                            row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                        }
+                        let qo = dm.q(b, r0 + i, h).off;
+                        delta[i] = (0..dm.d).fold(T::zero(), |a, j| a + go[qo + j] * out[qo + j]);
+                    }
+                    // dV[c0..c1] += Pᵀ · dO
+                    gemm(
+                        (w, dm.d, rows),
+                        &mut dv,
+                        View::at(c0 * dm.d, dm.d, 1),
+                        true,
+                        &p,
+                        View::at(0, 1, w),
+                        go,
+                        dm.q(b, r0, h),
+                        T::one(),
+                    );
+                    // dP = dO · V[c0..c1]ᵀ
+                    gemm(
+                        (rows, w, dm.d),
+                        &mut dp,
+                        View::at(0, w, 1),
+                        false,
+                        go,
+                        dm.q(b, r0, h),
+                        v,
+                        dm.kv_t(b, c0, g),
+                        T::one(),
+                    );
+                    // dS = P ⊙ (dP − Δ), through the soft-capping's tanh.
+                    for i in 0..rows {
+                        for j in 0..w {
+                            let at = i * w + j;
+                            let mut ds = p[at] * (dp[at] - delta[i]);
+                            if cap.is_some() {
+                                ds = ds * (T::one() - th[at] * th[at]);
+                            }
+                            dp[at] = ds;
+                        }
+                    }
+                    // dQ rows = scale · dS · K[c0..c1]
+                    gemm(
+                        (rows, dm.d, w),
+                        &mut dq,
+                        View::at((r * dm.t + r0) * dm.d, dm.d, 1),
+                        false,
+                        &dp,
+                        View::at(0, w, 1),
+                        k,
+                        dm.kv(b, c0, g),
+                        scale,
+                    );
+                    // dK[c0..c1] += scale · dSᵀ · Q rows
+                    gemm(
+                        (w, dm.d, rows),
+                        &mut dk,
+                        View::at(c0 * dm.d, dm.d, 1),
+                        true,
+                        &dp,
+                        View::at(0, 1, w),
+                        q,
+                        dm.q(b, r0, h),
+                        scale,
+                    );
+                }
+            }
+            (dq, dk, dv)
+        })
+        .collect();
+    let mut dq = vec![T::zero(); q.len()];
+    let mut dk = vec![T::zero(); k.len()];
+    let mut dv = vec![T::zero(); v.len()];
+    for (item, (pq, pk, pv)) in parts.into_iter().enumerate() {
+        let (b, g) = (item / dm.hkv, item % dm.hkv);
+        for r in 0..n_rep {
+            for pos in 0..dm.t {
+                let at = dm.q(b, pos, g * n_rep + r).off;
+                let from = (r * dm.t + pos) * dm.d;
+                dq[at..at + dm.d].copy_from_slice(&pq[from..from + dm.d]);
+            }
+        }
+        for pos in 0..dm.s {
+            let at = dm.kv(b, pos, g).off;
+            dk[at..at + dm.d].copy_from_slice(&pk[pos * dm.d..(pos + 1) * dm.d]);
+            dv[at..at + dm.d].copy_from_slice(&pv[pos * dm.d..(pos + 1) * dm.d]);
+        }
+    }
+    (dq, dk, dv)
+}
+
+/// A contiguous CPU tensor's elements.
+fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let (st, l) = t.storage_and_layout();
+    let Storage::Cpu(cs) = &*st else {
+        candle_core::bail!("fused attention: CPU tensors only");
+    };
+    let Some((a, z)) = l.contiguous_offsets() else {
+        candle_core::bail!("fused attention: contiguous tensors only");
+    };
+    f(&cs.as_slice::<T>()?[a..z])
+}
+
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let Some((a, z)) = l.contiguous_offsets() else {
+        candle_core::bail!("fused attention: contiguous tensors only");
+    };
+    Ok(&s.as_slice::<T>()?[a..z])
+}
+
+/// The fused attention op (see the module docs). Keeps the mask and, after the forward pass,
+/// the log-sum-exp of every row.
+struct AttentionOp {
+    mask: Option<Tensor>,
+    scale: f64,
+    cap: Option<f64>,
+    lse: Mutex<Option<Tensor>>,
+}
+
+impl AttentionOp {
+    fn dims(q: &Shape, k: &Shape) -> Result<Dims> {
+        let (b, t, hq, d) = q.dims4()?;
+        let (_, s, hkv, _) = k.dims4()?;
+        Ok(Dims {
+            b,
+            t,
+            s,
+            hq,
+            hkv,
+            d,
+        })
+    }
+
+    fn fwd<T: WithDType + Float>(
+        &self,
+        dm: Dims,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+    ) -> Result<Vec<T>> {
+        let run = |mask: Option<&[T]>| {
+            let scale = T::from(self.scale).unwrap_or_else(T::one);
+            let cap = self.cap.and_then(T::from);
+            forward(dm, q, k, v, mask, scale, cap)
+        };
+        let (out, lse) = match &self.mask {
+            Some(m) => with_slice::<T, _>(m, |m| Ok(run(Some(m))))?,
+            None => run(None),
+        };
+        let lse = Tensor::from_vec(lse, (dm.b, dm.hq, dm.t), &candle_core::Device::Cpu)?;
+        *self.lse.lock().unwrap_or_else(|e| e.into_inner()) = Some(lse);
+        Ok(out)
+    }
+
+    fn bwd_typed<T: WithDType + Float>(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        go: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let dm = Self::dims(q.shape(), k.shape())?;
+        let lse = self
+            .lse
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| candle_core::Error::Msg("attention: backward before forward".into()))?;
+        let go = go.contiguous()?;
+        let scale = T::from(self.scale).unwrap_or_else(T::one);
+        let cap = self.cap.and_then(T::from);
+        let (dq, dk, dv) = with_slice::<T, _>(q, |qs| {
+            with_slice::<T, _>(k, |ks| {
+                with_slice::<T, _>(v, |vs| {
+                    with_slice::<T, _>(out, |os| {
+                        with_slice::<T, _>(&go, |gs| {
+                            with_slice::<T, _>(&lse, |ls| match &self.mask {
+                                Some(m) => with_slice::<T, _>(m, |ms| {
+                                    Ok(backward(dm, qs, ks, vs, os, gs, ls, Some(ms), scale, cap))
+                                }),
+                                None => Ok(backward(dm, qs, ks, vs, os, gs, ls, None, scale, cap)),
+                            })
+                        })
+                    })
+                })
+            })
+        })?;
+        let dev = q.device();
+        Ok((
+            Tensor::from_vec(dq, q.shape(), dev)?,
+            Tensor::from_vec(dk, k.shape(), dev)?,
+            Tensor::from_vec(dv, v.shape(), dev)?,
+        ))
+    }
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dm = Self::dims(l1.shape(), l2.shape())?;
+        let out = match s1 {
+            CpuStorage::F32(_) => CpuStorage::F32(self.fwd::<f32>(
+                dm,
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+            )?),
+            CpuStorage::F64(_) => CpuStorage::F64(self.fwd::<f64>(
+                dm,
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+            )?),
+            _ => candle_core::bail!("fused attention: f32 or f64 only"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dq, dk, dv) = match q.dtype() {
+            DType::F32 => self.bwd_typed::<f32>(q, k, v, res, grad)?,
+            DType::F64 => self.bwd_typed::<f64>(q, k, v, res, grad)?,
+            dt => candle_core::bail!("fused attention: {dt:?} not supported"),
+        };
+        Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+/// Rotary embedding of `x` [B, T, H, D] with `cos`/`sin` [T, rot] (both halves, as
+/// [`apply_rope`] takes them; the last `D − rot` dimensions pass through).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (_, t, _, _) = x.dims4()?;
+    let rot = cos.dim(1)?;
+    if fused(x) && cos.dtype() == x.dtype() && sin.dtype() == x.dtype() {
+        return x.contiguous()?.apply_op1(RopeOp {
+            cos: cos.contiguous()?,
+            sin: sin.contiguous()?,
+        });
+    }
+    apply_rope(x, &cos.reshape((t, 1, rot))?, &sin.reshape((t, 1, rot))?)
+}
+
+/// The fused rotary embedding. Per pair (x₁, x₂) of the two halves: y₁ = x₁·c − x₂·s,
+/// y₂ = x₂·c + x₁·s, a rotation; its backward is the rotation by −s. The tables' two halves are
+/// equal (as every rope type builds them), so the first half's angles serve both.
+struct RopeOp {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+fn rope_rows<T: Float + Send + Sync>(
+    x: &[T],
+    cos: &[T],
+    sin: &[T],
+    (t, h, d, rot): (usize, usize, usize, usize),
+    sign: T,
+) -> Vec<T> {
+    let half = rot / 2;
+    let mut out = x.to_vec();
+    out.par_chunks_mut(h * d).enumerate().for_each(|(row, o)| {
+        let pos = row % t;
+        let (c, s) = (&cos[pos * rot..pos * rot + half], &sin[pos * rot..pos * rot + half]);
+        for head in o.chunks_mut(d) {
+            for i in 0..half {
+                let (x1, x2) = (head[i], head[i + half]);
+                let sn = s[i] * sign;
+                head[i] = x1 * c[i] - x2 * sn;
+                head[i + half] = x2 * c[i] + x1 * sn;
+            }
+        }
+    });
+    out
+}
+
+impl RopeOp {
+    fn run<T: WithDType + Float>(&self, x: &[T], shape: &Shape, sign: T) -> Result<Vec<T>> {
+        let (_, t, h, d) = shape.dims4()?;
+        let rot = self.cos.dim(1)?;
+        if self.cos.dim(0)? != t || rot > d || rot % 2 != 0 {
+            candle_core::bail!("rope: tables {:?} for {:?}", self.cos.dims(), shape.dims());
+        }
+        with_slice::<T, _>(&self.cos, |c| {
+            with_slice::<T, _>(&self.sin, |s| Ok(rope_rows(x, c, s, (t, h, d, rot), sign)))
+        })
+    }
+}
+
+impl CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let out = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(self.run(slice(s, l)?, l.shape(), 1f32)?),
+            CpuStorage::F64(_) => CpuStorage::F64(self.run(slice(s, l)?, l.shape(), 1f64)?),
+            _ => candle_core::bail!("fused rope: f32 or f64 only"),
+        };
+        Ok((out, l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad.contiguous()?;
+        let dx = match g.dtype() {
+            DType::F32 => with_slice::<f32, _>(&g, |s| self.run(s, g.shape(), -1f32))
+                .and_then(|v| Tensor::from_vec(v, g.shape(), g.device()))?,
+            DType::F64 => with_slice::<f64, _>(&g, |s| self.run(s, g.shape(), -1f64))
+                .and_then(|v| Tensor::from_vec(v, g.shape(), g.device()))?,
+            dt => candle_core::bail!("fused rope: {dt:?} not supported"),
+        };
+        Ok(Some(dx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn randn(shape: &[usize], seed: u64) -> Var {
+        let v: Vec<f64> = crate::rng::normal_vec(shape.iter().product(), 1.0, seed)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        Var::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    }
+
+    /// Additive mask for `t` queries at positions `start..start + t` over `start + t` keys.
+    fn mask(t: usize, start: usize, window: Option<usize>) -> Tensor {
+        let s = start + t;
+        let mut m = vec![0f64; t * s];
+        for qi in 0..t {
+            let q = start + qi;
+            for k in 0..s {
+                if k > q || window.is_some_and(|w| q - k >= w) {
+                    m[qi * s + k] = f64::NEG_INFINITY;
+                }
+            }
+        }
+        Tensor::from_vec(m, (t, s), &Device::Cpu).unwrap()
+    }
+
+    fn weights(shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        Tensor::from_vec(w, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Fused against composed: output and the three gradients, for a case of each kind.
+    #[test]
+    fn fused_attention_matches_the_composition() {
+        // (batch, queries, start, q heads, kv heads, head dim, window, cap)
+        let cases = [
+            (2, 5, 0, 2, 2, 4, None, None),
+            (1, 70, 0, 4, 2, 8, None, None), // two blocks, grouped-query
+            (2, 130, 0, 2, 1, 4, Some(40), None), // sliding window: blocks skip columns
+            (1, 9, 0, 3, 3, 6, Some(4), Some(2.0)), // Gemma 2: window and soft-capping
+            (1, 3, 6, 2, 1, 4, None, None), // with a cache: 3 queries over 9 keys
+        ];
+        for (i, &(b, t, start, hq, hkv, d, window, cap)) in cases.iter().enumerate() {
+            let s = start + t;
+            let q = randn(&[b, t, hq, d], 1 + i as u64);
+            let k = randn(&[b, s, hkv, d], 10 + i as u64);
+            let v = randn(&[b, s, hkv, d], 20 + i as u64);
+            let m = mask(t, start, window);
+            let scale = 1.0 / (d as f64).sqrt();
+            let fused = attention(&q, &k, &v, Some(&m), scale, cap).unwrap();
+            let composed = attention_composed(&q, &k, &v, Some(&m), scale, cap).unwrap();
+            assert!(max_diff(&fused, &composed) < 1e-12, "case {i}: values");
+            let w = weights(&[b, t, hq, d]);
+            let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+                let d = max_diff(g1.get(x).unwrap(), g2.get(x).unwrap());
+                assert!(d < 1e-12, "case {i}: d{name} differs by {d}");
+            }
+        }
+        // Without a mask (bidirectional), in f32.
+        let q = randn(&[1, 4, 2, 4], 40).to_dtype(DType::F32).unwrap();
+        let k = randn(&[1, 4, 2, 4], 41).to_dtype(DType::F32).unwrap();
+        let v = randn(&[1, 4, 2, 4], 42).to_dtype(DType::F32).unwrap();
+        let a = attention(&q, &k, &v, None, 0.5, None).unwrap();
+        let c = attention_composed(&q, &k, &v, None, 0.5, None).unwrap();
+        let d = (a - c)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-6, "{d}");
+    }
+
+    /// The fused op's gradients against finite differences of its own forward pass.
+    #[test]
+    fn fused_attention_gradients_match_finite_differences() {
+        let (b, t, hq, hkv, d) = (1, 5, 2, 1, 3);
+        let m = mask(t, 0, Some(3));
+        let shapes = [vec![b, t, hq, d], vec![b, t, hkv, d], vec![b, t, hkv, d]];
+        let vars: Vec<Var> = shapes.iter().enumerate().map(|(i, s)| randn(s, 50 + i as u64)).collect();
+        let w = weights(&[b, t, hq, d]);
+        let f = |q: &Tensor, k: &Tensor, v: &Tensor| {
+            (attention(q, k, v, Some(&m), 0.7, Some(1.5)).unwrap() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let grads = f(&vars[0], &vars[1], &vars[2]).backward().unwrap();
+        let eps = 1e-6;
+        for which in 0..3 {
+            let x0: Vec<f64> = vars[which].flatten_all().unwrap().to_vec1().unwrap();
+            let g: Vec<f64> = grads.get(&vars[which]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for i in 0..x0.len() {
+                let at = |delta: f64| {
+                    let mut x = x0.clone();
+                    x[i] += delta;
+                    let x = Tensor::from_vec(x, shapes[which].as_slice(), &Device::Cpu).unwrap();
+                    let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+                    args[which] = x;
+                    f(&args[0], &args[1], &args[2]).to_scalar::<f64>().unwrap()
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!((fd - g[i]).abs() < 1e-6, "input {which} element {i}: {} vs {fd}", g[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn fused_rope_matches_the_composition_and_inverts_in_backward() {
+        let rotary_tables = |t: usize, rot: usize| {
+            let half = rot / 2;
+            let mut cos = Vec::new();
+            let mut sin = Vec::new();
+            for p in 0..t {
+                for _ in 0..2 {
+                    for i in 0..half {
+                        let a = p as f64 / 10f64.powf(i as f64 / half as f64);
+                        cos.push(a.cos());
+                        sin.push(a.sin());
+                    }
+                }
+            }
+            (
+                Tensor::from_vec(cos, (t, rot), &Device::Cpu).unwrap(),
+                Tensor::from_vec(sin, (t, rot), &Device::Cpu).unwrap(),
+            )
+        };
+        for (d, rot) in [(4, 4), (6, 4)] {
+            let (t, h) = (5, 3);
+            let (cos, sin) = rotary_tables(t, rot);
+            let x = randn(&[2, t, h, d], 60);
+            let fused = rope(&x, &cos, &sin).unwrap();
+            let composed = apply_rope(
+                &x,
+                &cos.reshape((t, 1, rot)).unwrap(),
+                &sin.reshape((t, 1, rot)).unwrap(),
+            )
+            .unwrap();
+            assert!(max_diff(&fused, &composed) < 1e-12);
+            let w = weights(&[2, t, h, d]);
+            let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
+        }
+    }
+}
