@@ -16,9 +16,9 @@
 //! Both run fused on the CPU in f32/f64 and fall back to compositions of candle ops elsewhere
 //! (GPU, half precision), which are also the references the tests compare them with.
 
-use crate::ops::{apply_rope, masked_softmax, softcap, softmax_last_dim};
+use crate::ops::{apply_rope, masked_softmax, softcap, softmax_last_dim, with_slice};
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor, WithDType,
+    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
 use num_traits::Float;
 use rayon::prelude::*;
@@ -58,7 +58,9 @@ pub fn attention(
         }
     }
     if fused(q) && k.dtype() == q.dtype() && v.dtype() == q.dtype() {
-        let mask = mask.map(|m| m.to_dtype(q.dtype())?.contiguous()).transpose()?;
+        let mask = mask
+            .map(|m| m.to_dtype(q.dtype())?.contiguous())
+            .transpose()?;
         let op = AttentionOp {
             mask,
             scale,
@@ -200,11 +202,19 @@ impl Dims {
     }
     /// Row (b, pos) of query head h, in [B, T, Hq, D].
     fn q(&self, b: usize, pos: usize, h: usize) -> View {
-        View::at(((b * self.t + pos) * self.hq + h) * self.d, self.hq * self.d, 1)
+        View::at(
+            ((b * self.t + pos) * self.hq + h) * self.d,
+            self.hq * self.d,
+            1,
+        )
     }
     /// Row (b, pos) of KV head g, in [B, S, Hkv, D].
     fn kv(&self, b: usize, pos: usize, g: usize) -> View {
-        View::at(((b * self.s + pos) * self.hkv + g) * self.d, self.hkv * self.d, 1)
+        View::at(
+            ((b * self.s + pos) * self.hkv + g) * self.d,
+            self.hkv * self.d,
+            1,
+        )
     }
     /// Kᵀ's block starting at key `pos`: element (dim, key) .
     fn kv_t(&self, b: usize, pos: usize, g: usize) -> View {
@@ -315,7 +325,17 @@ fn forward<T: Float + Send + Sync + 'static>(
                 if w == 0 {
                     continue;
                 }
-                scores(&dm, q, k, mask, (b, h, r0, r1, c0, c1), scale, cap, &mut sc, None);
+                scores(
+                    &dm,
+                    q,
+                    k,
+                    mask,
+                    (b, h, r0, r1, c0, c1),
+                    scale,
+                    cap,
+                    &mut sc,
+                    None,
+                );
                 for i in 0..rows {
                     let row = &mut sc[i * w..(i + 1) * w];
                     let max = row.iter().copied().fold(T::neg_infinity(), T::max);
@@ -399,7 +419,17 @@ fn backward<T: Float + Send + Sync + 'static>(
                         continue;
                     }
                     let tanh = cap.is_some().then_some(&mut th[..]);
-                    scores(&dm, q, k, mask, (b, h, r0, r1, c0, c1), scale, cap, &mut p, tanh);
+                    scores(
+                        &dm,
+                        q,
+                        k,
+                        mask,
+                        (b, h, r0, r1, c0, c1),
+                        scale,
+                        cap,
+                        &mut p,
+                        tanh,
+                    );
                     for i in 0..rows {
                         let l = lse[(b * dm.hq + h) * dm.t + r0 + i];
                         let row = &mut p[i * w..(i + 1) * w];
@@ -496,18 +526,6 @@ fn backward<T: Float + Send + Sync + 'static>(
     (dq, dk, dv)
 }
 
-/// A contiguous CPU tensor's elements.
-fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
-    let (st, l) = t.storage_and_layout();
-    let Storage::Cpu(cs) = &*st else {
-        candle_core::bail!("fused attention: CPU tensors only");
-    };
-    let Some((a, z)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused attention: contiguous tensors only");
-    };
-    f(&cs.as_slice::<T>()?[a..z])
-}
-
 fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     let Some((a, z)) = l.contiguous_offsets() else {
         candle_core::bail!("fused attention: contiguous tensors only");
@@ -538,13 +556,7 @@ impl AttentionOp {
         })
     }
 
-    fn fwd<T: WithDType + Float>(
-        &self,
-        dm: Dims,
-        q: &[T],
-        k: &[T],
-        v: &[T],
-    ) -> Result<Vec<T>> {
+    fn fwd<T: WithDType + Float>(&self, dm: Dims, q: &[T], k: &[T], v: &[T]) -> Result<Vec<T>> {
         let run = |mask: Option<&[T]>| {
             let scale = T::from(self.scale).unwrap_or_else(T::one);
             let cap = self.cap.and_then(T::from);
@@ -685,7 +697,10 @@ fn rope_rows<T: Float + Send + Sync>(
     let mut out = x.to_vec();
     out.par_chunks_mut(h * d).enumerate().for_each(|(row, o)| {
         let pos = row % t;
-        let (c, s) = (&cos[pos * rot..pos * rot + half], &sin[pos * rot..pos * rot + half]);
+        let (c, s) = (
+            &cos[pos * rot..pos * rot + half],
+            &sin[pos * rot..pos * rot + half],
+        );
         for head in o.chunks_mut(d) {
             for i in 0..half {
                 let (x1, x2) = (head[i], head[i + half]);
@@ -794,7 +809,7 @@ mod tests {
             (1, 70, 0, 4, 2, 8, None, None), // two blocks, grouped-query
             (2, 130, 0, 2, 1, 4, Some(40), None), // sliding window: blocks skip columns
             (1, 9, 0, 3, 3, 6, Some(4), Some(2.0)), // Gemma 2: window and soft-capping
-            (1, 3, 6, 2, 1, 4, None, None), // with a cache: 3 queries over 9 keys
+            (1, 3, 6, 2, 1, 4, None, None),  // with a cache: 3 queries over 9 keys
         ];
         for (i, &(b, t, start, hq, hkv, d, window, cap)) in cases.iter().enumerate() {
             let s = start + t;
@@ -808,7 +823,12 @@ mod tests {
             assert!(max_diff(&fused, &composed) < 1e-12, "case {i}: values");
             let w = weights(&[b, t, hq, d]);
             let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (composed * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
                 let d = max_diff(g1.get(x).unwrap(), g2.get(x).unwrap());
                 assert!(d < 1e-12, "case {i}: d{name} differs by {d}");
@@ -839,7 +859,11 @@ mod tests {
         let (b, t, hq, hkv, d) = (1, 5, 2, 1, 3);
         let m = mask(t, 0, Some(3));
         let shapes = [vec![b, t, hq, d], vec![b, t, hkv, d], vec![b, t, hkv, d]];
-        let vars: Vec<Var> = shapes.iter().enumerate().map(|(i, s)| randn(s, 50 + i as u64)).collect();
+        let vars: Vec<Var> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| randn(s, 50 + i as u64))
+            .collect();
         let w = weights(&[b, t, hq, d]);
         let f = |q: &Tensor, k: &Tensor, v: &Tensor| {
             (attention(q, k, v, Some(&m), 0.7, Some(1.5)).unwrap() * &w)
@@ -851,18 +875,29 @@ mod tests {
         let eps = 1e-6;
         for which in 0..3 {
             let x0: Vec<f64> = vars[which].flatten_all().unwrap().to_vec1().unwrap();
-            let g: Vec<f64> = grads.get(&vars[which]).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let g: Vec<f64> = grads
+                .get(&vars[which])
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             for i in 0..x0.len() {
                 let at = |delta: f64| {
                     let mut x = x0.clone();
                     x[i] += delta;
                     let x = Tensor::from_vec(x, shapes[which].as_slice(), &Device::Cpu).unwrap();
-                    let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+                    let mut args: Vec<Tensor> =
+                        vars.iter().map(|v| v.as_tensor().detach()).collect();
                     args[which] = x;
                     f(&args[0], &args[1], &args[2]).to_scalar::<f64>().unwrap()
                 };
                 let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-                assert!((fd - g[i]).abs() < 1e-6, "input {which} element {i}: {} vs {fd}", g[i]);
+                assert!(
+                    (fd - g[i]).abs() < 1e-6,
+                    "input {which} element {i}: {} vs {fd}",
+                    g[i]
+                );
             }
         }
     }
@@ -901,7 +936,12 @@ mod tests {
             assert!(max_diff(&fused, &composed) < 1e-12);
             let w = weights(&[2, t, h, d]);
             let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (composed * &w).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (composed * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
         }
     }

@@ -6,7 +6,7 @@
 //! Kaiming-uniform (a = √5, so U(±1/√in)), `B` [out, r] zero, `scale = alpha / r` (rsLoRA:
 //! `alpha / √r`). Merging adds `scale · B·A` to `W`; unmerging subtracts it.
 
-use crate::ops::frozen_matmul;
+use crate::ops::{frozen_matmul, lora_linear};
 use crate::rng::{uniform_from, ModelRng};
 use candle_core::{DType, Result, Tensor, Var};
 use rand::Rng;
@@ -98,17 +98,14 @@ pub struct Linear {
     pub lora: Option<Lora>,
 }
 
-/// Dropout with a mask from our seeded generator (kept elements scaled by 1/(1-p)).
-pub fn dropout(x: &Tensor, p: f32, rng: &mut ModelRng) -> Result<Tensor> {
-    if p <= 0.0 {
-        return Ok(x.clone());
-    }
+/// A dropout mask for `x` from our seeded generator: 0 for dropped elements, 1/(1-p) for kept
+/// ones.
+pub fn dropout_mask(x: &Tensor, p: f32, rng: &mut ModelRng) -> Result<Tensor> {
     let keep = 1.0 / (1.0 - p);
     let mask: Vec<f32> = (0..x.elem_count())
         .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
         .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    x * mask
+    Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
 }
 
 impl Linear {
@@ -156,30 +153,38 @@ impl Linear {
 
     /// The forward pass; `rng` enables LoRA dropout (training), `grad == false` records no graph.
     pub fn forward(&self, x: &Tensor, grad: bool, rng: Option<&mut ModelRng>) -> Result<Tensor> {
-        let mut y = match &self.weight {
-            Param::Frozen(w) => frozen_matmul(x, w)?,
-            Param::Trainable(_) => x.broadcast_matmul(&self.weight.get(grad).t()?)?,
+        let lora = self.lora.as_ref().filter(|l| !l.merged);
+        let mask = match (lora, rng) {
+            (Some(l), Some(rng)) if l.dropout > 0.0 => Some(dropout_mask(x, l.dropout, rng)?),
+            _ => None,
+        };
+        let mut y = match (&self.weight, lora) {
+            // The adapted frozen projection as one op (see `lora_linear`).
+            (Param::Frozen(w), Some(l)) => {
+                let (a, b) = if grad {
+                    (l.a.as_tensor().clone(), l.b.as_tensor().clone())
+                } else {
+                    (l.a.as_detached_tensor(), l.b.as_detached_tensor())
+                };
+                lora_linear(x, w, &a, &b, l.scale, mask.as_ref())?
+            }
+            (Param::Frozen(w), None) => frozen_matmul(x, w)?,
+            (Param::Trainable(_), _) => {
+                let mut y = x.broadcast_matmul(&self.weight.get(grad).t()?)?;
+                if let Some(l) = lora {
+                    let xm = match &mask {
+                        Some(m) => (x * m)?,
+                        None => x.clone(),
+                    };
+                    let (a, b) = (l.a.as_tensor(), l.b.as_tensor());
+                    let delta = xm.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+                    y = (y + (delta * l.scale)?)?;
+                }
+                y
+            }
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.get(grad))?;
-        }
-        if let Some(l) = self.lora.as_ref().filter(|l| !l.merged) {
-            let x = match rng {
-                Some(rng) if l.dropout > 0.0 => dropout(x, l.dropout, rng)?,
-                _ => x.clone(),
-            };
-            let a = if grad {
-                l.a.as_tensor().clone()
-            } else {
-                l.a.as_detached_tensor()
-            };
-            let b = if grad {
-                l.b.as_tensor().clone()
-            } else {
-                l.b.as_detached_tensor()
-            };
-            let delta = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-            y = (y + (delta * l.scale)?)?;
         }
         Ok(y)
     }

@@ -7,17 +7,16 @@
 //! (Qwen3), biases (Qwen2, Llama options), Gemma 2's scaled embeddings, `1 + w` norms, extra
 //! norms around attention and MLP, soft-capping and alternating sliding windows.
 
+use crate::attention::{attention, rope};
 use crate::config::{Activation, ModelConfig};
 use crate::linear::{Linear, LoraSpec, Param};
-use crate::attention::{attention, rope};
-use crate::ops::{frozen_matmul, rms_norm, softcap};
+use crate::ops::{frozen_matmul, rms_norm, softcap, swiglu, Precomputed};
 use crate::rng::ModelRng;
 use crate::rope::Rotary;
-use candle_core::backend::BackendStorage;
 use candle_core::backprop::GradStore;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Result, Shape,
-    Storage, Tensor, Var, D,
+    CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Result, Shape, Tensor,
+    Var, D,
 };
 use std::sync::{Arc, Mutex};
 
@@ -368,12 +367,12 @@ impl DecoderLayer {
                 (gu.narrow(D::Minus1, 0, i)?, gu.narrow(D::Minus1, i, i)?)
             }
         };
-        let act = match self.cfg.activation {
-            Activation::Silu => gate.silu()?,
-            Activation::GeluTanh => gate.gelu()?,
-            Activation::Gelu => gate.gelu_erf()?,
+        let h = match self.cfg.activation {
+            Activation::Silu => swiglu(&gate, &up)?,
+            Activation::GeluTanh => (gate.gelu()? * up)?,
+            Activation::Gelu => (gate.gelu_erf()? * up)?,
         };
-        self.down.forward(&(act * up)?, grad, rng)
+        self.down.forward(&h, grad, rng)
     }
 
     fn forward(
@@ -410,26 +409,8 @@ struct Checkpointed {
     /// The dropout generator as it was before the layer ran, so the recomputation draws the same
     /// masks.
     rng: Option<ModelRng>,
-    out: Mutex<Option<Tensor>>,
+    out: Precomputed,
     side: SideGrads,
-}
-
-impl Checkpointed {
-    fn take_out<S: BackendStorage>(
-        &self,
-        pick: impl Fn(&Storage) -> Option<&S>,
-    ) -> Result<(S, Shape)> {
-        let out = self
-            .out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("checkpoint lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("checkpointed layer ran twice".into()))?;
-        let (storage, layout) = out.storage_and_layout();
-        let s = pick(&storage)
-            .ok_or_else(|| candle_core::Error::Msg("checkpoint: device mismatch".into()))?;
-        Ok((s.try_clone(layout)?, out.shape().clone()))
-    }
 }
 
 impl CustomOp1 for Checkpointed {
@@ -437,22 +418,13 @@ impl CustomOp1 for Checkpointed {
         "checkpointed-layer"
     }
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
-        self.take_out(|s| match s {
-            Storage::Cpu(c) => Some(c),
-            _ => None,
-        })
+        self.out.cpu()
     }
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
-        self.take_out(|s| match s {
-            Storage::Cuda(c) => Some(c),
-            _ => None,
-        })
+        self.out.cuda()
     }
     fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
-        self.take_out(|s| match s {
-            Storage::Metal(c) => Some(c),
-            _ => None,
-        })
+        self.out.metal()
     }
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let x = Var::from_tensor(&arg.detach())?;
@@ -867,7 +839,7 @@ impl CausalLm {
                     layer: layer.clone(),
                     ctx: ctx.clone(),
                     rng: saved_rng,
-                    out: Mutex::new(Some(out)),
+                    out: Precomputed::new(out),
                     side: self.side.clone(),
                 })?
             } else {

@@ -14,7 +14,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Result, Shape, Storage,
-    Tensor, D,
+    Tensor, WithDType, D,
 };
 use num_traits::Float;
 
@@ -107,6 +107,230 @@ fn rows<'a, T: candle_core::WithDType>(data: &'a [T], l: &Layout) -> Result<(&'a
     let d = *l.dims().last().unwrap_or(&1);
     let n = l.shape().elem_count();
     Ok((&data[l.start_offset()..l.start_offset() + n], d.max(1)))
+}
+
+/// A contiguous CPU tensor's elements.
+pub(crate) fn with_slice<T: WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
+    let (st, l) = t.storage_and_layout();
+    let Storage::Cpu(cs) = &*st else {
+        candle_core::bail!("fused op: CPU tensors only");
+    };
+    let Some((a, z)) = l.contiguous_offsets() else {
+        candle_core::bail!("fused op: contiguous tensors only");
+    };
+    f(&cs.as_slice::<T>()?[a..z])
+}
+
+/// An op's output computed beforehand without a graph (the forward of [`lora_linear`],
+/// [`swiglu`] and checkpointed layers); the op's forward hands it over once, so the graph keeps
+/// the op's inputs and this output but none of the intermediates that produced it.
+pub(crate) struct Precomputed(std::sync::Mutex<Option<Tensor>>);
+
+impl Precomputed {
+    pub(crate) fn new(out: Tensor) -> Self {
+        Self(std::sync::Mutex::new(Some(out)))
+    }
+
+    fn take<S: BackendStorage>(&self, pick: impl Fn(&Storage) -> Option<&S>) -> Result<(S, Shape)> {
+        let out = self
+            .0
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("precomputed output: lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("precomputed output taken twice".into()))?;
+        let (storage, layout) = out.storage_and_layout();
+        let s = pick(&storage)
+            .ok_or_else(|| candle_core::Error::Msg("precomputed output: device mismatch".into()))?;
+        Ok((s.try_clone(layout)?, out.shape().clone()))
+    }
+
+    pub(crate) fn cpu(&self) -> Result<(CpuStorage, Shape)> {
+        self.take(|s| match s {
+            Storage::Cpu(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn cuda(&self) -> Result<(CudaStorage, Shape)> {
+        self.take(|s| match s {
+            Storage::Cuda(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn metal(&self) -> Result<(MetalStorage, Shape)> {
+        self.take(|s| match s {
+            Storage::Metal(c) => Some(c),
+            _ => None,
+        })
+    }
+}
+
+/// `x·Wᵀ + scale · ((x ⊙ mask)·Aᵀ)·Bᵀ` for a frozen `W` [out, in] and LoRA factors `A` [r, in],
+/// `B` [out, r] (`mask`: the dropout mask of the LoRA branch's input, already scaled by
+/// 1/(1-p)). One op: the graph keeps `x`, `A`, `B` and the output, not the base product, the
+/// low-rank product and their sum. Backward:
+/// `∂x = g·W + scale · (g·B)·A ⊙ mask`, `∂A = scale · (g·B)ᵀ·(x ⊙ mask)`,
+/// `∂B = scale · gᵀ·((x ⊙ mask)·Aᵀ)`.
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let xd = x.detach();
+    let xm = match mask {
+        Some(m) => (&xd * m)?,
+        None => xd.clone(),
+    };
+    let y = (frozen_matmul(&xd, w)?
+        + (xm
+            .broadcast_matmul(&a.detach().t()?)?
+            .broadcast_matmul(&b.detach().t()?)?
+            * scale)?)?;
+    x.apply_op3(
+        a,
+        b,
+        LoraOp {
+            w: w.clone(),
+            mask: mask.cloned(),
+            scale,
+            out: Precomputed::new(y),
+        },
+    )
+}
+
+struct LoraOp {
+    w: Tensor,
+    mask: Option<Tensor>,
+    scale: f64,
+    out: Precomputed,
+}
+
+impl candle_core::CustomOp3 for LoraOp {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.out.cuda()
+    }
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> Result<(MetalStorage, Shape)> {
+        self.out.metal()
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (inp, out) = (a.dim(1)?, b.dim(0)?);
+        let g2 = g.reshape(((), out))?;
+        let x2 = x.reshape(((), inp))?;
+        let xm = match &self.mask {
+            Some(m) => (&x2 * m.reshape(((), inp))?)?,
+            None => x2,
+        };
+        let gb = g2.matmul(b)?;
+        let da = (gb.t()?.matmul(&xm)? * self.scale)?;
+        let db = (g2.t()?.matmul(&xm.matmul(&a.t()?)?)? * self.scale)?;
+        let mut dlow = (gb.matmul(a)? * self.scale)?;
+        if let Some(m) = &self.mask {
+            dlow = (dlow * m.reshape(((), inp))?)?;
+        }
+        let dx = (g2.matmul(&self.w)? + dlow)?.reshape(x.shape())?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
+/// `silu(gate) ⊙ up` as one op (SwiGLU): the graph keeps `gate`, `up` and the output, not
+/// `silu(gate)`. Backward: `∂gate = g ⊙ up ⊙ σ(gate)·(1 + gate·(1 − σ(gate)))`,
+/// `∂up = g ⊙ silu(gate)`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let y = (gate.detach().silu()? * up.detach())?;
+    gate.apply_op2(up, SwiGluOp(Precomputed::new(y)))
+}
+
+struct SwiGluOp(Precomputed);
+
+impl candle_core::CustomOp2 for SwiGluOp {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.0.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.0.cuda()
+    }
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> Result<(MetalStorage, Shape)> {
+        self.0.metal()
+    }
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let sig = candle_nn::ops::sigmoid(gate)?;
+        let silu = (gate * &sig)?;
+        let dsilu = (&sig * ((gate * sig.affine(-1.0, 1.0)?)? + 1.0)?)?;
+        let dgate = ((g * up)? * dsilu)?;
+        let dup = (g * silu)?;
+        Ok((Some(dgate), Some(dup)))
+    }
 }
 
 /// Softmax over the last dimension, fused (see [`softmax_last_dim`]).
@@ -652,5 +876,121 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(p[1], 0.0);
+    }
+
+    /// Loss = Σ f(args) ⊙ w for fixed weights w, and its gradients with respect to `vars`.
+    fn grads_of(f: &dyn Fn(&[Tensor]) -> Tensor, vars: &[Var]) -> (f64, Vec<Tensor>) {
+        let args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&args);
+        let n = y.elem_count();
+        let w = Tensor::from_vec(
+            (0..n).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(),
+            y.shape(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let loss = (y * w).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        (
+            loss.to_scalar::<f64>().unwrap(),
+            vars.iter().map(|v| grads.get(v).unwrap().clone()).collect(),
+        )
+    }
+
+    /// `f`'s gradients against `reference`'s and against finite differences, in f64.
+    fn check_op(
+        f: &dyn Fn(&[Tensor]) -> Tensor,
+        reference: &dyn Fn(&[Tensor]) -> Tensor,
+        shapes: &[&[usize]],
+    ) {
+        let vars: Vec<Var> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Var::from_tensor(&randn(s, 70 + i as u64).to_dtype(DType::F64).unwrap()).unwrap()
+            })
+            .collect();
+        let (l1, g1) = grads_of(f, &vars);
+        let (l2, g2) = grads_of(reference, &vars);
+        assert!((l1 - l2).abs() < 1e-10, "values: {l1} vs {l2}");
+        for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            let d = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap();
+            assert!(
+                d < 1e-10,
+                "input {i}: gradients differ from the composition by {d}"
+            );
+        }
+        let eps = 1e-6;
+        for (which, g) in g1.iter().enumerate() {
+            let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
+            let x0: Vec<f64> = vars[which].flatten_all().unwrap().to_vec1().unwrap();
+            for i in 0..x0.len() {
+                let at = |d: f64| {
+                    let mut args: Vec<Tensor> =
+                        vars.iter().map(|v| v.as_tensor().detach()).collect();
+                    let mut x = x0.clone();
+                    x[i] += d;
+                    args[which] = Tensor::from_vec(x, vars[which].shape(), &Device::Cpu).unwrap();
+                    let consts: Vec<Var> =
+                        args.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+                    grads_of(f, &consts).0
+                };
+                let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (fd - g[i]).abs() < 1e-6,
+                    "input {which} element {i}: {} vs {fd}",
+                    g[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lora_linear_matches_the_composition_and_finite_differences() {
+        let w = randn(&[5, 4], 80).to_dtype(DType::F64).unwrap();
+        let mask = Tensor::from_vec(
+            vec![
+                2.0f64, 0.0, 2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 2.0, 2.0, 2.0, 2.0, 2.0,
+                0.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 0.0,
+            ],
+            (2, 3, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for m in [None, Some(&mask)] {
+            // args: x [2, 3, 4], A [2, 4], B [5, 2]
+            let fused = |a: &[Tensor]| lora_linear(&a[0], &w, &a[1], &a[2], 0.75, m).unwrap();
+            let composed = |a: &[Tensor]| {
+                let xm = match m {
+                    Some(m) => (&a[0] * m).unwrap(),
+                    None => a[0].clone(),
+                };
+                let low = xm
+                    .broadcast_matmul(&a[1].t().unwrap())
+                    .unwrap()
+                    .broadcast_matmul(&a[2].t().unwrap())
+                    .unwrap();
+                (a[0].broadcast_matmul(&w.t().unwrap()).unwrap() + (low * 0.75).unwrap()).unwrap()
+            };
+            check_op(&fused, &composed, &[&[2, 3, 4], &[2, 4], &[5, 2]]);
+        }
+    }
+
+    #[test]
+    fn swiglu_matches_the_composition_and_finite_differences() {
+        check_op(
+            &|a: &[Tensor]| swiglu(&a[0], &a[1]).unwrap(),
+            &|a: &[Tensor]| (a[0].silu().unwrap() * &a[1]).unwrap(),
+            &[&[3, 5], &[3, 5]],
+        );
     }
 }
