@@ -257,6 +257,9 @@ impl candle_core::CustomOp3 for LoraOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Detached: the gradients must not carry the forward graph (a trainable variable's
+        // gradient is kept by the optimiser, and would keep the whole step's graph alive).
+        let (x, a, b, g) = (&x.detach(), &a.detach(), &b.detach(), &g.detach());
         let (inp, out) = (a.dim(1)?, b.dim(0)?);
         let g2 = g.reshape(((), out))?;
         let x2 = x.reshape(((), inp))?;
@@ -324,6 +327,7 @@ impl candle_core::CustomOp2 for SwiGluOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (gate, up, g) = (&gate.detach(), &up.detach(), &g.detach());
         let sig = candle_nn::ops::sigmoid(gate)?;
         let silu = (gate * &sig)?;
         let dsilu = (&sig * ((gate * sig.affine(-1.0, 1.0)?)? + 1.0)?)?;
@@ -512,6 +516,7 @@ impl candle_core::CustomOp2 for RmsNormOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, w, g) = (&x.detach(), &w.detach(), &g.detach());
         let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
             .sqrt()?
             .recip()?;
@@ -912,6 +917,12 @@ mod tests {
             .collect();
         let (l1, g1) = grads_of(f, &vars);
         let (l2, g2) = grads_of(reference, &vars);
+        // Gradients carry no graph: a variable's gradient kept by the optimiser would otherwise
+        // keep the whole step's graph alive.
+        assert!(
+            g1.iter().all(|g| !g.track_op()),
+            "a gradient carries its graph"
+        );
         assert!((l1 - l2).abs() < 1e-10, "values: {l1} vs {l2}");
         for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
             let d = (a - b)

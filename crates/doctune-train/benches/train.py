@@ -2,14 +2,18 @@
 DocTune's (same model folder, the same train.jsonl examples in order, LoRA r=8 alpha=16 on q/v
 without dropout, AdamW, cosine schedule, clipping at 1.0, micro-batch and steps), data loading
 included, then the evaluation loss on val.jsonl. Prints one JSON line. Needs torch,
-transformers, peft (not part of CI)."""
+transformers, peft (not part of CI).
+
+Options: `--order FILE` (the example indices to train on, in order; default the file's order),
+`--adapter DIR` (start from this PEFT adapter instead of a fresh one). With `--gemm M K N THREADS`
+it only measures a plain (M×K)·(K×N) GEMM in f32 and bf16 and prints both GFLOP/s."""
 import json
 import resource
 import sys
 import time
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, get_cosine_schedule_with_warmup
 
 
@@ -26,21 +30,55 @@ def loss_of(model, batch):
     return model(input_ids=ids, labels=labels).loss, int((mask[:, 1:] == 1).sum())
 
 
+def gemm_peak(m, k, n, threads):
+    torch.set_num_threads(threads)
+    out = {}
+    for name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 1.0:
+            a @ b
+            reps += 1
+        out[name] = 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+    print(json.dumps(out))
+
+
+def option(name):
+    if name in sys.argv:
+        i = sys.argv.index(name)
+        value = sys.argv[i + 1]
+        del sys.argv[i:i + 2]
+        return value
+    return None
+
+
 def main():
+    if sys.argv[1] == "--gemm":
+        gemm_peak(*map(int, sys.argv[2:6]))
+        return
+    order_file, adapter = option("--order"), option("--adapter")
     model_dir, data_dir, threads, steps, micro, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, 0, steps)
     t0 = time.perf_counter()
     train = read(f"{data_dir}/train.jsonl")  # data loading is part of the timed run
+    order = json.load(open(order_file)) if order_file else [i % len(train) for i in range(steps * micro)]
     tokens = 0
+    losses = []
     for step in range(steps):
-        batch = [train[(step * micro + k) % len(train)] for k in range(micro)]
+        batch = [train[order[step * micro + k]] for k in range(micro)]
         loss, _ = loss_of(model, batch)
+        losses.append(float(loss))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
@@ -57,7 +95,7 @@ def main():
             total += float(loss) * n
             count += n
     print(json.dumps({"tokens_per_sec": tokens / dt, "seconds": dt, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "eval_loss": total / count}))
+                      "eval_loss": total / count, "losses": losses}))
 
 
 if __name__ == "__main__":

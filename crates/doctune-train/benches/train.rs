@@ -1,12 +1,16 @@
 //! DocTune's trainer end to end (data loading, masking, AdamW, clipping and evaluation included)
 //! against a PyTorch + PEFT training loop doing the same run, in one invocation: tokens/s, peak
-//! RSS, the final evaluation loss of both, and DocTune's memory estimate against its measured peak.
+//! RSS, the final evaluation loss of both, and DocTune's memory estimate against its measured peak;
+//! the achieved GFLOP/s of both against the machine's GEMM peak (PyTorch multiplying one of the
+//! model's own shapes, f32 and bf16); and a loss curve (default 50 steps on the tiny config,
+//! `DOCTUNE_BENCH_CURVE_STEPS`) from the same initial adapter and the same examples in the same
+//! order, whose largest step-by-step difference must stay within 1e-3.
 //!
 //! ```text
 //! DOCTUNE_BENCH_PYTHON=/path/to/venv/bin/python cargo bench -p doctune-train --bench train
 //! ```
 //! Options (environment): `DOCTUNE_BENCH_THREADS` (default: all cores), `DOCTUNE_BENCH_CONFIGS`
-//! (`20m`, `100m`; default both), `DOCTUNE_BENCH_STEPS` (default 6). Each side runs in its own
+//! (`tiny`, `20m`, `100m`; default all), `DOCTUNE_BENCH_STEPS` (default 6). Each side runs in its own
 //! process. The data are random token sequences (every token a target), so both eval losses sit
 //! near ln(vocab); they must agree within noise, not improve.
 
@@ -24,7 +28,20 @@ struct Bench {
     micro: usize,
 }
 
-const CONFIGS: [Bench; 2] = [
+const CONFIGS: [Bench; 3] = [
+    // The training-speed issue's configuration (4 layers, hidden 256, batch 4 × 128).
+    Bench {
+        name: "tiny",
+        model: RandomLlama {
+            hidden: 256,
+            layers: 4,
+            heads: 4,
+            intermediate: 688,
+            vocab: 8192,
+        },
+        seq: 128,
+        micro: 4,
+    },
     Bench {
         name: "20m",
         model: RandomLlama {
@@ -113,16 +130,19 @@ fn worker(model: &Path, data: &Path, runs: &Path, name: &str, steps: u64) {
         &CancelToken::new(),
     )
     .unwrap();
-    let last: serde_json::Value = std::fs::read_to_string(runs.join(name).join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .last()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .unwrap();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(runs.join(name).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let last = lines.last().unwrap();
+    let losses: Vec<f64> = lines.iter().filter_map(|l| l["loss"].as_f64()).collect();
     println!(
         "{}",
         serde_json::json!({
             "tokens_per_sec": last["tokensPerSec"], "peak_rss_bytes": peak_rss_bytes(), "eval_loss": s.eval_loss,
+            "losses": losses,
         })
     );
 }
@@ -150,13 +170,17 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
-    let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "20m,100m".into());
+    let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,100m".into());
+    let curve_steps: u64 = std::env::var("DOCTUNE_BENCH_CURVE_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();
     let script = Path::new(&crate_dir()).join("benches/train.py");
     let tmp = tempfile::tempdir().unwrap();
     println!("Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, f32 CPU), {threads} thread(s), {steps} steps");
     println!(
-        "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7}",
+        "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7} | {:>8} {:>8} {:>8} {:>8}",
         "config",
         "ours t/s",
         "torch t/s",
@@ -167,7 +191,11 @@ fn main() {
         "eval",
         "eval t",
         "estimate MB",
-        "error"
+        "error",
+        "ours GF/s",
+        "torch GF",
+        "f32 peak",
+        "bf16 pk"
     );
     for b in CONFIGS
         .iter()
@@ -177,42 +205,32 @@ fn main() {
         let data = tmp.path().join(format!("{}-data", b.name));
         write_random_llama(&model, &b.model).unwrap();
         write_dataset(&data, b);
-        let run = |cmd: &mut Command| -> Option<serde_json::Value> {
-            let o = cmd.output().ok()?;
-            if !o.status.success() {
-                eprintln!(
-                    "  failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("")
-                );
-                return None;
-            }
-            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last()?).ok()
-        };
-        let ours = run(Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--worker",
-                model.to_str().unwrap(),
-                data.to_str().unwrap(),
-                tmp.path().join("runs").to_str().unwrap(),
-                b.name,
-                &steps.to_string(),
-            ])
-            .env("RAYON_NUM_THREADS", threads.to_string()));
-        let torch = python.as_ref().and_then(|py| {
-            run(Command::new(py)
-                .arg(&script)
+        let ours = run_json(
+            Command::new(std::env::current_exe().unwrap())
                 .args([
+                    "--worker",
                     model.to_str().unwrap(),
                     data.to_str().unwrap(),
-                    &threads.to_string(),
+                    tmp.path().join("runs").to_str().unwrap(),
+                    b.name,
                     &steps.to_string(),
-                    &b.micro.to_string(),
-                    &LR.to_string(),
                 ])
-                .env("OMP_NUM_THREADS", threads.to_string()))
+                .env("RAYON_NUM_THREADS", threads.to_string()),
+        );
+        let torch = python.as_ref().and_then(|py| {
+            run_json(
+                Command::new(py)
+                    .arg(&script)
+                    .args([
+                        model.to_str().unwrap(),
+                        data.to_str().unwrap(),
+                        &threads.to_string(),
+                        &steps.to_string(),
+                        &b.micro.to_string(),
+                        &LR.to_string(),
+                    ])
+                    .env("OMP_NUM_THREADS", threads.to_string()),
+            )
         });
         let mcfg = doctune_models::ModelConfig::load(&model).unwrap();
         let est = memory::estimate(&mcfg, &config(&model, &data, b, steps), b.seq).total as f64;
@@ -226,8 +244,21 @@ fn main() {
         };
         let (om, tm) = (f(&ours, "peak_rss_bytes"), f(&torch, "peak_rss_bytes"));
         let err = om.map_or("-".into(), |m| format!("{:+.0}%", (est - m) / m * 100.0));
+        // The machine's GEMM peak on the MLP's up projection of this config.
+        let peak = python.as_ref().and_then(|py| {
+            run_json(
+                Command::new(py)
+                    .arg(&script)
+                    .args(["--gemm", &(b.micro * b.seq).to_string()])
+                    .args([b.model.hidden.to_string(), b.model.intermediate.to_string()])
+                    .arg(threads.to_string())
+                    .env("OMP_NUM_THREADS", threads.to_string()),
+            )
+        });
+        let fpt = flops_per_token(b);
+        let gf = |t: Option<f64>| t.map(|t| t * fpt / 1e9);
         println!(
-            "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7}",
+            "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7} | {:>8} {:>8} {:>8} {:>8}",
             b.name,
             show(f(&ours, "tokens_per_sec"), 1.0, 0),
             show(f(&torch, "tokens_per_sec"), 1.0, 0),
@@ -238,9 +269,140 @@ fn main() {
             show(f(&ours, "eval_loss"), 1.0, 4),
             show(f(&torch, "eval_loss"), 1.0, 4),
             format!("{:.0}", est / 1048576.0),
-            err
+            err,
+            show(gf(f(&ours, "tokens_per_sec")), 1.0, 1),
+            show(gf(f(&torch, "tokens_per_sec")), 1.0, 1),
+            show(f(&peak, "f32"), 1.0, 1),
+            show(f(&peak, "bf16"), 1.0, 1),
         );
     }
+    println!("ratios: DocTune / PyTorch (tokens/s: higher is better; memory: lower). GF/s: model FLOPs (forward, input gradients, attention; LoRA's own negligible) per second; peaks: PyTorch GEMM of the MLP's up projection at this config's tokens per micro-batch.");
+    if curve_steps > 0 {
+        curve(
+            &CONFIGS[0],
+            curve_steps,
+            threads,
+            python.as_deref(),
+            &script,
+            tmp.path(),
+        );
+    }
+}
+
+/// Model FLOPs per trained token: forward and input-gradient GEMMs over every projection and the
+/// head (2 each per weight), and the two attention products over the causal half, forward and
+/// twice in backward.
+fn flops_per_token(b: &Bench) -> f64 {
+    let m = &b.model;
+    let (h, i, v, l) = (
+        m.hidden as f64,
+        m.intermediate as f64,
+        m.vocab as f64,
+        m.layers as f64,
+    );
+    let linear = l * (4.0 * h * h + 3.0 * h * i) + v * h;
+    let attention = l * 2.0 * 2.0 * (b.seq as f64 / 2.0) * h;
+    4.0 * linear + 3.0 * attention
+}
+
+/// The loss curve of both sides from the same initial adapter over the same example order.
+fn curve(b: &Bench, steps: u64, threads: usize, python: Option<&str>, script: &Path, tmp: &Path) {
+    let model = tmp.join(format!("{}-model", b.name));
+    let data = tmp.join(format!("{}-data", b.name));
+    if !model.exists() {
+        write_random_llama(&model, &b.model).unwrap();
+        write_dataset(&data, b);
+    }
+    let cfg = config(&model, &data, b, steps);
+    // The adapter the trainer starts from (the same seeded initialisation), for PEFT to load.
+    let adapter = tmp.join("curve-adapter");
+    let mut m = doctune_models::load_model(&model, &Default::default()).unwrap();
+    let spec = doctune_models::LoraSpec {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        rslora: false,
+    };
+    m.add_lora(&[Target::Q, Target::V], &spec, cfg.seed)
+        .unwrap();
+    doctune_models::save_adapter(&m, &adapter, &spec, "bench").unwrap();
+    // The trainer's example order: each epoch's seeded shuffle, concatenated.
+    let n = 64;
+    let needed = steps as usize * b.micro;
+    let order: Vec<usize> = (0..needed.div_ceil(n) as u64)
+        .flat_map(|e| doctune_train::epoch_order(n, cfg.seed, e))
+        .take(needed)
+        .collect();
+    let order_path = tmp.join("curve-order.json");
+    std::fs::write(&order_path, serde_json::to_string(&order).unwrap()).unwrap();
+    let runs = tmp.join("curve-runs");
+    let ours = run_json(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--worker", model.to_str().unwrap(), data.to_str().unwrap()])
+            .args([runs.to_str().unwrap(), b.name, &steps.to_string()])
+            .env("RAYON_NUM_THREADS", threads.to_string()),
+    );
+    let torch = python.and_then(|py| {
+        run_json(
+            Command::new(py)
+                .arg(script)
+                .args([model.to_str().unwrap(), data.to_str().unwrap()])
+                .args([threads.to_string(), steps.to_string(), b.micro.to_string()])
+                .arg(LR.to_string())
+                .args(["--order", order_path.to_str().unwrap()])
+                .args(["--adapter", adapter.to_str().unwrap()])
+                .env("OMP_NUM_THREADS", threads.to_string()),
+        )
+    });
+    let losses = |v: &Option<serde_json::Value>| -> Vec<f64> {
+        v.as_ref()
+            .and_then(|v| v["losses"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x.as_f64())
+            .collect()
+    };
+    let (a, t) = (losses(&ours), losses(&torch));
+    if a.is_empty() || t.is_empty() {
+        println!(
+            "loss curve ({} steps, {}): no comparison (PyTorch side not run)",
+            steps, b.name
+        );
+        return;
+    }
+    let (worst_at, worst) = a
+        .iter()
+        .zip(&t)
+        .map(|(x, y)| (x - y).abs())
+        .enumerate()
+        .fold((0, 0.0), |m, (i, d)| if d > m.1 { (i, d) } else { m });
+    println!(
+        "loss curve ({} steps, {}): first {:.4} / {:.4}, last {:.4} / {:.4}, largest difference {:.2e} at step {} ({})",
+        a.len().min(t.len()),
+        b.name,
+        a[0],
+        t[0],
+        a[a.len() - 1],
+        t[t.len() - 1],
+        worst,
+        worst_at + 1,
+        if worst <= 1e-3 { "within 1e-3" } else { "OVER 1e-3" }
+    );
+}
+
+fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
+    let o = cmd.output().ok()?;
+    if !o.status.success() {
+        eprintln!(
+            "  failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last()?).ok()
 }
 
 /// This crate's folder, read when the benchmark runs.

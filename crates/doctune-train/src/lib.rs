@@ -356,7 +356,8 @@ impl Split {
 }
 
 /// The order of the training examples in `epoch`: a seeded shuffle (the same on every run).
-fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+/// Micro-batches take examples from the concatenation of the epochs' orders.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng =
         rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));

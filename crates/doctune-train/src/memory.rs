@@ -3,21 +3,22 @@
 //!
 //! The estimate counts what DocTune's models keep for the backward pass (f32 on CPU): the
 //! weights; per trainable parameter the value, its gradient and AdamW's two moments; per token
-//! and decoder layer the activations (counted op by op, in floats: the two fused RMSNorms 4·h,
-//! the q/k/v projections, their transposed copies and the rotary embedding 6.5·h + 8.5·kv, the
-//! attention output, o projection and residuals 5·h, the MLP 4·i + h, 3·h per LoRA-adapted
-//! projection plus h for the scaled queries, and the attention scores: two `[heads, seq]` rows
-//! kept — the scores and the fused masked softmax's output — plus about two more alive while
-//! their gradients are computed); with gradient checkpointing only each layer's input plus one layer's activations;
-//! the logits with their log-softmax (5·vocab per token); and a fixed runtime overhead. The
-//! counts are checked against the measured peak by `cargo bench -p doctune-train --bench train`.
+//! and decoder layer the activations (counted op by op, in floats: the two RMSNorm outputs, the
+//! query projection and its rotation, the attention output, the o projection, the down
+//! projection and the two residual sums 9·h; key and value projections and the key's rotation
+//! 3·kv; gate, up and SwiGLU 3·i; and the gradients alive while a layer's backward runs, about
+//! 2·h + i; fused ops keep nothing else — no attention scores — and a LoRA-adapted projection
+//! keeps only its output, plus its dropout mask (h) when dropout is on); with gradient
+//! checkpointing only each layer's input plus one layer's activations; the logits and their
+//! gradient (2·vocab per token); and a fixed runtime overhead. The counts are checked against
+//! the measured peak by `cargo bench -p doctune-train --bench train`.
 
 use crate::{Method, RunConfig};
 use doctune_models::ModelConfig;
 use serde::Serialize;
 
 /// Bytes the process needs besides tensors (binary, allocator, thread pools, tokenizer).
-pub const RUNTIME_OVERHEAD: u64 = 120 << 20;
+pub const RUNTIME_OVERHEAD: u64 = 40 << 20;
 
 /// An estimate of a run's peak memory, by part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,7 +66,7 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     const F: u64 = 4; // f32
     let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
     let kv = (cfg.num_kv_heads * cfg.head_dim) as u64;
-    let (heads, t, v) = (cfg.num_heads as u64, seq_len as u64, cfg.vocab_size as u64);
+    let (t, v) = (seq_len as u64, cfg.vocab_size as u64);
     let tokens = run.micro_batch as u64 * t;
     let weights = cfg.parameter_count() * F;
     let n_train = trainable_parameters(cfg, &run.method);
@@ -77,20 +78,22 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
         } else {
             4
         };
-    // Floats kept per token and layer (see the module docs), in halves to keep 6.5 and 8.5.
-    let lora_targets = match &run.method {
-        Method::Lora { targets, .. } => targets.len() as u64,
-        Method::Full => 0,
+    // Floats kept per token and layer (see the module docs).
+    let dropout_masks = match &run.method {
+        Method::Lora {
+            targets, dropout, ..
+        } if *dropout > 0.0 => targets.len() as u64,
+        _ => 0,
     };
-    let per_layer = (45 * h + 17 * kv) / 2 + 4 * i + 3 * h * lora_targets + 4 * heads * t;
+    let per_layer = 11 * h + 3 * kv + 4 * i + h * dropout_masks;
     let layers = cfg.num_layers as u64;
     let kept_layers = if run.gradient_checkpointing {
         tokens * h * layers + tokens * per_layer
     } else {
         tokens * per_layer * layers
     };
-    let logits = tokens * v * 5;
-    let activations = (kept_layers + logits + tokens * h * 2) * F;
+    let logits = tokens * v * 2;
+    let activations = (kept_layers + logits) * F;
     let overhead = RUNTIME_OVERHEAD;
     MemoryEstimate {
         weights,
