@@ -629,6 +629,8 @@ impl Runner {
         let started = Instant::now();
         let start_step = self.state.step;
         let mut tokens_this_session = 0u64;
+        // Time spent evaluating: part of the ETA, not of the training throughput.
+        let mut eval_secs = 0f64;
         let (mut last_loss, mut last_eval) = (None, None);
         let (mut cancelled, mut early) = (false, false);
         let vars: Vec<Var> = self.opt.vars().iter().map(|(_, v)| v.clone()).collect();
@@ -700,7 +702,9 @@ impl Runner {
                     .cfg
                     .eval_every
                     .is_some_and(|n| self.state.step.is_multiple_of(n));
+            let eval_started = Instant::now();
             let eval = if eval_now { self.evaluate()? } else { None };
+            eval_secs += eval_started.elapsed().as_secs_f64();
             if let Some(e) = eval {
                 last_eval = Some(e);
                 if self.state.best_eval.is_none_or(|b| e < b) {
@@ -720,7 +724,7 @@ impl Runner {
                 eval_loss: eval,
                 lr,
                 grad_norm: gnorm,
-                tokens_per_sec: tokens_this_session as f64 / elapsed.max(1e-9),
+                tokens_per_sec: tokens_this_session as f64 / (elapsed - eval_secs).max(1e-9),
                 elapsed_secs: elapsed,
                 eta_secs: elapsed / done.max(1.0) * (self.total_steps - self.state.step) as f64,
                 mem_bytes: rss_bytes(),
