@@ -409,7 +409,7 @@ fn backward<T: Float + Send + Sync + 'static>(
             let mut p = vec![T::zero(); BLOCK * dm.s];
             let mut dp = vec![T::zero(); BLOCK * dm.s];
             let mut th = vec![T::zero(); if cap.is_some() { BLOCK * dm.s } else { 0 }];
-            let mut delta = vec![T::zero(); BLOCK];
+            let mut delta = [T::zero(); BLOCK];
             for r in 0..n_rep {
                 let h = g * n_rep + r;
                 for (blk, &(c0, c1)) in cols.iter().enumerate() {
@@ -466,10 +466,10 @@ fn backward<T: Float + Send + Sync + 'static>(
                         T::one(),
                     );
                     // dS = P ⊙ (dP − Δ), through the soft-capping's tanh.
-                    for i in 0..rows {
+                    for (i, &di) in delta.iter().enumerate().take(rows) {
                         for j in 0..w {
                             let at = i * w + j;
-                            let mut ds = p[at] * (dp[at] - delta[i]);
+                            let mut ds = p[at] * (dp[at] - di);
                             if cap.is_some() {
                                 ds = ds * (T::one() - th[at] * th[at]);
                             }
