@@ -14,6 +14,7 @@
 //! so each peak RSS is that side's alone. Both sides print the loss of their first step on the
 //! same ids as a check that they compute the same thing.
 
+use doctune_models::testing::{peak_rss_bytes, run_json};
 use doctune_models::{
     causal_lm_loss, load_model, HeapGuard, LoadOptions, LoraSpec, Target, Tensor,
 };
@@ -95,17 +96,6 @@ fn write_model(b: &Bench, dir: &Path) {
     std::fs::write(dir.join("ids.json"), serde_json::to_vec(&ids).unwrap()).unwrap();
 }
 
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// The candle side, in this process.
 fn worker(dir: &Path, steps: usize, warmup: usize) {
     let ids: Vec<Vec<u32>> =
@@ -153,22 +143,6 @@ fn worker(dir: &Path, steps: usize, warmup: usize) {
             "backward_share": bwd / (fwd + bwd),
         })
     );
-}
-
-fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
-    let out = cmd.output().ok()?;
-    if !out.status.success() {
-        eprintln!(
-            "  failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        return None;
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last()?).ok()
 }
 
 fn main() {

@@ -16,7 +16,7 @@
 //! Both run fused on the CPU in f32/f64 and fall back to compositions of candle ops elsewhere
 //! (GPU, half precision), which are also the references the tests compare them with.
 
-use crate::ops::{apply_rope, masked_softmax, softcap, softmax_last_dim, with_slice};
+use crate::ops::{apply_rope, masked_softmax, slice, softcap, softmax_last_dim, with_slice};
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
 };
@@ -526,13 +526,6 @@ fn backward<T: Float + Send + Sync + 'static>(
     (dq, dk, dv)
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let Some((a, z)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused attention: contiguous tensors only");
-    };
-    Ok(&s.as_slice::<T>()?[a..z])
-}
-
 /// The fused attention op (see the module docs). Keeps the mask and, after the forward pass,
 /// the log-sum-exp of every row.
 struct AttentionOp {
@@ -756,27 +749,11 @@ impl CustomOp1 for RopeOp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::test_util::{self, max_diff, sin_weights};
     use candle_core::{Device, Var};
 
     fn randn(shape: &[usize], seed: u64) -> Var {
-        let v: Vec<f64> = crate::rng::normal_vec(shape.iter().product(), 1.0, seed)
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        Var::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+        Var::from_tensor(&test_util::randn(shape, seed).to_dtype(DType::F64).unwrap()).unwrap()
     }
 
     /// Additive mask for `t` queries at positions `start..start + t` over `start + t` keys.
@@ -792,12 +769,6 @@ mod tests {
             }
         }
         Tensor::from_vec(m, (t, s), &Device::Cpu).unwrap()
-    }
-
-    fn weights(shape: &[usize]) -> Tensor {
-        let n: usize = shape.iter().product();
-        let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
-        Tensor::from_vec(w, shape, &Device::Cpu).unwrap()
     }
 
     /// Fused against composed: output and the three gradients, for a case of each kind.
@@ -821,7 +792,7 @@ mod tests {
             let fused = attention(&q, &k, &v, Some(&m), scale, cap).unwrap();
             let composed = attention_composed(&q, &k, &v, Some(&m), scale, cap).unwrap();
             assert!(max_diff(&fused, &composed) < 1e-12, "case {i}: values");
-            let w = weights(&[b, t, hq, d]);
+            let w = sin_weights(&[b, t, hq, d]);
             let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (composed * &w)
                 .unwrap()
@@ -840,16 +811,7 @@ mod tests {
         let v = randn(&[1, 4, 2, 4], 42).to_dtype(DType::F32).unwrap();
         let a = attention(&q, &k, &v, None, 0.5, None).unwrap();
         let c = attention_composed(&q, &k, &v, None, 0.5, None).unwrap();
-        let d = (a - c)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = max_diff(&a, &c);
         assert!(d < 1e-6, "{d}");
     }
 
@@ -864,7 +826,7 @@ mod tests {
             .enumerate()
             .map(|(i, s)| randn(s, 50 + i as u64))
             .collect();
-        let w = weights(&[b, t, hq, d]);
+        let w = sin_weights(&[b, t, hq, d]);
         let f = |q: &Tensor, k: &Tensor, v: &Tensor| {
             (attention(q, k, v, Some(&m), 0.7, Some(1.5)).unwrap() * &w)
                 .unwrap()
@@ -934,7 +896,7 @@ mod tests {
             )
             .unwrap();
             assert!(max_diff(&fused, &composed) < 1e-12);
-            let w = weights(&[2, t, h, d]);
+            let w = sin_weights(&[2, t, h, d]);
             let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (composed * &w)
                 .unwrap()

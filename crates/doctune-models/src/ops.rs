@@ -109,6 +109,14 @@ fn rows<'a, T: candle_core::WithDType>(data: &'a [T], l: &Layout) -> Result<(&'a
     Ok((&data[l.start_offset()..l.start_offset() + n], d.max(1)))
 }
 
+/// The elements of a contiguous CPU storage as laid out by `l`.
+pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let Some((a, z)) = l.contiguous_offsets() else {
+        candle_core::bail!("fused op: contiguous tensors only");
+    };
+    Ok(&s.as_slice::<T>()?[a..z])
+}
+
 /// A contiguous CPU tensor's elements.
 pub(crate) fn with_slice<T: WithDType, R>(
     t: &Tensor,
@@ -639,18 +647,20 @@ impl CustomOp1 for FrozenMatmul {
     }
 }
 
+/// Helpers the fused ops' tests share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
+pub(crate) mod test_util {
+    use candle_core::{DType, Device, Tensor};
 
-    fn randn(shape: &[usize], seed: u64) -> Tensor {
+    /// Seeded N(0, 1) values (f32).
+    pub fn randn(shape: &[usize], seed: u64) -> Tensor {
         let v = crate::rng::normal_vec(shape.iter().product(), 1.0, seed);
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
+    /// The largest absolute difference between two tensors of any float dtype.
+    pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
             .unwrap()
             .abs()
             .unwrap()
@@ -658,9 +668,23 @@ mod tests {
             .unwrap()
             .max(0)
             .unwrap()
-            .to_scalar::<f32>()
+            .to_scalar::<f64>()
             .unwrap()
     }
+
+    /// Fixed weights `sin(0.37·i)` (f64) that turn an output into a scalar loss.
+    pub fn sin_weights(shape: &[usize]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let w: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
+        Tensor::from_vec(w, shape, &Device::Cpu).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{max_diff, randn, sin_weights};
+    use super::*;
+    use candle_core::{Device, Var};
 
     #[test]
     fn frozen_matmul_matches_matmul_and_only_grads_the_input() {
@@ -696,14 +720,7 @@ mod tests {
             .map(f64::from)
             .collect();
         let x = Var::from_vec(x0.clone(), shape, &Device::Cpu).unwrap();
-        let w = Tensor::from_vec(
-            (0..x0.len())
-                .map(|i| (i as f64 * 0.37).sin())
-                .collect::<Vec<_>>(),
-            shape,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let w = sin_weights(shape);
         let loss = |t: &Tensor| -> f64 {
             (f(t).unwrap() * &w)
                 .unwrap()
@@ -835,16 +852,7 @@ mod tests {
         .unwrap();
         let fused = masked_softmax(&x, &mask).unwrap();
         let composed = softmax_composed(&x.broadcast_add(&mask).unwrap()).unwrap();
-        let d = (&fused - &composed)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let d = max_diff(&fused, &composed);
         assert!(d < 1e-12, "{d}");
         let g1 = (fused * &t).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (composed * &t)
@@ -853,16 +861,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let d = (g1.get(&x).unwrap() - g2.get(&x).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let d = max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap());
         assert!(d < 1e-12, "{d}");
     }
 
@@ -887,13 +886,7 @@ mod tests {
     fn grads_of(f: &dyn Fn(&[Tensor]) -> Tensor, vars: &[Var]) -> (f64, Vec<Tensor>) {
         let args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
         let y = f(&args);
-        let n = y.elem_count();
-        let w = Tensor::from_vec(
-            (0..n).map(|i| (i as f64 * 0.37).sin()).collect::<Vec<_>>(),
-            y.shape(),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let w = sin_weights(y.dims());
         let loss = (y * w).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         (
@@ -925,16 +918,7 @@ mod tests {
         );
         assert!((l1 - l2).abs() < 1e-10, "values: {l1} vs {l2}");
         for (i, (a, b)) in g1.iter().zip(&g2).enumerate() {
-            let d = (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap();
+            let d = max_diff(a, b);
             assert!(
                 d < 1e-10,
                 "input {i}: gradients differ from the composition by {d}"

@@ -1,5 +1,6 @@
 //! Random model folders for tests and benchmarks (nothing can be downloaded where DocTune is
-//! built and tested): a Llama-style model in Hugging Face layout with seeded N(0, 0.02) weights.
+//! built and tested): a Llama-style model in Hugging Face layout with seeded N(0, 0.02) weights;
+//! and the benchmarks' process helpers (peak memory, running a worker).
 
 use std::path::Path;
 
@@ -58,4 +59,34 @@ pub fn write_random_llama(dir: &Path, m: &RandomLlama) -> std::io::Result<()> {
         .collect::<candle_core::Result<Vec<_>>>()
         .map_err(std::io::Error::other)?;
     crate::save_safetensors(&dir.join("model.safetensors"), &tensors).map_err(std::io::Error::other)
+}
+
+/// This process's peak resident memory (`VmHWM`), where the OS tells; 0 elsewhere. For the
+/// benchmarks, which run each side in its own process.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs a benchmark worker and parses the JSON object on the last line of its output; `None`
+/// (with the worker's last error line on stderr) if it fails.
+pub fn run_json(cmd: &mut std::process::Command) -> Option<serde_json::Value> {
+    let out = cmd.output().ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "  failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return None;
+    }
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last()?).ok()
 }

@@ -15,7 +15,7 @@
 //! near ln(vocab); they must agree within noise, not improve.
 
 use doctune_core::{CancelToken, NullSink};
-use doctune_models::testing::{write_random_llama, RandomLlama};
+use doctune_models::testing::{peak_rss_bytes, run_json, write_random_llama, RandomLlama};
 use doctune_models::Target;
 use doctune_train::{memory, train, Method, RunConfig};
 use std::path::Path;
@@ -107,17 +107,6 @@ fn config(model: &Path, data: &Path, b: &Bench, steps: u64) -> RunConfig {
         eval_max_examples: 8,
         ..Default::default()
     }
-}
-
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn worker(model: &Path, data: &Path, runs: &Path, name: &str, steps: u64) {
@@ -388,21 +377,6 @@ fn curve(b: &Bench, steps: u64, threads: usize, python: Option<&str>, script: &P
         worst_at + 1,
         if worst <= 1e-3 { "within 1e-3" } else { "OVER 1e-3" }
     );
-}
-
-fn run_json(cmd: &mut Command) -> Option<serde_json::Value> {
-    let o = cmd.output().ok()?;
-    if !o.status.success() {
-        eprintln!(
-            "  failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-        return None;
-    }
-    serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last()?).ok()
 }
 
 /// This crate's folder, read when the benchmark runs.
