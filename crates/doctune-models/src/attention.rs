@@ -91,17 +91,22 @@ pub fn attention_composed(
     let q = (q.transpose(1, 2)?.contiguous()? * scale)?.reshape((b, hkv, n_rep * t, d))?;
     let k = k.transpose(1, 2)?.contiguous()?;
     let v = v.transpose(1, 2)?.contiguous()?;
-    let mut scores = q.matmul(&k.t()?)?;
+    // Soft-capping and softmax in f32 for half-precision inputs, as transformers' eager
+    // attention computes them (`softmax(..., dtype=torch.float32).to(query.dtype)`).
+    let dtype = q.dtype();
+    let wide = crate::linear::master_dtype(dtype);
+    let mut scores = q.matmul(&k.t()?)?.to_dtype(wide)?;
     if let Some(cap) = cap {
         scores = softcap(&scores, cap)?;
     }
     // Rows of `scores` are (batch, kv head, query head in group, query position): the mask row
     // of each is its index modulo t.
     let probs = match mask {
-        Some(mask) => masked_softmax(&scores, mask)?,
+        Some(mask) => masked_softmax(&scores, &mask.to_dtype(wide)?)?,
         None => softmax_last_dim(&scores)?,
     };
     probs
+        .to_dtype(dtype)?
         .matmul(&v)?
         .reshape((b, hq, t, d))?
         .transpose(1, 2)?

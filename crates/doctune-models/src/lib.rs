@@ -10,6 +10,8 @@
 //! - [`causal_lm_loss`] is transformers' shifted cross-entropy with an optional loss mask.
 //! - [`adapter`] reads and writes PEFT adapters; [`generate()`] generates with a KV cache.
 //!
+//! - [`DeviceKind`] and [`Precision`] name where a model computes and in what dtype (mixed
+//!   precision: half-precision base, f32 trained values).
 //! - [`HeapGuard`] keeps freed tensor buffers in the process for the length of a training run.
 //!
 //! Randomness (LoRA init, dropout, sampling) comes from seeded generators ([`rng`]).
@@ -17,6 +19,7 @@
 pub mod adapter;
 pub mod attention;
 pub mod config;
+pub mod device;
 mod error;
 pub mod folder;
 pub mod generate;
@@ -31,6 +34,7 @@ pub mod testing;
 
 pub use adapter::{load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;
+pub use device::{DeviceKind, Precision};
 pub use error::ModelError;
 pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};

@@ -15,7 +15,24 @@ use rand::Rng;
 #[derive(Debug, Clone)]
 pub enum Param {
     Frozen(Tensor),
-    Trainable(Var),
+    /// A trained weight: the optimiser's copy `var` (f32 when the model computes in half
+    /// precision, so small updates are not rounded away) and the dtype the model computes in;
+    /// the forward pass reads it cast to `dtype`, and the cast's backward brings the gradient
+    /// back to `var`'s dtype.
+    Trainable {
+        var: Var,
+        dtype: DType,
+    },
+}
+
+/// The dtype trained values are kept in for a model computing in `dtype`: f32 for half
+/// precision (mixed precision: PEFT's `autocast_adapter_dtype`, PyTorch AMP's master weights),
+/// else `dtype` itself.
+pub fn master_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        d => d,
+    }
 }
 
 impl Param {
@@ -24,27 +41,42 @@ impl Param {
     pub fn get(&self, grad: bool) -> Tensor {
         match self {
             Param::Frozen(t) => t.clone(),
-            Param::Trainable(v) if grad => v.as_tensor().clone(),
-            Param::Trainable(v) => v.as_detached_tensor(),
+            Param::Trainable { var, dtype } => {
+                let t = if grad {
+                    var.as_tensor().clone()
+                } else {
+                    var.as_detached_tensor()
+                };
+                if t.dtype() == *dtype {
+                    t
+                } else {
+                    // Only fails for an unsupported cast, which `make_trainable` has ruled out.
+                    t.to_dtype(*dtype).unwrap_or(t)
+                }
+            }
         }
     }
 
     pub fn var(&self) -> Option<&Var> {
         match self {
-            Param::Trainable(v) => Some(v),
+            Param::Trainable { var, .. } => Some(var),
             Param::Frozen(_) => None,
         }
     }
 
-    /// The tensor without graph (for saving and merging).
+    /// The tensor without graph, in the compute dtype (for saving and merging).
     pub fn value(&self) -> Tensor {
         self.get(false)
     }
 
-    /// Makes this parameter trainable (full fine-tuning).
+    /// Makes this parameter trainable (full fine-tuning), kept in [`master_dtype`].
     pub fn make_trainable(&mut self) -> Result<()> {
         if let Param::Frozen(t) = self {
-            *self = Param::Trainable(Var::from_tensor(t)?);
+            let dtype = t.dtype();
+            let var = Var::from_tensor(&t.to_dtype(master_dtype(dtype))?)?;
+            // Check the cast back once, so `get` cannot fail later.
+            var.as_detached_tensor().to_dtype(dtype)?;
+            *self = Param::Trainable { var, dtype };
         }
         Ok(())
     }
@@ -52,7 +84,7 @@ impl Param {
     fn set(&mut self, t: Tensor) -> Result<()> {
         match self {
             Param::Frozen(old) => *old = t,
-            Param::Trainable(v) => v.set(&t)?,
+            Param::Trainable { var, .. } => var.set(&t.to_dtype(var.dtype())?)?,
         }
         Ok(())
     }
@@ -98,14 +130,14 @@ pub struct Linear {
     pub lora: Option<Lora>,
 }
 
-/// A dropout mask for `x` from our seeded generator: 0 for dropped elements, 1/(1-p) for kept
-/// ones.
-pub fn dropout_mask(x: &Tensor, p: f32, rng: &mut ModelRng) -> Result<Tensor> {
+/// A dropout mask of `x`'s shape from our seeded generator, in `dtype`: 0 for dropped elements,
+/// 1/(1-p) for kept ones.
+pub fn dropout_mask(x: &Tensor, p: f32, rng: &mut ModelRng, dtype: DType) -> Result<Tensor> {
     let keep = 1.0 / (1.0 - p);
     let mask: Vec<f32> = (0..x.elem_count())
         .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
         .collect();
-    Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())
+    Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(dtype)
 }
 
 impl Linear {
@@ -123,6 +155,11 @@ impl Linear {
         self.name.rsplit('.').next().unwrap_or(&self.name)
     }
 
+    /// The dtype of this layer's adapter for its weight's dtype (f32 on a half-precision base).
+    fn adapter_dtype(&self) -> DType {
+        master_dtype(self.weight.value().dtype())
+    }
+
     /// Adds a fresh adapter, initialised as PEFT does, from `rng`.
     pub fn add_lora(&mut self, spec: &LoraSpec, rng: &mut ModelRng) -> Result<()> {
         let w = self.weight.value();
@@ -138,9 +175,10 @@ impl Linear {
         self.set_lora(a, b, spec)
     }
 
-    /// Sets the adapter to given `A` [r, in] and `B` [out, r] (a saved adapter).
+    /// Sets the adapter to given `A` [r, in] and `B` [out, r] (a saved adapter). The adapter is
+    /// kept in f32 on a half-precision base, as PEFT does (`autocast_adapter_dtype`).
     pub fn set_lora(&mut self, a: Tensor, b: Tensor, spec: &LoraSpec) -> Result<()> {
-        let dtype = self.weight.value().dtype();
+        let dtype = self.adapter_dtype();
         self.lora = Some(Lora {
             a: Var::from_tensor(&a.to_dtype(dtype)?)?,
             b: Var::from_tensor(&b.to_dtype(dtype)?)?,
@@ -154,8 +192,11 @@ impl Linear {
     /// The forward pass; `rng` enables LoRA dropout (training), `grad == false` records no graph.
     pub fn forward(&self, x: &Tensor, grad: bool, rng: Option<&mut ModelRng>) -> Result<Tensor> {
         let lora = self.lora.as_ref().filter(|l| !l.merged);
+        // The mask applies to the adapter's input, in the adapter's dtype.
         let mask = match (lora, rng) {
-            (Some(l), Some(rng)) if l.dropout > 0.0 => Some(dropout_mask(x, l.dropout, rng)?),
+            (Some(l), Some(rng)) if l.dropout > 0.0 => {
+                Some(dropout_mask(x, l.dropout, rng, l.a.dtype())?)
+            }
             _ => None,
         };
         let mut y = match (&self.weight, lora) {
@@ -169,16 +210,18 @@ impl Linear {
                 lora_linear(x, w, &a, &b, l.scale, mask.as_ref())?
             }
             (Param::Frozen(w), None) => frozen_matmul(x, w)?,
-            (Param::Trainable(_), _) => {
+            (Param::Trainable { .. }, _) => {
                 let mut y = x.broadcast_matmul(&self.weight.get(grad).t()?)?;
                 if let Some(l) = lora {
-                    let xm = match &mask {
-                        Some(m) => (x * m)?,
-                        None => x.clone(),
-                    };
+                    // In the adapter's dtype, summed there and rounded once, as PEFT does.
                     let (a, b) = (l.a.as_tensor(), l.b.as_tensor());
+                    let xa = x.to_dtype(a.dtype())?;
+                    let xm = match &mask {
+                        Some(m) => (xa * m)?,
+                        None => xa,
+                    };
                     let delta = xm.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-                    y = (y + (delta * l.scale)?)?;
+                    y = (y.to_dtype(a.dtype())? + (delta * l.scale)?)?.to_dtype(x.dtype())?;
                 }
                 y
             }
