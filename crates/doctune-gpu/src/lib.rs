@@ -17,6 +17,8 @@ pub struct GpuInfo {
     pub memory_used_bytes: u64,
     pub utilization_percent: Option<u32>,
     pub temperature_c: Option<u32>,
+    /// CUDA compute capability (`[8, 0]` for an A100); bf16 needs 8.0 or newer.
+    pub compute_capability: Option<[u32; 2]>,
 }
 
 /// The NVML handle, or why there is none.
@@ -67,9 +69,33 @@ impl Gpus {
                     temperature_c: d
                         .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
                         .ok(),
+                    compute_capability: d
+                        .cuda_compute_capability()
+                        .ok()
+                        .and_then(|c| Some([c.major.try_into().ok()?, c.minor.try_into().ok()?])),
                 })
             })
             .collect()
+    }
+
+    /// GPU memory that process `pid` holds on GPU `index` (NVML's per-process figure; `None`
+    /// without a driver, or where the driver does not report it, as under Windows' WDDM).
+    pub fn process_memory_bytes(&self, index: u32, pid: u32) -> Option<u64> {
+        let d = self.nvml.as_ref().ok()?.device_by_index(index).ok()?;
+        d.running_compute_processes()
+            .ok()?
+            .into_iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| match p.used_gpu_memory {
+                nvml_wrapper::enums::device::UsedGpuMemory::Used(b) => Some(b),
+                nvml_wrapper::enums::device::UsedGpuMemory::Unavailable => None,
+            })
+    }
+
+    /// Free memory of GPU `index`, if NVML can tell.
+    pub fn free_memory_bytes(&self, index: u32) -> Option<u64> {
+        let d = self.nvml.as_ref().ok()?.device_by_index(index).ok()?;
+        d.memory_info().ok().map(|m| m.free)
     }
 }
 
@@ -137,9 +163,12 @@ mod tests {
         // On a machine without a driver (CI) the list is empty and a reason is given;
         // on a GPU machine there is no reason and at least one device.
         assert_eq!(list.is_empty(), g.unavailable_reason().is_some());
-        for gpu in list {
+        for gpu in &list {
             assert!(gpu.memory_total_bytes >= gpu.memory_used_bytes);
         }
+        // Our process runs nothing on a GPU.
+        assert_eq!(g.process_memory_bytes(0, std::process::id()), None);
+        assert_eq!(g.free_memory_bytes(0).is_some(), !list.is_empty());
     }
 
     #[test]
