@@ -53,6 +53,9 @@ pub enum JobEvent {
         eta_secs: f64,
         #[serde(skip_serializing_if = "Option::is_none")]
         mem_bytes: Option<u64>,
+        /// GPU memory the process holds, when training on an NVIDIA GPU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gpu_mem_bytes: Option<u64>,
     },
     Warning {
         message: String,
@@ -203,6 +206,7 @@ mod tests {
             elapsed_secs: 4.0,
             eta_secs: 3.0,
             mem_bytes: Some(7),
+            gpu_mem_bytes: None,
         };
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["type"], "metrics");

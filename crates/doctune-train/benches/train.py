@@ -6,8 +6,14 @@ transformers, peft (not part of CI).
 
 Options: `--order FILE` (the example indices to train on, in order; default the file's order),
 `--adapter DIR` (start from this PEFT adapter instead of a fresh one). With `--gemm M K N THREADS`
-it only measures a plain (M×K)·(K×N) GEMM in f32 and bf16 and prints both GFLOP/s."""
+it only measures a plain (M×K)·(K×N) GEMM in f32 and bf16 and prints both GFLOP/s.
+
+Environment: `DOCTUNE_BENCH_DEVICE` (`cpu` or `cuda`) and `DOCTUNE_BENCH_PRECISION` (`f32`, `bf16`,
+`f16`), as DocTune's side gets them: the base model in that dtype on that device, the LoRA
+matrices in f32 (PEFT's `autocast_adapter_dtype`), f16 with `torch.amp.GradScaler`; on CUDA the
+JSON also has `peak_gpu_bytes` (`torch.cuda.max_memory_reserved`)."""
 import json
+import os
 import resource
 import sys
 import time
@@ -22,10 +28,19 @@ def read(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+DEVICE = os.environ.get("DOCTUNE_BENCH_DEVICE", "cpu")
+DTYPE = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[os.environ.get("DOCTUNE_BENCH_PRECISION", "f32")]
+
+
+def sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 def loss_of(model, batch):
-    ids = torch.tensor([r["ids"] for r in batch])
+    ids = torch.tensor([r["ids"] for r in batch], device=DEVICE)
     labels = ids.clone()
-    mask = torch.tensor([r["mask"] for r in batch])
+    mask = torch.tensor([r["mask"] for r in batch], device=DEVICE)
     labels[mask == 0] = -100
     return model(input_ids=ids, labels=labels).loss, int((mask[:, 1:] == 1).sum())
 
@@ -34,13 +49,16 @@ def gemm_peak(m, k, n, threads):
     torch.set_num_threads(threads)
     out = {}
     for name, dtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a, b = torch.randn(m, k, dtype=dtype, device=DEVICE), torch.randn(k, n, dtype=dtype, device=DEVICE)
         for _ in range(3):
             a @ b
+        sync()
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 1.0:
-            a @ b
-            reps += 1
+            for _ in range(10):
+                a @ b
+            sync()
+            reps += 10
         out[name] = 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
     print(json.dumps(out))
 
@@ -62,7 +80,7 @@ def main():
     model_dir, data_dir, threads, steps, micro, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPE).to(DEVICE)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     else:
@@ -70,6 +88,8 @@ def main():
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, 0, steps)
+    scaler = torch.amp.GradScaler(DEVICE, enabled=DTYPE == torch.float16)
+    sync()
     t0 = time.perf_counter()
     train = read(f"{data_dir}/train.jsonl")  # data loading is part of the timed run
     order = json.load(open(order_file)) if order_file else [i % len(train) for i in range(steps * micro)]
@@ -79,12 +99,15 @@ def main():
         batch = [train[order[step * micro + k]] for k in range(micro)]
         loss, _ = loss_of(model, batch)
         losses.append(float(loss))
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         opt.zero_grad(set_to_none=True)
         tokens += sum(len(r["ids"]) for r in batch)
+    sync()
     dt = time.perf_counter() - t0
     model.eval()
     total, count = 0.0, 0
@@ -94,8 +117,9 @@ def main():
             loss, n = loss_of(model, val[k:k + micro])
             total += float(loss) * n
             count += n
+    peak_gpu = torch.cuda.max_memory_reserved() if DEVICE == "cuda" else None
     print(json.dumps({"tokens_per_sec": tokens / dt, "seconds": dt, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "eval_loss": total / count, "losses": losses}))
+                      "eval_loss": total / count, "losses": losses, "peak_gpu_bytes": peak_gpu}))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,17 @@
 //! DOCTUNE_BENCH_PYTHON=/path/to/venv/bin/python cargo bench -p doctune-train --bench train
 //! ```
 //! Options (environment): `DOCTUNE_BENCH_THREADS` (default: all cores), `DOCTUNE_BENCH_CONFIGS`
-//! (`tiny`, `20m`, `100m`; default all), `DOCTUNE_BENCH_STEPS` (default 6). Each side runs in its own
-//! process. The data are random token sequences (every token a target), so both eval losses sit
+//! (`tiny`, `20m`, `100m`; default all), `DOCTUNE_BENCH_STEPS` (default 6),
+//! `DOCTUNE_BENCH_DEVICE` (`cpu`, `cuda`; default cpu) and `DOCTUNE_BENCH_PRECISION` (`f32`,
+//! `bf16`, `f16`; default f32) — on a GPU both sides run there (PyTorch with its default SDPA
+//! attention, f16 with `GradScaler`), memory is the peak GPU memory (ours: NVML's per-process
+//! figure; PyTorch's: `max_memory_reserved`), and the estimate is checked against ours. Each
+//! side runs in its own process. The data are random token sequences (every token a target), so both eval losses sit
 //! near ln(vocab); they must agree within noise, not improve.
 
 use doctune_core::{CancelToken, NullSink};
 use doctune_models::testing::{peak_rss_bytes, run_json, write_random_llama, RandomLlama};
-use doctune_models::Target;
+use doctune_models::{DeviceKind, Precision, Target};
 use doctune_train::{memory, train, Method, RunConfig};
 use std::path::Path;
 use std::process::Command;
@@ -103,6 +107,8 @@ fn config(model: &Path, data: &Path, b: &Bench, steps: u64) -> RunConfig {
         max_steps: Some(steps),
         micro_batch: b.micro,
         lr: LR,
+        device: bench_device(),
+        precision: bench_precision(),
         checkpoint_every: 1_000_000,
         eval_max_examples: 8,
         ..Default::default()
@@ -127,13 +133,24 @@ fn worker(model: &Path, data: &Path, runs: &Path, name: &str, steps: u64) {
             .collect();
     let last = lines.last().unwrap();
     let losses: Vec<f64> = lines.iter().filter_map(|l| l["loss"].as_f64()).collect();
+    let peak_gpu = lines.iter().filter_map(|l| l["gpuMemBytes"].as_u64()).max();
     println!(
         "{}",
         serde_json::json!({
             "tokens_per_sec": last["tokensPerSec"], "peak_rss_bytes": peak_rss_bytes(), "eval_loss": s.eval_loss,
-            "losses": losses,
+            "losses": losses, "peak_gpu_bytes": peak_gpu,
         })
     );
+}
+
+fn bench_device() -> DeviceKind {
+    std::env::var("DOCTUNE_BENCH_DEVICE")
+        .map_or(DeviceKind::Cpu, |d| DeviceKind::parse(&d).unwrap())
+}
+
+fn bench_precision() -> Precision {
+    std::env::var("DOCTUNE_BENCH_PRECISION")
+        .map_or(Precision::F32, |p| Precision::parse(&p).unwrap())
 }
 
 fn main() {
@@ -167,7 +184,14 @@ fn main() {
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();
     let script = Path::new(&crate_dir()).join("benches/train.py");
     let tmp = tempfile::tempdir().unwrap();
-    println!("Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, f32 CPU), {threads} thread(s), {steps} steps");
+    let (device, precision) = (bench_device(), bench_precision());
+    let on_gpu = device != DeviceKind::Cpu;
+    println!(
+        "Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, {} {}), {threads} thread(s), {steps} steps{}",
+        precision.name(),
+        device.name(),
+        if on_gpu { "; memory: peak GPU memory" } else { "" }
+    );
     println!(
         "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7} | {:>8} {:>8} {:>8} {:>8}",
         "config",
@@ -231,7 +255,11 @@ fn main() {
         let show = |x: Option<f64>, scale: f64, p: usize| {
             x.map_or("-".into(), |x| format!("{:.*}", p, x / scale))
         };
-        let (om, tm) = (f(&ours, "peak_rss_bytes"), f(&torch, "peak_rss_bytes"));
+        let (om, tm) = if on_gpu {
+            (f(&ours, "peak_gpu_bytes"), f(&torch, "peak_gpu_bytes"))
+        } else {
+            (f(&ours, "peak_rss_bytes"), f(&torch, "peak_rss_bytes"))
+        };
         let err = om.map_or("-".into(), |m| format!("{:+.0}%", (est - m) / m * 100.0));
         // The machine's GEMM peak on the MLP's up projection of this config.
         let peak = python.as_ref().and_then(|py| {

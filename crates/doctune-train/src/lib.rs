@@ -22,8 +22,10 @@ use candle_core::{Device, Tensor, Var};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, Throttle};
 use doctune_dataset::Record;
 use doctune_models::rng::ModelRng;
-use doctune_models::{causal_lm_loss, CausalLm, LoadOptions, LoraSpec, Target};
-use optim::{AdamW, AdamWParams, Schedule};
+use doctune_models::{
+    causal_lm_loss, CausalLm, DeviceKind, LoadOptions, LoraSpec, Precision, Target,
+};
+use optim::{AdamW, AdamWParams, LossScaler, Schedule};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,6 +56,8 @@ pub enum TrainError {
     },
     #[error("cannot resume {}: {what} changed since the checkpoint", run.display())]
     Changed { run: PathBuf, what: String },
+    #[error("training stopped at step {step}: {detail}")]
+    Diverged { step: u64, detail: String },
     #[error("training computation failed: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -108,6 +112,13 @@ pub struct RunConfig {
     pub early_stop_patience: Option<u32>,
     pub seed: u64,
     pub gradient_checkpointing: bool,
+    /// Where the run computes.
+    pub device: DeviceKind,
+    /// The base weights' and activations' precision; LoRA matrices, fully trained weights,
+    /// gradients and optimiser state stay f32 (mixed precision). f16 adds dynamic loss scaling.
+    pub precision: Precision,
+    /// f16: the loss scale to start from (PyTorch's `GradScaler(init_scale=...)`).
+    pub initial_loss_scale: f64,
 }
 
 impl Default for RunConfig {
@@ -138,6 +149,9 @@ impl Default for RunConfig {
             early_stop_patience: None,
             seed: 0,
             gradient_checkpointing: false,
+            device: DeviceKind::Cpu,
+            precision: Precision::F32,
+            initial_loss_scale: LossScaler::INIT,
         }
     }
 }
@@ -151,6 +165,9 @@ impl RunConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("the learning rate must be a positive number");
         }
+        if !(self.initial_loss_scale.is_finite() && self.initial_loss_scale >= 1.0) {
+            return bad("the initial loss scale must be a number ≥ 1");
+        }
         if self.checkpoint_every == 0 {
             return bad("checkpoint interval must be at least 1 step");
         }
@@ -158,6 +175,13 @@ impl RunConfig {
             if *rank == 0 || targets.is_empty() {
                 return bad("LoRA needs a rank ≥ 1 and at least one target");
             }
+        }
+        self.precision
+            .check(self.device)
+            .map_err(TrainError::Invalid)?;
+        if !self.device.compiled() {
+            // The same sentence `DeviceKind::open` gives, before anything is loaded.
+            self.device.open()?;
         }
         Ok(())
     }
@@ -220,11 +244,20 @@ pub struct MetricsLine {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
     pub lr: f64,
-    pub grad_norm: f64,
+    /// The global gradient norm before clipping; `None` on an f16 step skipped because its
+    /// gradients overflowed.
+    #[serde(default)]
+    pub grad_norm: Option<f64>,
+    /// f16 runs: the loss scale after the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
     pub tokens_per_sec: f64,
     pub elapsed_secs: f64,
     pub eta_secs: f64,
     pub mem_bytes: u64,
+    /// GPU memory the process holds (NVIDIA GPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mem_bytes: Option<u64>,
 }
 
 /// How a run ended.
@@ -268,6 +301,9 @@ struct State {
     best_eval: Option<f64>,
     evals_without_improvement: u32,
     tokens_seen: u64,
+    /// f16 runs: the loss scale, carried across checkpoints so a resumed run continues exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_scaler: Option<LossScaler>,
 }
 
 /// What identifies a base model folder: its config and the names, sizes and headers of its
@@ -411,6 +447,8 @@ struct Runner {
     state: State,
     total_steps: u64,
     spec: Option<(LoraSpec, Vec<Target>)>,
+    /// NVML, for the GPU memory of CUDA runs.
+    gpus: Option<doctune_gpu::Gpus>,
 }
 
 fn now() -> String {
@@ -421,7 +459,23 @@ fn now() -> String {
 
 impl Runner {
     fn open(dir: PathBuf, cfg: RunConfig) -> Result<Self, TrainError> {
-        let mut model = doctune_models::load_model(&cfg.base_model, &LoadOptions::default())?;
+        cfg.validate()?;
+        let gpus = (cfg.device == DeviceKind::Cuda).then(doctune_gpu::Gpus::init);
+        if let (Some(g), Precision::Bf16) = (&gpus, cfg.precision) {
+            if let Some(gpu) = g.list().first() {
+                if let Some([major, minor]) = gpu.compute_capability.filter(|c| c[0] < 8) {
+                    return Err(TrainError::Invalid(format!(
+                        "bf16 needs an NVIDIA GPU of compute capability 8.0 (Ampere) or newer; {} is {major}.{minor}: train in f16 or f32",
+                        gpu.name
+                    )));
+                }
+            }
+        }
+        let opts = LoadOptions {
+            device: cfg.device.open()?,
+            dtype: Some(cfg.precision.dtype()),
+        };
+        let mut model = doctune_models::load_model(&cfg.base_model, &opts)?;
         model.set_gradient_checkpointing(cfg.gradient_checkpointing);
         let spec = match &cfg.method {
             Method::Lora {
@@ -482,6 +536,10 @@ impl Runner {
                 best_eval: None,
                 evals_without_improvement: 0,
                 tokens_seen: 0,
+                loss_scaler: (cfg.precision == Precision::F16).then(|| LossScaler {
+                    scale: cfg.initial_loss_scale,
+                    ..Default::default()
+                }),
             },
             dir,
             cfg,
@@ -491,7 +549,15 @@ impl Runner {
             val,
             total_steps,
             spec,
+            gpus,
         })
+    }
+
+    /// GPU memory this process holds, on CUDA runs where NVML reports it.
+    fn gpu_memory(&self) -> Option<u64> {
+        self.gpus
+            .as_ref()?
+            .process_memory_bytes(0, std::process::id())
     }
 
     /// The next micro-batch of the training order (advancing epochs as needed).
@@ -594,8 +660,9 @@ impl Runner {
             ckpt.join("optimizer.safetensors"),
             self.model.device(),
         )?;
-        self.opt
-            .load_state(|n| moments.get(n).cloned(), state.step)?;
+        // The optimiser counts the steps it applied (f16 runs skip overflowed ones).
+        let applied = state.step - state.loss_scaler.as_ref().map_or(0, |s| s.skipped);
+        self.opt.load_state(|n| moments.get(n).cloned(), applied)?;
         let seed: [u8; 32] = hex::decode(&state.rng_seed)
             .ok()
             .and_then(|b| b.try_into().ok())
@@ -654,6 +721,8 @@ impl Runner {
             }
             let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut loss_sum = 0f64;
+            // f16: the loss is scaled up for the backward pass and the gradients back down.
+            let loss_scale = self.state.loss_scaler.as_ref().map_or(1.0, |s| s.scale);
             for (ids, mask, targets) in &batches {
                 if *targets == 0.0 {
                     continue;
@@ -661,6 +730,11 @@ impl Runner {
                 let logits = self.model.forward_train(ids, &mut self.rng)?;
                 let loss = (causal_lm_loss(&logits, ids, Some(mask))? * (targets / step_targets))?;
                 loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                let loss = if loss_scale == 1.0 {
+                    loss
+                } else {
+                    (loss * loss_scale)?
+                };
                 let store = self.model.backward(&loss)?;
                 for (slot, v) in grads.iter_mut().zip(&vars) {
                     if let Some(g) = store.get(v) {
@@ -680,9 +754,37 @@ impl Runner {
                         .map_err(|e| TrainError::Invalid(format!("{n}: {e}")))
                 })
                 .collect::<Result<_, _>>()?;
-            let gnorm = match self.cfg.max_grad_norm {
-                Some(max) => optim::clip_grad_norm(&mut grads, max)?,
-                None => optim::grad_norm(&grads)?,
+            if loss_scale != 1.0 {
+                for g in grads.iter_mut() {
+                    *g = (&*g * (1.0 / loss_scale))?;
+                }
+            }
+            if !loss_sum.is_finite() {
+                return Err(TrainError::Diverged {
+                    step: self.state.step + 1,
+                    detail: match self.cfg.precision {
+                        Precision::F16 => format!(
+                            "the loss is {loss_sum}: this model's activations overflow f16; train in bf16 (on a GPU) or f32"
+                        ),
+                        _ => format!(
+                            "the loss is {loss_sum}: training diverged; try a lower learning rate or gradient clipping"
+                        ),
+                    },
+                });
+            }
+            let gnorm = optim::grad_norm(&grads)?;
+            let apply = match &mut self.state.loss_scaler {
+                // f16: a step whose gradients overflowed is skipped and the scale lowered.
+                Some(scaler) => scaler.update(gnorm.is_finite()),
+                None if gnorm.is_finite() => true,
+                None => {
+                    return Err(TrainError::Diverged {
+                        step: self.state.step + 1,
+                        detail: format!(
+                            "the gradient norm is {gnorm}: training diverged; try a lower learning rate"
+                        ),
+                    })
+                }
             };
             let lr = self.cfg.lr
                 * optim::lr_multiplier(
@@ -691,7 +793,12 @@ impl Runner {
                     self.cfg.warmup_steps,
                     self.total_steps,
                 );
-            self.opt.step(&grads, lr)?;
+            if apply {
+                if let Some(max) = self.cfg.max_grad_norm {
+                    optim::clip_to(&mut grads, gnorm, max)?;
+                }
+                self.opt.step(&grads, lr)?;
+            }
             self.state.step += 1;
             self.state.tokens_seen += batches.iter().map(|b| b.0.elem_count() as u64).sum::<u64>();
             last_loss = Some(loss_sum);
@@ -723,11 +830,13 @@ impl Runner {
                 loss: loss_sum,
                 eval_loss: eval,
                 lr,
-                grad_norm: gnorm,
+                grad_norm: apply.then_some(gnorm),
+                loss_scale: self.state.loss_scaler.as_ref().map(|s| s.scale),
                 tokens_per_sec: tokens_this_session as f64 / (elapsed - eval_secs).max(1e-9),
                 elapsed_secs: elapsed,
                 eta_secs: elapsed / done.max(1.0) * (self.total_steps - self.state.step) as f64,
                 mem_bytes: rss_bytes(),
+                gpu_mem_bytes: self.gpu_memory(),
             };
             let json =
                 serde_json::to_string(&line).map_err(|e| TrainError::Invalid(e.to_string()))?;
@@ -739,11 +848,12 @@ impl Runner {
                     loss: line.loss,
                     eval_loss: line.eval_loss,
                     lr: line.lr,
-                    grad_norm: Some(line.grad_norm),
+                    grad_norm: line.grad_norm,
                     tokens_per_sec: line.tokens_per_sec,
                     elapsed_secs: line.elapsed_secs,
                     eta_secs: line.eta_secs,
                     mem_bytes: Some(line.mem_bytes),
+                    gpu_mem_bytes: line.gpu_mem_bytes,
                 });
             }
             if self.state.step.is_multiple_of(self.cfg.checkpoint_every) && !at_end {
@@ -955,11 +1065,13 @@ mod tests {
                 loss: 1.0,
                 eval_loss: None,
                 lr: 0.1,
-                grad_norm: 1.0,
+                grad_norm: Some(1.0),
+                loss_scale: None,
                 tokens_per_sec: 1.0,
                 elapsed_secs: 1.0,
                 eta_secs: 1.0,
                 mem_bytes: 1,
+                gpu_mem_bytes: None,
             })
             .unwrap()
         };

@@ -12,9 +12,20 @@
 //! checkpointing only each layer's input plus one layer's activations; the logits and their
 //! gradient (2·vocab per token); and a fixed runtime overhead. The counts are checked against
 //! the measured peak by `cargo bench -p doctune-train --bench train`.
+//!
+//! In half precision (and on GPUs) the fused CPU kernels do not apply and the model runs candle
+//! compositions, which keep every intermediate: per token and layer, the RMSNorms in f32 (12·h
+//! bytes each plus two half copies), the projections, RoPE's five products, the attention's
+//! transposed copies, and per attention score a half product, its f32 copy and the softmax chain
+//! (on the CPU the f32 softmax is still one fused op: 8 bytes + 2 half copies; on GPUs the
+//! composition: 20 bytes + 2 half copies); the loss keeps about 48 bytes per logit. Weights are
+//! counted in the run's precision; LoRA matrices, fully trained weights' f32 copies, gradients
+//! and moments in f32. Checked on the CPU in f16 by the same benchmark
+//! (`DOCTUNE_BENCH_PRECISION=f16`); on GPUs the allocator's caching comes on top.
 
 use crate::{Method, RunConfig};
 use doctune_models::ModelConfig;
+use doctune_models::{DeviceKind, Precision};
 use serde::Serialize;
 
 /// Bytes the process needs besides tensors (binary, allocator, thread pools, tokenizer).
@@ -64,20 +75,21 @@ pub fn trainable_parameters(cfg: &ModelConfig, method: &Method) -> u64 {
 /// The estimate for `run` on a model with `cfg`, at sequences of `seq_len` tokens.
 pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEstimate {
     const F: u64 = 4; // f32
+    let e = run.precision.bytes();
     let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
     let kv = (cfg.num_kv_heads * cfg.head_dim) as u64;
     let (t, v) = (seq_len as u64, cfg.vocab_size as u64);
     let tokens = run.micro_batch as u64 * t;
-    let weights = cfg.parameter_count() * F;
+    let weights = cfg.parameter_count() * e;
     let n_train = trainable_parameters(cfg, &run.method);
-    // Value + gradient + two moments (full fine-tuning: the value is the weight already counted).
-    let trainable = n_train
-        * F
-        * if matches!(run.method, Method::Full) {
-            3
-        } else {
-            4
-        };
+    // Value + gradient + two moments, in f32. Full fine-tuning in f32: the value is the weight
+    // already counted; in half precision the f32 copy comes on top of the half weight.
+    let full_f32 = matches!(run.method, Method::Full) && e == F;
+    let trainable = n_train * F * if full_f32 { 3 } else { 4 };
+    let fused = run.device == DeviceKind::Cpu && run.precision == Precision::F32;
+    if !fused {
+        return composed(cfg, run, seq_len, weights, trainable);
+    }
     // Floats kept per token and layer (see the module docs).
     let dropout_masks = match &run.method {
         Method::Lora {
@@ -94,6 +106,62 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     };
     let logits = tokens * v * 2;
     let activations = (kept_layers + logits) * F;
+    let overhead = RUNTIME_OVERHEAD;
+    MemoryEstimate {
+        weights,
+        trainable,
+        activations,
+        overhead,
+        total: weights + trainable + activations + overhead,
+    }
+}
+
+/// [`estimate`] for the composed (unfused) path: half precision, or a GPU (see the module docs).
+fn composed(
+    cfg: &ModelConfig,
+    run: &RunConfig,
+    seq_len: usize,
+    weights: u64,
+    trainable: u64,
+) -> MemoryEstimate {
+    let e = run.precision.bytes();
+    let (h, i) = (cfg.hidden_size as u64, cfg.intermediate_size as u64);
+    let kv = (cfg.num_kv_heads * cfg.head_dim) as u64;
+    let heads = cfg.num_heads as u64;
+    let (t, v) = (seq_len as u64, cfg.vocab_size as u64);
+    let tokens = run.micro_batch as u64 * t;
+    let norms = if cfg.gemma_norms { 4 } else { 2 };
+    let mut per_layer = norms * (12 + 2 * e) * h // RMSNorms
+        + e * (2 * h + 2 * kv) // q, k, v, o projections
+        + 5 * e * (h + kv) // RoPE on q and k
+        + e * (4 * h + 2 * kv) // attention's transposed and scaled copies, its output
+        + 2 * e * h // residual sums
+        + e * (3 * i + h); // gate, up, SwiGLU, down
+    if cfg.qk_norm {
+        per_layer += (12 + 2 * e) * (h + kv);
+    }
+    if let Method::Lora {
+        targets, dropout, ..
+    } = &run.method
+    {
+        if *dropout > 0.0 {
+            per_layer += 4 * h * targets.len() as u64;
+        }
+    }
+    let per_score = if run.device == DeviceKind::Cpu {
+        8 + 2 * e
+    } else {
+        20 + 2 * e
+    };
+    // Each token's row of scores is as long as the sequence (the causal half is computed too).
+    per_layer += per_score * heads * t;
+    let layers = cfg.num_layers as u64;
+    let kept = if run.gradient_checkpointing {
+        tokens * e * h * layers + tokens * per_layer
+    } else {
+        tokens * per_layer * layers
+    };
+    let activations = kept + tokens * v * 48;
     let overhead = RUNTIME_OVERHEAD;
     MemoryEstimate {
         weights,
@@ -181,5 +249,50 @@ mod tests {
         assert!(suggestions(&run, 512)
             .iter()
             .any(|s| s.contains("gradient accumulation 2")));
+    }
+
+    #[test]
+    fn half_precision_halves_the_weights_and_gpus_keep_the_softmax_chain() {
+        let run = RunConfig::default();
+        let f32_cpu = estimate(&cfg(), &run, 512);
+        let f16_cpu = estimate(
+            &cfg(),
+            &RunConfig {
+                precision: Precision::F16,
+                ..run.clone()
+            },
+            512,
+        );
+        let bf16_gpu = estimate(
+            &cfg(),
+            &RunConfig {
+                precision: Precision::Bf16,
+                device: DeviceKind::Cuda,
+                ..run.clone()
+            },
+            512,
+        );
+        assert_eq!(f16_cpu.weights * 2, f32_cpu.weights);
+        assert_eq!(f16_cpu.trainable, f32_cpu.trainable, "LoRA stays f32");
+        // Unfused, the graph keeps more activations than the fused f32 kernels.
+        assert!(f16_cpu.activations > f32_cpu.activations);
+        assert!(bf16_gpu.activations > f16_cpu.activations);
+        // Full fine-tuning in half precision: f32 copy, gradient and moments on top of the half
+        // weights.
+        let full = |precision| {
+            estimate(
+                &cfg(),
+                &RunConfig {
+                    method: Method::Full,
+                    precision,
+                    device: DeviceKind::Cuda,
+                    ..run.clone()
+                },
+                512,
+            )
+        };
+        let n = cfg().parameter_count();
+        assert_eq!(full(Precision::Bf16).trainable, n * 16);
+        assert_eq!(full(Precision::F32).trainable, n * 12);
     }
 }

@@ -149,13 +149,66 @@ pub fn grad_norm(grads: &[Tensor]) -> Result<f64> {
 /// (coefficient `max_norm / (norm + 1e-6)`, never above 1). Returns the norm before.
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     let norm = grad_norm(grads)?;
+    clip_to(grads, norm, max_norm)?;
+    Ok(norm)
+}
+
+/// [`clip_grad_norm`] for gradients whose global norm is already known.
+pub fn clip_to(grads: &mut [Tensor], norm: f64, max_norm: f64) -> Result<()> {
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         for g in grads.iter_mut() {
             *g = (&*g * coef)?;
         }
     }
-    Ok(norm)
+    Ok(())
+}
+
+/// Dynamic loss scaling for f16 training, as PyTorch's `GradScaler` does it with its defaults:
+/// the loss is multiplied by `scale` before the backward pass (so small gradients do not
+/// underflow f16) and the gradients divided by it after; a step whose gradients overflowed is
+/// skipped and the scale halved; after `GROWTH_INTERVAL` good steps in a row it doubles.
+/// bf16 has f32's range and needs none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LossScaler {
+    pub scale: f64,
+    /// Good steps since the scale last changed.
+    pub good_steps: u32,
+    /// Steps skipped for overflowed gradients, in the whole run.
+    pub skipped: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self {
+            scale: Self::INIT,
+            good_steps: 0,
+            skipped: 0,
+        }
+    }
+}
+
+impl LossScaler {
+    pub const INIT: f64 = 65536.0;
+    pub const GROWTH_INTERVAL: u32 = 2000;
+
+    /// Records whether this step's (unscaled) gradients were finite; returns whether the
+    /// optimiser should apply them.
+    pub fn update(&mut self, finite: bool) -> bool {
+        if finite {
+            self.good_steps += 1;
+            if self.good_steps >= Self::GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.good_steps = 0;
+            }
+        } else {
+            self.scale *= 0.5;
+            self.good_steps = 0;
+            self.skipped += 1;
+        }
+        finite
+    }
 }
 
 /// How the learning rate changes over the run (after linear warmup).
@@ -182,5 +235,47 @@ pub fn lr_multiplier(schedule: Schedule, step: u64, warmup: u64, total: u64) -> 
             let progress = (s - w) / (t - w).max(1.0);
             (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_scale_halves_on_overflow_and_doubles_after_a_good_stretch() {
+        let mut s = LossScaler::default();
+        assert!(!s.update(false));
+        assert_eq!((s.scale, s.skipped), (32768.0, 1));
+        for _ in 0..LossScaler::GROWTH_INTERVAL - 1 {
+            assert!(s.update(true));
+        }
+        assert_eq!(s.scale, 32768.0);
+        assert!(s.update(true));
+        assert_eq!((s.scale, s.good_steps), (65536.0, 0));
+        // An overflow restarts the count.
+        s.update(true);
+        s.update(false);
+        assert_eq!((s.scale, s.good_steps, s.skipped), (32768.0, 0, 2));
+    }
+
+    #[test]
+    fn clipping_with_a_known_norm_is_clip_grad_norm() {
+        let dev = candle_core::Device::Cpu;
+        let g = || vec![Tensor::new(&[3f32, 4.0], &dev).unwrap()];
+        let mut a = g();
+        let norm = clip_grad_norm(&mut a, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-12);
+        let mut b = g();
+        let norm_b = grad_norm(&b).unwrap();
+        clip_to(&mut b, norm_b, 1.0).unwrap();
+        assert_eq!(
+            a[0].to_vec1::<f32>().unwrap(),
+            b[0].to_vec1::<f32>().unwrap()
+        );
+        // Under the limit nothing changes.
+        let mut c = g();
+        clip_to(&mut c, 5.0, 10.0).unwrap();
+        assert_eq!(c[0].to_vec1::<f32>().unwrap(), vec![3.0, 4.0]);
     }
 }

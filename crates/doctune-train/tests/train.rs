@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
 use doctune_dataset::{BuildOptions, Inputs, Mode};
-use doctune_models::Target;
+use doctune_models::{DeviceKind, Precision, Target};
 use doctune_train::optim::{lr_multiplier, AdamW, AdamWParams, Schedule};
 use doctune_train::{resume, train, Method, RunConfig};
 use serde_json::Value;
@@ -337,4 +337,216 @@ fn a_run_that_cannot_start_leaves_no_folder() {
         .to_string();
     assert!(e.contains("no-such-model"), "{e}");
     assert!(!runs.join("bad").exists());
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Mixed precision end to end, in f16 (the half type candle's CPU has; bf16 runs the same code
+/// on GPUs without the loss scale): the base model computes in f16, the adapter and AdamW stay
+/// f32, the loss scale is recorded per step and carried through checkpoints, so a stopped and
+/// resumed f16 run ends bit-identical too.
+#[test]
+fn half_precision_runs_learn_and_resume_bit_identical() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 24);
+    let runs = d.path().join("runs");
+    let half = |mut c: RunConfig| {
+        c.precision = Precision::F16;
+        c
+    };
+    let straight = train(
+        half(config(&ds)),
+        &runs,
+        "straight",
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(straight.steps, 6);
+    let lines = metrics(&runs.join("straight"));
+    assert!(lines
+        .iter()
+        .all(|l| l["lossScale"].as_f64().is_some_and(|s| s > 1.0)));
+    let adapter = candle_core::safetensors::load(
+        runs.join("straight/adapter/adapter_model.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(adapter.values().all(|t| t.dtype() == DType::F32));
+
+    let cancel = CancelToken::new();
+    struct StopAt(CancelToken);
+    impl ProgressSink for StopAt {
+        fn emit(&self, e: JobEvent) {
+            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with("step-00000003")) {
+                self.0.cancel();
+            }
+        }
+    }
+    let first = train(
+        half(config(&ds)),
+        &runs,
+        "stopped",
+        &StopAt(cancel.clone()),
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(first.steps, 3);
+    resume(&runs.join("stopped"), &NullSink, &CancelToken::new()).unwrap();
+    assert_eq!(
+        adapter_bytes(&runs.join("straight")),
+        adapter_bytes(&runs.join("stopped")),
+        "f16 adapters differ after resume"
+    );
+
+    // It learns, and tracks the f32 run of the same configuration.
+    let mut cfg = config(&ds);
+    cfg.max_steps = Some(30);
+    cfg.lr = 2e-2;
+    cfg.eval_every = None;
+    cfg.checkpoint_every = 100;
+    cfg.method = Method::Lora {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: Target::ALL.to_vec(),
+    };
+    let s16 = train(
+        half(cfg.clone()),
+        &runs,
+        "learn16",
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let s32 = train(cfg, &runs, "learn32", &NullSink, &CancelToken::new()).unwrap();
+    let first = metrics(&runs.join("learn16"))[0]["loss"].as_f64().unwrap();
+    let (l16, l32) = (s16.final_loss.unwrap(), s32.final_loss.unwrap());
+    assert!(l16 < first * 0.5, "f16 loss {first} → {l16}");
+    assert!(
+        (l16 - l32).abs() < 0.05 * l32.max(0.5),
+        "f16 {l16} vs f32 {l32}"
+    );
+
+    // Full fine-tuning in f16 keeps f32 master weights.
+    let mut full = half(config(&ds));
+    full.method = Method::Full;
+    full.max_steps = Some(2);
+    let s = train(full, &runs, "full16", &NullSink, &CancelToken::new()).unwrap();
+    let w = candle_core::safetensors::load(s.output.join("trainable.safetensors"), &Device::Cpu)
+        .unwrap();
+    assert!(w.values().all(|t| t.dtype() == DType::F32));
+}
+
+/// f16 loss scaling when gradients overflow: starting at 2³⁰ the scaled gradients are inf in
+/// f16, so steps are skipped (no update, no gradient norm) and the scale halves until they fit;
+/// a run stopped in the middle of that and resumed still ends bit-identical.
+#[test]
+fn overflowing_f16_steps_are_skipped_and_the_scale_backs_off() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 24);
+    let runs = d.path().join("runs");
+    let cfg = || RunConfig {
+        precision: Precision::F16,
+        initial_loss_scale: 2f64.powi(30),
+        max_steps: Some(24),
+        checkpoint_every: 4,
+        ..config(&ds)
+    };
+    train(cfg(), &runs, "straight", &NullSink, &CancelToken::new()).unwrap();
+    let lines = metrics(&runs.join("straight"));
+    let skipped: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["gradNorm"].is_null())
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    let scales: Vec<f64> = lines
+        .iter()
+        .map(|l| l["lossScale"].as_f64().unwrap())
+        .collect();
+    assert!(
+        !skipped.is_empty() && skipped.len() < 20,
+        "skipped {skipped:?}"
+    );
+    // Skips come first; each halves the scale; once it fits, it stays.
+    assert_eq!(skipped, (1..=skipped.len() as u64).collect::<Vec<_>>());
+    assert_eq!(scales[0], 2f64.powi(29));
+    assert_eq!(
+        *scales.last().unwrap(),
+        2f64.powi(30 - skipped.len() as i32)
+    );
+
+    let cancel = CancelToken::new();
+    struct StopAt(CancelToken);
+    impl ProgressSink for StopAt {
+        fn emit(&self, e: JobEvent) {
+            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with("step-00000004")) {
+                self.0.cancel();
+            }
+        }
+    }
+    train(cfg(), &runs, "stopped", &StopAt(cancel.clone()), &cancel).unwrap();
+    resume(&runs.join("stopped"), &NullSink, &CancelToken::new()).unwrap();
+    assert_eq!(
+        adapter_bytes(&runs.join("straight")),
+        adapter_bytes(&runs.join("stopped"))
+    );
+}
+
+#[test]
+fn unsupported_devices_and_precisions_are_refused_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 8);
+    let runs = d.path().join("runs");
+    let mut cfg = config(&ds);
+    cfg.precision = Precision::Bf16;
+    let e = train(cfg, &runs, "bf16", &NullSink, &CancelToken::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bf16") && e.contains("GPU") && e.contains("f32"),
+        "{e}"
+    );
+    if !DeviceKind::Cuda.compiled() {
+        let mut cfg = config(&ds);
+        cfg.device = DeviceKind::Cuda;
+        cfg.precision = Precision::Bf16;
+        let e = train(cfg, &runs, "cuda", &NullSink, &CancelToken::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no CUDA support") && e.contains("--features cuda"),
+            "{e}"
+        );
+    }
+    assert!(!runs.exists() || std::fs::read_dir(&runs).unwrap().next().is_none());
+}
+
+#[test]
+fn a_diverging_run_stops_with_the_step_and_a_remedy() {
+    let d = tempfile::tempdir().unwrap();
+    let ds = dataset(d.path(), 8);
+    let runs = d.path().join("runs");
+    let mut cfg = config(&ds);
+    cfg.lr = 1e30;
+    cfg.warmup_steps = 0;
+    cfg.max_grad_norm = None;
+    cfg.eval_every = None;
+    let e = train(cfg, &runs, "nan", &NullSink, &CancelToken::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("training stopped at step") && e.contains("lower learning rate"),
+        "{e}"
+    );
+    // The steps before it were recorded, each with a finite loss.
+    let lines = metrics(&runs.join("nan"));
+    assert!(!lines.is_empty() && lines.iter().all(|l| l["loss"].as_f64().is_some()));
 }
