@@ -82,20 +82,11 @@ fn model_error(e: ModelError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-/// The device a request names.
+/// The device a request names (`cpu` when none).
 pub fn device(name: Option<&str>) -> Result<Device, ApiError> {
-    match name.unwrap_or("cpu") {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| {
-            ApiError::invalid(format!(
-                "no CUDA device: {e} (DocTune must be built with the `cuda` feature and an NVIDIA driver present)"
-            ))
-        }),
-        "metal" => Device::new_metal(0).map_err(|e| {
-            ApiError::invalid(format!("no Metal device: {e} (DocTune must be built with the `metal` feature)"))
-        }),
-        other => Err(ApiError::invalid(format!("unknown device `{other}` (cpu, cuda, metal)"))),
-    }
+    let kind =
+        doctune_models::DeviceKind::parse(name.unwrap_or("cpu")).map_err(ApiError::invalid)?;
+    kind.open().map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// The folder a model reference names: a library id, or a folder that exists.

@@ -4,7 +4,7 @@
 use crate::generate::resolve_model;
 use crate::{ApiError, Home};
 use doctune_core::{CancelToken, Code, ProgressSink, Scope};
-pub use doctune_models::Target;
+pub use doctune_models::{DeviceKind, Precision, Target};
 use doctune_train::TrainError;
 pub use doctune_train::{Method, MetricsLine, Preset, RunConfig, RunSummary};
 use serde::Serialize;
@@ -52,8 +52,7 @@ pub fn start(
     config.base_model = resolve_model(home, &config.base_model.display().to_string())?;
     config.dataset = resolve_dataset(project_dir, &config.dataset.display().to_string())?;
     // Refuse a run that will not fit, before loading anything.
-    let available = doctune_gpu::system_info().available_memory_bytes;
-    doctune_train::preflight(&config, available).map_err(train_error)?;
+    doctune_train::preflight(&config, available_memory(config.device)).map_err(train_error)?;
     let runs = Scope::new(project_dir)?.resolve("runs")?;
     std::fs::create_dir_all(&runs).map_err(|e| ApiError::io(&runs, "cannot create", &e))?;
     let id = new_id(&runs);
@@ -187,9 +186,21 @@ pub struct EstimateReport {
     pub suggestions: Vec<String>,
 }
 
+/// The memory a run on `device` can use: the free memory of the first NVIDIA GPU for CUDA (as
+/// NVML reports it; unbounded when NVML cannot tell, so the run itself finds out), free RAM
+/// otherwise (Metal's memory is the RAM).
+pub fn available_memory(device: DeviceKind) -> u64 {
+    match device {
+        DeviceKind::Cuda => doctune_gpu::Gpus::init()
+            .free_memory_bytes(0)
+            .unwrap_or(u64::MAX),
+        DeviceKind::Cpu | DeviceKind::Metal => doctune_gpu::system_info().available_memory_bytes,
+    }
+}
+
 /// The memory estimate of a run configuration (already resolved to folders).
 pub fn estimate(config: &RunConfig) -> Result<EstimateReport, ApiError> {
-    let available = doctune_gpu::system_info().available_memory_bytes;
+    let available = available_memory(config.device);
     match doctune_train::preflight(config, u64::MAX) {
         Ok(estimate) => {
             let fits = estimate.total <= available;

@@ -154,6 +154,13 @@ struct TrainArgs {
     /// Recompute activations in the backward pass (less memory, more time).
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// Where to train: cpu, cuda or metal (GPUs need a build with that feature).
+    #[arg(long, default_value = "cpu", value_parser = doctune_api::train::DeviceKind::parse)]
+    device: doctune_api::train::DeviceKind,
+    /// Base weights and activations: f32, bf16 or f16 (bf16/f16 on GPUs; LoRA matrices and the
+    /// optimiser stay f32).
+    #[arg(long, default_value = "f32", value_parser = doctune_api::train::Precision::parse)]
+    precision: doctune_api::train::Precision,
     /// Threads for the computation (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
@@ -535,8 +542,15 @@ fn train_command(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
                 checkpoint_every: a.checkpoint_every,
                 gradient_checkpointing: a.gradient_checkpointing,
                 seed: a.seed,
+                device: a.device,
+                precision: a.precision,
                 ..Default::default()
             };
+            if a.device == doctune_api::train::DeviceKind::Cpu
+                && a.precision == doctune_api::train::Precision::F16
+            {
+                eprintln!("note: f16 on the CPU runs without DocTune's fused f32 kernels: several times slower than f32 and more activation memory; it only saves memory where the weights dominate");
+            }
             let mut started = |p: &std::path::Path| {
                 if json {
                     println!("{}", serde_json::json!({ "runDir": p }));

@@ -454,6 +454,30 @@ fn train_killed_and_resumed_matches_an_uninterrupted_run() {
     let runs = json(&o);
     assert_eq!(runs.as_array().unwrap().len(), 2);
     assert!(runs.as_array().unwrap().iter().all(|r| r["steps"] == 300));
+
+    // Devices and precisions this build or the CPU cannot train with are refused by name.
+    let o = doctune(&home, &[&args[..], &["--precision", "bf16"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("bf16") && err.contains("GPU"),
+        "{err}"
+    );
+    if !cfg!(feature = "cuda") {
+        let o = doctune(&home, &[&args[..], &["--device", "cuda"]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
+    let o = doctune(&home, &[&args[..], &["--device", "tpu"]].concat());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown device `tpu`"));
+    let o = doctune(&home, &["runs", "list", "--project", &project, "--json"]);
+    assert_eq!(
+        json(&o).as_array().unwrap().len(),
+        2,
+        "a refused run left a folder"
+    );
 }
 
 /// This crate's folder, read when the test runs (cargo sets it then too): a test binary that

@@ -91,6 +91,7 @@ export type JobEvent =
         elapsedSecs: number;
         etaSecs: number;
         memBytes?: number;
+        gpuMemBytes?: number;
       };
     }
   | { type: "checkpoint"; data: { path: string } }
@@ -125,6 +126,18 @@ export interface DoctorReport {
   gpus: GpuInfo[];
   gpuMessage?: string;
   keychain: { backend: string; reachable: boolean; usable: boolean; message: string };
+  devices: DeviceOption[];
+}
+
+export type DeviceKind = "cpu" | "cuda" | "metal";
+export type Precision = "f32" | "bf16" | "f16";
+
+/** Where this build can train, and in which precisions (from `doctor`). */
+export interface DeviceOption {
+  device: DeviceKind;
+  available: boolean;
+  precisions: Precision[];
+  reason?: string | null;
 }
 
 /** Turns whatever a rejected invoke carries into an ApiError. */
@@ -319,6 +332,8 @@ export interface RunConfig {
   checkpointEvery: number;
   gradientCheckpointing: boolean;
   seed: number;
+  device: DeviceKind;
+  precision: Precision;
 }
 
 export interface MetricsLine {
@@ -327,11 +342,14 @@ export interface MetricsLine {
   loss: number;
   evalLoss?: number;
   lr: number;
-  gradNorm: number;
+  /** Null on an f16 step skipped because its gradients overflowed. */
+  gradNorm: number | null;
+  lossScale?: number;
   tokensPerSec: number;
   elapsedSecs: number;
   etaSecs: number;
   memBytes: number;
+  gpuMemBytes?: number;
 }
 
 export interface RunInfo {
