@@ -51,7 +51,9 @@ pub fn start(
 ) -> Result<RunSummary, ApiError> {
     config.base_model = resolve_model(home, &config.base_model.display().to_string())?;
     config.dataset = resolve_dataset(project_dir, &config.dataset.display().to_string())?;
-    // Refuse a run that will not fit, before loading anything.
+    // Refuse settings that cannot run and a run that will not fit, before loading anything (and
+    // before the caller is told of a run folder).
+    config.validate().map_err(train_error)?;
     doctune_train::preflight(&config, available_memory(config.device)).map_err(train_error)?;
     let runs = Scope::new(project_dir)?.resolve("runs")?;
     std::fs::create_dir_all(&runs).map_err(|e| ApiError::io(&runs, "cannot create", &e))?;

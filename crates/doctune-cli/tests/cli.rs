@@ -462,6 +462,8 @@ fn train_killed_and_resumed_matches_an_uninterrupted_run() {
         !o.status.success() && err.contains("bf16") && err.contains("GPU"),
         "{err}"
     );
+    // Refused before a run folder is announced.
+    assert!(o.stdout.is_empty(), "{o:?}");
     if !cfg!(feature = "cuda") {
         let o = doctune(&home, &[&args[..], &["--device", "cuda"]].concat());
         let err = String::from_utf8_lossy(&o.stderr);

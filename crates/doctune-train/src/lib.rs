@@ -157,7 +157,9 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
-    fn validate(&self) -> Result<(), TrainError> {
+    /// Checks the settings on their own (ranges, the device and precision this build and the
+    /// device support), before any file is read.
+    pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: &str| Err(TrainError::Invalid(m.into()));
         if self.micro_batch == 0 || self.grad_accum == 0 {
             return bad("micro-batch and gradient accumulation must be at least 1");
