@@ -325,6 +325,12 @@ describe("DocTune window", () => {
     const estimate = browser.$('[data-testid="train-estimate"]');
     await estimate.waitForDisplayed({ timeout: 10_000 });
     assert.match(await estimate.getText(), /Estimated peak memory .* available/);
+    // The devices this build and machine offer (the CPU here), and the CPU's one precision.
+    const device = browser.$('[data-testid="train-device"]');
+    await browser.waitUntil(async () => (await device.$$("option").length) > 0, { timeout: 10_000 });
+    assert.equal(await device.getValue(), "cpu");
+    const precisions = await browser.$('[data-testid="train-precision"]').$$("option").map((o) => o.getValue());
+    assert.deepEqual(precisions, ["f32"]);
     await browser.$('[data-testid="train-start"]').click();
     const run = browser.$('[data-testid="train-run"]');
     await browser.waitUntil(async () => /6 steps · done/.test(await run.getText().catch(() => "")), {
