@@ -31,6 +31,25 @@ use serde::Serialize;
 /// Bytes the process needs besides tensors (binary, allocator, thread pools, tokenizer).
 pub const RUNTIME_OVERHEAD: u64 = 40 << 20;
 
+/// What a build with `--features cuda` adds to the process's memory on the CPU: the CUDA
+/// libraries it links (cuBLAS, cuBLASLt, cuRAND, NVRTC, the runtime) are mapped and partly
+/// resident from the start (measured: a CPU run of the benchmark's tiny config peaks 150 MB
+/// higher in the CUDA build).
+pub const CUDA_LIBRARIES_OVERHEAD: u64 = 150 << 20;
+
+/// GPU memory a CUDA run needs besides tensors: the CUDA context, cuBLAS workspaces and the
+/// kernels' modules (typically 0.3–0.6 GB on current GPUs; not yet measured with DocTune).
+pub const CUDA_CONTEXT_OVERHEAD: u64 = 512 << 20;
+
+/// The fixed part of a run's peak memory on `device` in this build.
+pub fn overhead(device: DeviceKind) -> u64 {
+    match device {
+        DeviceKind::Cuda => CUDA_CONTEXT_OVERHEAD,
+        _ if cfg!(feature = "cuda") => RUNTIME_OVERHEAD + CUDA_LIBRARIES_OVERHEAD,
+        _ => RUNTIME_OVERHEAD,
+    }
+}
+
 /// An estimate of a run's peak memory, by part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,7 +125,7 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     };
     let logits = tokens * v * 2;
     let activations = (kept_layers + logits) * F;
-    let overhead = RUNTIME_OVERHEAD;
+    let overhead = overhead(run.device);
     MemoryEstimate {
         weights,
         trainable,
@@ -162,7 +181,7 @@ fn composed(
         tokens * per_layer * layers
     };
     let activations = kept + tokens * v * 48;
-    let overhead = RUNTIME_OVERHEAD;
+    let overhead = overhead(run.device);
     MemoryEstimate {
         weights,
         trainable,
