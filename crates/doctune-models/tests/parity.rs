@@ -121,18 +121,7 @@ fn lora_logits_loss_and_gradients_match_peft() {
 /// PEFT's f32 goldens.
 #[test]
 fn half_precision_keeps_f32_trainables_and_tracks_the_f32_goldens() {
-    let largest = |t: &Tensor| {
-        t.to_dtype(DType::F32)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let largest = |t: &Tensor| max_diff(t, &t.zeros_like().unwrap());
     let half = LoadOptions {
         device: Device::Cpu,
         dtype: Some(DType::F16),

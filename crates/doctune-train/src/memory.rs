@@ -61,6 +61,18 @@ pub struct MemoryEstimate {
     pub total: u64,
 }
 
+impl MemoryEstimate {
+    fn new(weights: u64, trainable: u64, activations: u64, overhead: u64) -> Self {
+        Self {
+            weights,
+            trainable,
+            activations,
+            overhead,
+            total: weights + trainable + activations + overhead,
+        }
+    }
+}
+
 /// LoRA parameters a configuration adds (or, for full fine-tuning, every parameter).
 pub fn trainable_parameters(cfg: &ModelConfig, method: &Method) -> u64 {
     let (h, i, hd) = (
@@ -125,14 +137,7 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     };
     let logits = tokens * v * 2;
     let activations = (kept_layers + logits) * F;
-    let overhead = overhead(run.device);
-    MemoryEstimate {
-        weights,
-        trainable,
-        activations,
-        overhead,
-        total: weights + trainable + activations + overhead,
-    }
+    MemoryEstimate::new(weights, trainable, activations, overhead(run.device))
 }
 
 /// [`estimate`] for the composed (unfused) path: half precision, or a GPU (see the module docs).
@@ -181,14 +186,7 @@ fn composed(
         tokens * per_layer * layers
     };
     let activations = kept + tokens * v * 48;
-    let overhead = overhead(run.device);
-    MemoryEstimate {
-        weights,
-        trainable,
-        activations,
-        overhead,
-        total: weights + trainable + activations + overhead,
-    }
+    MemoryEstimate::new(weights, trainable, activations, overhead(run.device))
 }
 
 /// Ways to make a run that does not fit smaller, most effective first.

@@ -7,7 +7,7 @@ use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
 use doctune_dataset::{BuildOptions, Inputs, Mode};
 use doctune_models::{DeviceKind, Precision, Target};
 use doctune_train::optim::{lr_multiplier, AdamW, AdamWParams, Schedule};
-use doctune_train::{resume, train, Method, RunConfig};
+use doctune_train::{resume, train, Method, RunConfig, RunSummary};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -140,6 +140,22 @@ fn config(ds: &Path) -> RunConfig {
     }
 }
 
+/// Trains `cfg` as run `name` and cancels it right after its step-`step` checkpoint (the sink
+/// cancels when it sees it), as a user's pause or a kill just after a checkpoint would.
+fn train_until_checkpoint(cfg: RunConfig, runs: &Path, name: &str, step: u64) -> RunSummary {
+    struct StopAt(CancelToken, String);
+    impl ProgressSink for StopAt {
+        fn emit(&self, e: JobEvent) {
+            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with(&self.1)) {
+                self.0.cancel();
+            }
+        }
+    }
+    let cancel = CancelToken::new();
+    let sink = StopAt(cancel.clone(), format!("step-{step:08}"));
+    train(cfg, runs, name, &sink, &cancel).unwrap()
+}
+
 fn adapter_bytes(run: &Path) -> Vec<u8> {
     std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap()
 }
@@ -161,23 +177,7 @@ fn a_stopped_and_resumed_run_ends_bit_identical() {
     assert!(!straight.cancelled);
 
     // Stop right after the step-3 checkpoint (the sink cancels when it sees it).
-    let cancel = CancelToken::new();
-    struct StopAt(CancelToken);
-    impl ProgressSink for StopAt {
-        fn emit(&self, e: JobEvent) {
-            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with("step-00000003")) {
-                self.0.cancel();
-            }
-        }
-    }
-    let first = train(
-        config(&ds),
-        &runs,
-        "stopped",
-        &StopAt(cancel.clone()),
-        &cancel,
-    )
-    .unwrap();
+    let first = train_until_checkpoint(config(&ds), &runs, "stopped", 3);
     assert!(first.cancelled);
     assert_eq!(first.steps, 3);
     let resumed = resume(&runs.join("stopped"), &NullSink, &CancelToken::new()).unwrap();
@@ -380,23 +380,7 @@ fn half_precision_runs_learn_and_resume_bit_identical() {
     .unwrap();
     assert!(adapter.values().all(|t| t.dtype() == DType::F32));
 
-    let cancel = CancelToken::new();
-    struct StopAt(CancelToken);
-    impl ProgressSink for StopAt {
-        fn emit(&self, e: JobEvent) {
-            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with("step-00000003")) {
-                self.0.cancel();
-            }
-        }
-    }
-    let first = train(
-        half(config(&ds)),
-        &runs,
-        "stopped",
-        &StopAt(cancel.clone()),
-        &cancel,
-    )
-    .unwrap();
+    let first = train_until_checkpoint(half(config(&ds)), &runs, "stopped", 3);
     assert_eq!(first.steps, 3);
     resume(&runs.join("stopped"), &NullSink, &CancelToken::new()).unwrap();
     assert_eq!(
@@ -483,16 +467,7 @@ fn overflowing_f16_steps_are_skipped_and_the_scale_backs_off() {
         2f64.powi(30 - skipped.len() as i32)
     );
 
-    let cancel = CancelToken::new();
-    struct StopAt(CancelToken);
-    impl ProgressSink for StopAt {
-        fn emit(&self, e: JobEvent) {
-            if matches!(e, JobEvent::Checkpoint { ref path } if path.ends_with("step-00000004")) {
-                self.0.cancel();
-            }
-        }
-    }
-    train(cfg(), &runs, "stopped", &StopAt(cancel.clone()), &cancel).unwrap();
+    train_until_checkpoint(cfg(), &runs, "stopped", 4);
     resume(&runs.join("stopped"), &NullSink, &CancelToken::new()).unwrap();
     assert_eq!(
         adapter_bytes(&runs.join("straight")),
