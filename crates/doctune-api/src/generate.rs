@@ -84,9 +84,12 @@ fn model_error(e: ModelError) -> ApiError {
 
 /// The device a request names (`cpu` when none).
 pub fn device(name: Option<&str>) -> Result<Device, ApiError> {
-    let kind =
-        doctune_models::DeviceKind::parse(name.unwrap_or("cpu")).map_err(ApiError::invalid)?;
-    kind.open().map_err(|e| ApiError::invalid(e.to_string()))
+    let open = || {
+        name.unwrap_or("cpu")
+            .parse::<doctune_models::DeviceKind>()?
+            .open()
+    };
+    open().map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 /// The folder a model reference names: a library id, or a folder that exists.

@@ -155,11 +155,11 @@ struct TrainArgs {
     #[arg(long)]
     gradient_checkpointing: bool,
     /// Where to train: cpu, cuda or metal (GPUs need a build with that feature).
-    #[arg(long, default_value = "cpu", value_parser = doctune_api::train::DeviceKind::parse)]
+    #[arg(long, default_value = "cpu")]
     device: doctune_api::train::DeviceKind,
     /// Base weights and activations: f32, bf16 or f16 (bf16/f16 on GPUs; LoRA matrices and the
     /// optimiser stay f32).
-    #[arg(long, default_value = "f32", value_parser = doctune_api::train::Precision::parse)]
+    #[arg(long, default_value = "f32")]
     precision: doctune_api::train::Precision,
     /// Threads for the computation (default: all cores).
     #[arg(long, value_name = "N")]

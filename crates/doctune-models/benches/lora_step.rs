@@ -14,7 +14,7 @@
 //! so each peak RSS is that side's alone. Both sides print the loss of their first step on the
 //! same ids as a check that they compute the same thing.
 
-use doctune_models::testing::{peak_rss_bytes, run_json};
+use doctune_models::testing::{bench_env, bench_threads, peak_rss_bytes, run_json};
 use doctune_models::{
     causal_lm_loss, load_model, HeapGuard, LoadOptions, LoraSpec, Target, Tensor,
 };
@@ -159,14 +159,9 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let threads: usize = std::env::var("DOCTUNE_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = bench_threads();
     // Short steps are noisy: the tiny config runs more of them unless told otherwise.
-    let steps_env: Option<usize> = std::env::var("DOCTUNE_BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok());
+    let steps_env: Option<usize> = bench_env("DOCTUNE_BENCH_STEPS");
     let warmup = 1;
     let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,100m".into());
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();

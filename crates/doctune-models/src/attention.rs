@@ -839,33 +839,14 @@ mod tests {
                 .unwrap()
         };
         let grads = f(&vars[0], &vars[1], &vars[2]).backward().unwrap();
-        let eps = 1e-6;
-        for which in 0..3 {
-            let x0: Vec<f64> = vars[which].flatten_all().unwrap().to_vec1().unwrap();
-            let g: Vec<f64> = grads
-                .get(&vars[which])
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            for i in 0..x0.len() {
-                let at = |delta: f64| {
-                    let mut x = x0.clone();
-                    x[i] += delta;
-                    let x = Tensor::from_vec(x, shapes[which].as_slice(), &Device::Cpu).unwrap();
-                    let mut args: Vec<Tensor> =
-                        vars.iter().map(|v| v.as_tensor().detach()).collect();
-                    args[which] = x;
-                    f(&args[0], &args[1], &args[2]).to_scalar::<f64>().unwrap()
-                };
-                let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-                assert!(
-                    (fd - g[i]).abs() < 1e-6,
-                    "input {which} element {i}: {} vs {fd}",
-                    g[i]
-                );
-            }
+        for (which, var) in vars.iter().enumerate() {
+            let loss = |x: &Tensor| {
+                let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+                args[which] = x.clone();
+                f(&args[0], &args[1], &args[2]).to_scalar::<f64>().unwrap()
+            };
+            let g = grads.get(var).unwrap();
+            test_util::assert_finite_differences(var, g, loss, 1e-6, &format!("input {which}"));
         }
     }
 

@@ -31,13 +31,6 @@ impl DeviceKind {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown device `{s}` (cpu, cuda or metal)"))
-    }
-
     /// Whether this build of DocTune has the back end (the `cuda` / `metal` features).
     pub fn compiled(self) -> bool {
         match self {
@@ -117,13 +110,6 @@ impl Precision {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown precision `{s}` (f32, bf16 or f16)"))
-    }
-
     pub fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,
@@ -138,15 +124,39 @@ impl Precision {
     }
 
     /// Whether `device` can train in this precision, with the reason when it cannot.
-    pub fn check(self, device: DeviceKind) -> Result<(), String> {
+    pub fn check(self, device: DeviceKind) -> Result<(), ModelError> {
         if device.precisions().contains(&self) || self == Precision::F16 {
             return Ok(());
         }
-        Err(format!(
+        Err(ModelError::Invalid(format!(
             "{} training needs a GPU: candle's CPU matrix multiply has no {} kernel; on the CPU train in f32 (or f16, which halves the base weights' memory)",
             self.name(),
             self.name()
-        ))
+        )))
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                ModelError::Invalid(format!("unknown device `{s}` (cpu, cuda or metal)"))
+            })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s.trim().to_ascii_lowercase())
+            .ok_or_else(|| {
+                ModelError::Invalid(format!("unknown precision `{s}` (f32, bf16 or f16)"))
+            })
     }
 }
 
@@ -157,22 +167,30 @@ mod tests {
     #[test]
     fn names_round_trip_and_unknown_ones_are_named() {
         for d in DeviceKind::ALL {
-            assert_eq!(DeviceKind::parse(d.name()).unwrap(), d);
+            assert_eq!(d.name().parse::<DeviceKind>().unwrap(), d);
             assert_eq!(
                 serde_json::to_value(d).unwrap(),
                 serde_json::json!(d.name())
             );
         }
         for p in Precision::ALL {
-            assert_eq!(Precision::parse(p.name()).unwrap(), p);
+            assert_eq!(p.name().parse::<Precision>().unwrap(), p);
             assert_eq!(
                 serde_json::to_value(p).unwrap(),
                 serde_json::json!(p.name())
             );
         }
-        assert_eq!(DeviceKind::parse(" CUDA ").unwrap(), DeviceKind::Cuda);
-        assert!(DeviceKind::parse("tpu").unwrap_err().contains("`tpu`"));
-        assert!(Precision::parse("fp8").unwrap_err().contains("`fp8`"));
+        assert_eq!(" CUDA ".parse::<DeviceKind>().unwrap(), DeviceKind::Cuda);
+        assert!("tpu"
+            .parse::<DeviceKind>()
+            .unwrap_err()
+            .to_string()
+            .contains("`tpu`"));
+        assert!("fp8"
+            .parse::<Precision>()
+            .unwrap_err()
+            .to_string()
+            .contains("`fp8`"));
     }
 
     #[test]
@@ -180,7 +198,10 @@ mod tests {
         assert!(Precision::F32.check(DeviceKind::Cpu).is_ok());
         assert!(Precision::F16.check(DeviceKind::Cpu).is_ok());
         assert!(Precision::Bf16.check(DeviceKind::Cuda).is_ok());
-        let e = Precision::Bf16.check(DeviceKind::Cpu).unwrap_err();
+        let e = Precision::Bf16
+            .check(DeviceKind::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bf16") && e.contains("GPU"), "{e}");
         assert!(DeviceKind::Cpu.open().unwrap().is_cpu());
         if !cfg!(feature = "cuda") {

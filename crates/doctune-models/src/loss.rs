@@ -237,31 +237,23 @@ mod tests {
     #[test]
     fn fused_loss_gradient_matches_finite_differences() {
         let (logits, ids, mask) = setup(DType::F64);
-        let x0: Vec<f64> = logits.flatten_all().unwrap().to_vec1().unwrap();
-        let g: Vec<f64> = causal_lm_loss(&logits, &ids, Some(&mask))
+        let grads = causal_lm_loss(&logits, &ids, Some(&mask))
             .unwrap()
             .backward()
-            .unwrap()
-            .get(&logits)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
             .unwrap();
-        let eps = 1e-6;
-        for i in 0..x0.len() {
-            let at = |d: f64| {
-                let mut x = x0.clone();
-                x[i] += d;
-                let x = Tensor::from_vec(x, logits.shape(), &Device::Cpu).unwrap();
-                causal_lm_loss(&x, &ids, Some(&mask))
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
-            };
-            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-            assert!((fd - g[i]).abs() < 1e-8, "element {i}: {} vs {fd}", g[i]);
-        }
+        let loss = |x: &Tensor| {
+            causal_lm_loss(x, &ids, Some(&mask))
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        crate::ops::test_util::assert_finite_differences(
+            &logits,
+            grads.get(&logits).unwrap(),
+            loss,
+            1e-8,
+            "logits",
+        );
     }
 
     #[test]

@@ -656,7 +656,7 @@ impl CustomOp1 for FrozenMatmul {
 /// Helpers the fused ops' tests share.
 #[cfg(test)]
 pub(crate) mod test_util {
-    use candle_core::{DType, Device, Tensor};
+    use candle_core::{Device, Tensor};
 
     /// Seeded N(0, 1) values (f32).
     pub fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -664,18 +664,33 @@ pub(crate) mod test_util {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    /// The largest absolute difference between two tensors of any float dtype.
-    pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+    pub use crate::testing::max_abs_diff as max_diff;
+
+    /// Checks `grad`, the analytic gradient of `loss` at `x0` (f64), element by element against
+    /// central differences (step 1e-6) within `tol`.
+    pub fn assert_finite_differences(
+        x0: &Tensor,
+        grad: &Tensor,
+        loss: impl Fn(&Tensor) -> f64,
+        tol: f64,
+        what: &str,
+    ) {
+        let x: Vec<f64> = x0.flatten_all().unwrap().to_vec1().unwrap();
+        let g: Vec<f64> = grad.flatten_all().unwrap().to_vec1().unwrap();
+        let eps = 1e-6;
+        for i in 0..x.len() {
+            let at = |d: f64| {
+                let mut v = x.clone();
+                v[i] += d;
+                loss(&Tensor::from_vec(v, x0.shape(), x0.device()).unwrap())
+            };
+            let fd = (at(eps) - at(-eps)) / (2.0 * eps);
+            assert!(
+                (fd - g[i]).abs() < tol,
+                "{what} element {i}: analytic {} vs numeric {fd}",
+                g[i]
+            );
+        }
     }
 
     /// Fixed weights `sin(0.37·i)` (f64) that turn an output into a scalar loss.
@@ -688,7 +703,7 @@ pub(crate) mod test_util {
 
 #[cfg(test)]
 mod tests {
-    use super::test_util::{max_diff, randn, sin_weights};
+    use super::test_util::{self, max_diff, randn, sin_weights};
     use super::*;
     use candle_core::{Device, Var};
 
@@ -725,7 +740,7 @@ mod tests {
             .into_iter()
             .map(f64::from)
             .collect();
-        let x = Var::from_vec(x0.clone(), shape, &Device::Cpu).unwrap();
+        let x = Var::from_vec(x0, shape, &Device::Cpu).unwrap();
         let w = sin_weights(shape);
         let loss = |t: &Tensor| -> f64 {
             (f(t).unwrap() * &w)
@@ -741,27 +756,7 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let g: Vec<f64> = grads
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let eps = 1e-6;
-        for i in 0..x0.len() {
-            let mut plus = x0.clone();
-            plus[i] += eps;
-            let mut minus = x0.clone();
-            minus[i] -= eps;
-            let t = |v: Vec<f64>| Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
-            let fd = (loss(&t(plus)) - loss(&t(minus))) / (2.0 * eps);
-            assert!(
-                (fd - g[i]).abs() < 1e-6,
-                "element {i}: analytic {} vs numeric {fd}",
-                g[i]
-            );
-        }
+        test_util::assert_finite_differences(&x, grads.get(&x).unwrap(), loss, 1e-6, "x");
     }
 
     #[test]
@@ -930,28 +925,20 @@ mod tests {
                 "input {i}: gradients differ from the composition by {d}"
             );
         }
-        let eps = 1e-6;
         for (which, g) in g1.iter().enumerate() {
-            let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
-            let x0: Vec<f64> = vars[which].flatten_all().unwrap().to_vec1().unwrap();
-            for i in 0..x0.len() {
-                let at = |d: f64| {
-                    let mut args: Vec<Tensor> =
-                        vars.iter().map(|v| v.as_tensor().detach()).collect();
-                    let mut x = x0.clone();
-                    x[i] += d;
-                    args[which] = Tensor::from_vec(x, vars[which].shape(), &Device::Cpu).unwrap();
-                    let consts: Vec<Var> =
-                        args.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
-                    grads_of(f, &consts).0
-                };
-                let fd = (at(eps) - at(-eps)) / (2.0 * eps);
-                assert!(
-                    (fd - g[i]).abs() < 1e-6,
-                    "input {which} element {i}: {} vs {fd}",
-                    g[i]
-                );
-            }
+            let loss = |x: &Tensor| {
+                let mut args: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach()).collect();
+                args[which] = x.clone();
+                let consts: Vec<Var> = args.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+                grads_of(f, &consts).0
+            };
+            test_util::assert_finite_differences(
+                &vars[which],
+                g,
+                loss,
+                1e-6,
+                &format!("input {which}"),
+            );
         }
     }
 

@@ -90,3 +90,33 @@ pub fn run_json(cmd: &mut std::process::Command) -> Option<serde_json::Value> {
     }
     serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last()?).ok()
 }
+
+/// The largest absolute difference between two tensors of the same shape and any float dtype
+/// (computed in f64).
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f64 {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let diff = || -> candle_core::Result<f64> {
+        (a.to_dtype(candle_core::DType::F64)? - b.to_dtype(candle_core::DType::F64)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()
+    };
+    diff().expect("tensors on the CPU")
+}
+
+/// A benchmark option from the environment (`None` when unset; a value that does not parse is
+/// a mistake worth stopping for).
+pub fn bench_env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a valid value")),
+    )
+}
+
+/// `DOCTUNE_BENCH_THREADS`, by default every core.
+pub fn bench_threads() -> usize {
+    bench_env("DOCTUNE_BENCH_THREADS")
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

@@ -37,17 +37,7 @@ fn open(name: &str) -> LoadedModel {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    doctune_models::testing::max_abs_diff(a, b) as f32
 }
 
 fn ids(g: &HashMap<String, Tensor>, key: &str) -> Tensor {

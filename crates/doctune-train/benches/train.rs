@@ -19,7 +19,9 @@
 //! near ln(vocab); they must agree within noise, not improve.
 
 use doctune_core::{CancelToken, NullSink};
-use doctune_models::testing::{peak_rss_bytes, run_json, write_random_llama, RandomLlama};
+use doctune_models::testing::{
+    bench_env, bench_threads, peak_rss_bytes, run_json, write_random_llama, RandomLlama,
+};
 use doctune_models::{DeviceKind, Precision, Target};
 use doctune_train::{memory, train, Method, RunConfig};
 use std::path::Path;
@@ -144,13 +146,11 @@ fn worker(model: &Path, data: &Path, runs: &Path, name: &str, steps: u64) {
 }
 
 fn bench_device() -> DeviceKind {
-    std::env::var("DOCTUNE_BENCH_DEVICE")
-        .map_or(DeviceKind::Cpu, |d| DeviceKind::parse(&d).unwrap())
+    bench_env("DOCTUNE_BENCH_DEVICE").unwrap_or_default()
 }
 
 fn bench_precision() -> Precision {
-    std::env::var("DOCTUNE_BENCH_PRECISION")
-        .map_or(Precision::F32, |p| Precision::parse(&p).unwrap())
+    bench_env("DOCTUNE_BENCH_PRECISION").unwrap_or_default()
 }
 
 fn main() {
@@ -168,19 +168,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let threads: usize = std::env::var("DOCTUNE_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let steps: u64 = std::env::var("DOCTUNE_BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
+    let threads = bench_threads();
+    let steps: u64 = bench_env("DOCTUNE_BENCH_STEPS").unwrap_or(6);
     let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,100m".into());
-    let curve_steps: u64 = std::env::var("DOCTUNE_BENCH_CURVE_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let curve_steps: u64 = bench_env("DOCTUNE_BENCH_CURVE_STEPS").unwrap_or(50);
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();
     let script = Path::new(&crate_dir()).join("benches/train.py");
     let tmp = tempfile::tempdir().unwrap();

@@ -178,9 +178,7 @@ impl RunConfig {
                 return bad("LoRA needs a rank ≥ 1 and at least one target");
             }
         }
-        self.precision
-            .check(self.device)
-            .map_err(TrainError::Invalid)?;
+        self.precision.check(self.device)?;
         if !self.device.compiled() {
             // The same sentence `DeviceKind::open` gives, before anything is loaded.
             self.device.open()?;

@@ -243,18 +243,7 @@ fn accumulation_equals_a_larger_batch() {
     };
     let (wa, wb) = (load("a"), load("b"));
     for (name, ta) in &wa {
-        let diff = (ta - &wb[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = doctune_models::testing::max_abs_diff(ta, &wb[name]);
         assert!(diff < 1e-5, "{name}: {diff}");
     }
 }
