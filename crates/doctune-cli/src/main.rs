@@ -505,6 +505,7 @@ fn train_command(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
             eprintln!("step {step}  loss {loss:.4}{eval}  lr {lr:.2e}  {tokens_per_sec:.0} tokens/s  ETA {eta_secs:.0} s");
         }
         JobEvent::Checkpoint { path } => eprintln!("checkpoint {path}"),
+        JobEvent::Warning { message } => eprintln!("doctune: warning: {message}"),
         _ => {}
     };
     let summary = match (&t.resume, &t.args) {
@@ -546,11 +547,6 @@ fn train_command(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
                 precision: a.precision,
                 ..Default::default()
             };
-            if a.device == doctune_api::train::DeviceKind::Cpu
-                && a.precision == doctune_api::train::Precision::F16
-            {
-                eprintln!("note: f16 on the CPU runs without DocTune's fused f32 kernels: several times slower than f32 and more activation memory; it only saves memory where the weights dominate");
-            }
             let mut started = |p: &std::path::Path| {
                 if json {
                     println!("{}", serde_json::json!({ "runDir": p }));

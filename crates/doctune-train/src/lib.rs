@@ -185,6 +185,16 @@ impl RunConfig {
         }
         Ok(())
     }
+
+    /// What the user should know about settings that run but cost more than they seem to
+    /// (sent as `Warning` events when a run starts or resumes).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.device == DeviceKind::Cpu && self.precision == Precision::F16 {
+            out.push("f16 on the CPU runs without DocTune's fused f32 kernels: several times slower than f32, with more activation memory; it only saves memory where the weights dominate".into());
+        }
+        out
+    }
 }
 
 /// Ready-made settings by how much time the user wants to spend, scaled to the dataset.
@@ -459,7 +469,6 @@ fn now() -> String {
 
 impl Runner {
     fn open(dir: PathBuf, cfg: RunConfig) -> Result<Self, TrainError> {
-        cfg.validate()?;
         let gpus = (cfg.device == DeviceKind::Cuda).then(doctune_gpu::Gpus::init);
         if let (Some(g), Precision::Bf16) = (&gpus, cfg.precision) {
             if let Some(gpu) = g.list().first() {
@@ -682,6 +691,9 @@ impl Runner {
         sink: &dyn ProgressSink,
         cancel: &CancelToken,
     ) -> Result<RunSummary, TrainError> {
+        for message in self.cfg.warnings() {
+            sink.emit(JobEvent::Warning { message });
+        }
         // Every step frees and reallocates the same large buffers: keep them in the process.
         let _heap = doctune_models::HeapGuard::keep_freed_memory();
         let metrics_path = self.dir.join("metrics.jsonl");
@@ -1008,6 +1020,7 @@ pub fn resume(
             what: format!("the dataset ({})", run.config.dataset.display()),
         });
     }
+    run.config.validate()?;
     let mut runner = Runner::open(run_dir.to_path_buf(), run.config)?;
     if let Some(ckpt) = checkpoints(run_dir).pop() {
         runner.restore(&ckpt)?;

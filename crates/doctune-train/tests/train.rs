@@ -3,7 +3,7 @@
 //! a changed dataset refuses to resume, and training learns.
 
 use candle_core::{DType, Device, Tensor, Var};
-use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
+use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink, VecSink};
 use doctune_dataset::{BuildOptions, Inputs, Mode};
 use doctune_models::{DeviceKind, Precision, Target};
 use doctune_train::optim::{lr_multiplier, AdamW, AdamWParams, Schedule};
@@ -349,14 +349,19 @@ fn half_precision_runs_learn_and_resume_bit_identical() {
         c.precision = Precision::F16;
         c
     };
+    let sink = VecSink::default();
     let straight = train(
         half(config(&ds)),
         &runs,
         "straight",
-        &NullSink,
+        &sink,
         &CancelToken::new(),
     )
     .unwrap();
+    // f16 on the CPU runs, but the user is told what it costs.
+    assert!(sink.events().iter().any(
+        |e| matches!(e, JobEvent::Warning { message } if message.contains("several times slower"))
+    ));
     assert_eq!(straight.steps, 6);
     let lines = metrics(&runs.join("straight"));
     assert!(lines
