@@ -1,6 +1,7 @@
 //! Random model folders for tests and benchmarks (nothing can be downloaded where DocTune is
 //! built and tested): a Llama-style model in Hugging Face layout with seeded N(0, 0.02) weights;
-//! and the benchmarks' process helpers (peak memory, running a worker).
+//! the benchmarks' process helpers (peak memory, running a worker, their options); and the
+//! largest difference between two tensors, which the tests of several crates compare by.
 
 use std::path::Path;
 
