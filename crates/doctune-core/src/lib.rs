@@ -1,7 +1,10 @@
 //! DocTune's shared vocabulary, used by every other crate and by neither shell directly.
 //!
 //! - [`Scope`]: confines paths to a root folder (canonicalised; `..` and symlink escapes refused).
-//! - [`atomic`]: write-to-temp, fsync, rename — a crash leaves the old file or the new one.
+//! - [`atomic`]: write-to-temp, fsync, rename — a crash leaves the old file or the new one;
+//!   [`StagedDir`]: the same for whole folders (datasets, checkpoints, imports, exports).
+//! - [`ProjectDir`] and [`Area`]: the one owner of a project folder's layout; [`id`]: folder
+//!   ids (checked, stamped with the time) and the RFC 3339 clock.
 //! - [`JobEvent`], [`ProgressSink`], [`CancelToken`]: how long jobs report and are stopped.
 //! - [`Code`]: the small set of error codes a caller (the UI) branches on.
 //! - [`Family`]: the model families DocTune supports, by `config.json` architecture.
@@ -9,14 +12,20 @@
 pub mod atomic;
 pub mod code;
 pub mod families;
+pub mod id;
 pub mod job;
+pub mod layout;
 pub mod read;
 pub mod scope;
+pub mod staged;
 pub mod units;
 
 pub use atomic::{write_atomic, write_json_atomic};
 pub use code::Code;
 pub use families::Family;
+pub use id::{check_id, now_rfc3339, stamped_id, InvalidId};
 pub use job::{CancelToken, JobEvent, JobId, NullSink, ProgressSink, Throttle, VecSink};
+pub use layout::{Area, LayoutError, ProjectDir};
 pub use read::read_limited;
 pub use scope::{Scope, ScopeError};
+pub use staged::StagedDir;

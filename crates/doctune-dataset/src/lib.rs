@@ -8,7 +8,8 @@
 //!   "…", "spans": [[start, end], …]}`. `mask[t]` marks token `t` as a *target* (predicted from
 //!   the tokens before it). `text` is exactly what was tokenised (the rendered conversation, or
 //!   the window's decoded text) and `spans` are the trained parts of it in character (Unicode
-//!   scalar) offsets, for previews. Read them streaming with [`read_split`].
+//!   scalar) offsets, for previews. Read them streaming with [`read_split`], or by index with
+//!   [`SplitReader`] ([`folder`] owns the folder's layout).
 //! - `meta.json` ([`DatasetMeta`]) — sources with sha256, the tokenizer's and template's sha256,
 //!   the options, the statistics and every bad row with its line number.
 //!
@@ -18,17 +19,19 @@
 
 pub mod chat;
 pub mod fast;
+pub mod folder;
 pub mod import;
 pub mod pack;
 
-use doctune_core::{CancelToken, JobEvent, ProgressSink};
+use doctune_core::{CancelToken, JobEvent, ProgressSink, StagedDir};
 use doctune_tokenizer::ModelTokenizer;
+pub use folder::{DatasetDir, Split, SplitReader, META_FILE};
 use import::{BadRow, Example, RowFormat};
 use pack::{StreamToken, Window};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Longest `seq_len` accepted.
@@ -61,7 +64,7 @@ pub enum DatasetError {
     Cancelled,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
     move |source| DatasetError::Io {
         path: path.to_path_buf(),
         source,
@@ -475,9 +478,7 @@ pub fn build(
     cancel: &CancelToken,
 ) -> Result<BuildReport, DatasetError> {
     opts.validate()?;
-    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-        return Err(DatasetError::Invalid(format!("`{id}` is not a dataset id")));
-    }
+    doctune_core::check_id("dataset", id).map_err(|e| DatasetError::Invalid(e.to_string()))?;
     let mut stats = Stats {
         bin_width: (opts.seq_len / 16).max(1),
         histogram: vec![0; 16],
@@ -702,7 +703,6 @@ pub fn build(
     }
 
     // Write under a temporary name, then rename into place.
-    std::fs::create_dir_all(datasets_dir).map_err(io(datasets_dir))?;
     let dest = datasets_dir.join(id);
     if dest.exists() {
         return Err(DatasetError::Invalid(format!(
@@ -710,12 +710,10 @@ pub fn build(
             dest.display()
         )));
     }
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".building-{id}-"))
-        .tempdir_in(datasets_dir)
-        .map_err(io(datasets_dir))?;
-    let train_path = tmp.path().join("train.jsonl");
-    let val_path = tmp.path().join("val.jsonl");
+    let tmp = StagedDir::new_in(datasets_dir, id).map_err(io(datasets_dir))?;
+    let staged = DatasetDir::at(tmp.path());
+    let train_path = staged.split_path(Split::Train);
+    let val_path = staged.split_path(Split::Val);
     let mut train = BufWriter::new(std::fs::File::create(&train_path).map_err(io(&train_path))?);
     let mut val = BufWriter::new(std::fs::File::create(&val_path).map_err(io(&val_path))?);
     for b in &built {
@@ -740,11 +738,10 @@ pub fn build(
         }
     }
     for (w, p) in [(train, &train_path), (val, &val_path)] {
-        let f = w.into_inner().map_err(|e| DatasetError::Io {
+        w.into_inner().map_err(|e| DatasetError::Io {
             path: p.clone(),
             source: e.into_error(),
         })?;
-        f.sync_all().map_err(io(p))?;
     }
     if stats.train_examples == 0 {
         return Err(DatasetError::Empty(
@@ -760,9 +757,7 @@ pub fn build(
     let meta = DatasetMeta {
         schema: 1,
         id: id.to_string(),
-        created_at: time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        created_at: doctune_core::now_rfc3339(),
         model: model_dir.display().to_string(),
         tokenizer_sha256,
         chat_template_sha256,
@@ -772,53 +767,23 @@ pub fn build(
         bad_rows: listed,
         notes,
     };
-    let meta_path = tmp.path().join("meta.json");
+    let meta_path = staged.meta_path();
     doctune_core::write_json_atomic(&meta_path, &meta).map_err(io(&meta_path))?;
-    let tmp = tmp.keep();
-    std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
-    if let Ok(d) = std::fs::File::open(datasets_dir) {
-        let _ = d.sync_all();
-    }
+    let dest = tmp.commit(id).map_err(io(&dest))?;
     Ok(BuildReport { dir: dest, meta })
 }
 
-/// Reads `meta.json` of a dataset folder.
+/// Reads `meta.json` of a dataset folder ([`DatasetDir::read_meta`]).
 pub fn read_meta(dir: &Path) -> Result<DatasetMeta, DatasetError> {
-    let p = dir.join("meta.json");
-    let bytes = std::fs::read(&p).map_err(io(&p))?;
-    serde_json::from_slice(&bytes).map_err(|e| DatasetError::Input {
-        path: p,
-        message: format!("is not a dataset's meta.json: {e}"),
-    })
+    DatasetDir::at(dir).read_meta()
 }
 
-/// Which split to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Val,
-}
-
-/// The examples of a split, read one line at a time (nothing is loaded whole).
+/// The examples of a split, read one line at a time ([`DatasetDir::read_split`]).
 pub fn read_split(
     dir: &Path,
     split: Split,
 ) -> Result<impl Iterator<Item = Result<Record, DatasetError>>, DatasetError> {
-    let p = dir.join(match split {
-        Split::Train => "train.jsonl",
-        Split::Val => "val.jsonl",
-    });
-    let f = std::fs::File::open(&p).map_err(io(&p))?;
-    Ok(BufReader::new(f).lines().enumerate().map(move |(i, line)| {
-        let line = line.map_err(|e| DatasetError::Io {
-            path: p.clone(),
-            source: e,
-        })?;
-        serde_json::from_str::<Record>(&line).map_err(|e| DatasetError::Input {
-            path: p.clone(),
-            message: format!("line {}: not a dataset record: {e}", i + 1),
-        })
-    }))
+    DatasetDir::at(dir).read_split(split)
 }
 
 /// The first `n` training examples, for previews.

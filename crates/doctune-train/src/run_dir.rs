@@ -1,0 +1,286 @@
+//! The run folder, owned here: `run.json` ([`RunFile`]), `metrics.jsonl` (one [`MetricsLine`]
+//! per optimiser step), `checkpoints/step-NNNNNNNN/` (see `checkpoint.rs`) and, for a finished
+//! LoRA run, `adapter/` (a PEFT adapter). Also the fingerprints that tie a run to the exact base
+//! model and dataset it was started on.
+
+use crate::{RunConfig, TrainError};
+use doctune_dataset::DatasetDir;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// `run.json`'s schema version.
+pub const RUN_SCHEMA: u32 = 1;
+
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `run.json`: what a run was started with, and what it must still find to resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunFile {
+    pub schema: u32,
+    pub id: String,
+    pub created_at: String,
+    pub config: RunConfig,
+    pub model_fingerprint: String,
+    pub dataset_fingerprint: String,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsLine {
+    pub step: u64,
+    pub epoch: f64,
+    pub loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+    pub lr: f64,
+    /// The global gradient norm before clipping; `None` on an f16 step skipped because its
+    /// gradients overflowed.
+    #[serde(default)]
+    pub grad_norm: Option<f64>,
+    /// f16 runs: the loss scale after the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
+    pub tokens_per_sec: f64,
+    pub elapsed_secs: f64,
+    pub eta_secs: f64,
+    pub mem_bytes: u64,
+    /// GPU memory the process holds (NVIDIA GPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mem_bytes: Option<u64>,
+}
+
+/// A run folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub const RUN_FILE: &'static str = "run.json";
+    pub const METRICS_FILE: &'static str = "metrics.jsonl";
+    pub const CHECKPOINTS: &'static str = "checkpoints";
+    pub const ADAPTER: &'static str = "adapter";
+
+    /// The run folder at `path` (not checked).
+    pub fn at(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// Whether `path` holds a run (a `run.json`).
+    pub fn is_run(path: &Path) -> bool {
+        path.join(Self::RUN_FILE).is_file()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The run's id (its folder name).
+    pub fn id(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn run_file(&self) -> PathBuf {
+        self.path.join(Self::RUN_FILE)
+    }
+
+    pub fn metrics_file(&self) -> PathBuf {
+        self.path.join(Self::METRICS_FILE)
+    }
+
+    pub fn checkpoints_dir(&self) -> PathBuf {
+        self.path.join(Self::CHECKPOINTS)
+    }
+
+    pub fn adapter_dir(&self) -> PathBuf {
+        self.path.join(Self::ADAPTER)
+    }
+
+    /// The finished run's PEFT adapter, if it has one.
+    pub fn adapter(&self) -> Option<PathBuf> {
+        let dir = self.adapter_dir();
+        dir.join(doctune_models::adapter::CONFIG_FILE)
+            .is_file()
+            .then_some(dir)
+    }
+
+    /// Reads `run.json`.
+    pub fn read(&self) -> Result<RunFile, TrainError> {
+        let p = self.run_file();
+        let bytes = std::fs::read(&p).map_err(io(&p))?;
+        let run: RunFile = serde_json::from_slice(&bytes).map_err(|e| TrainError::Corrupt {
+            path: p.clone(),
+            message: format!("not a run: {e}"),
+        })?;
+        if run.schema > RUN_SCHEMA {
+            return Err(TrainError::Corrupt {
+                path: p,
+                message: format!(
+                    "written by a newer DocTune (schema {}); update DocTune to open it",
+                    run.schema
+                ),
+            });
+        }
+        Ok(run)
+    }
+
+    /// The checkpoints, oldest first.
+    pub fn checkpoints(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(self.checkpoints_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("step-"))
+                            && p.join(crate::checkpoint::STATE_FILE).is_file()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// The checkpoint of step `step`, if the run has it.
+    pub fn checkpoint(&self, step: u64) -> Option<PathBuf> {
+        let p = self
+            .checkpoints_dir()
+            .join(crate::checkpoint::dir_name(step));
+        p.join(crate::checkpoint::STATE_FILE).is_file().then_some(p)
+    }
+
+    /// Every line of `metrics.jsonl` (lines that do not parse — a line cut by a crash — are
+    /// skipped).
+    pub fn history(&self) -> Result<Vec<MetricsLine>, TrainError> {
+        let p = self.metrics_file();
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&p)(e)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+
+    /// Drops `metrics.jsonl` lines past `step` (a resumed run redoes those steps).
+    pub(crate) fn truncate_metrics(&self, step: u64) -> Result<(), TrainError> {
+        let path = self.metrics_file();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<MetricsLine>(l).is_ok_and(|m| m.step <= step))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if kept.len() != text.len() {
+            doctune_core::write_atomic(&path, kept.as_bytes()).map_err(io(&path))?;
+        }
+        Ok(())
+    }
+}
+
+/// The checkpoints of the run in `run_dir`, oldest first ([`RunDir::checkpoints`]).
+pub fn checkpoints(run_dir: &Path) -> Vec<PathBuf> {
+    RunDir::at(run_dir).checkpoints()
+}
+
+/// What identifies a base model folder: its config and the names, sizes and headers of its
+/// weight files (hashing gigabytes of weights on every resume would take minutes).
+pub(crate) fn model_fingerprint(dir: &Path) -> Result<String, TrainError> {
+    let mut h = Sha256::new();
+    let cfg = dir.join("config.json");
+    h.update(std::fs::read(&cfg).map_err(io(&cfg))?);
+    for f in doctune_models::folder::weight_files(dir)? {
+        let meta = std::fs::metadata(&f).map_err(io(&f))?;
+        h.update(
+            f.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        h.update(meta.len().to_le_bytes());
+        let mut head = vec![0u8; 1 << 16];
+        let mut file = std::fs::File::open(&f).map_err(io(&f))?;
+        let n = file.read(&mut head).map_err(io(&f))?;
+        h.update(&head[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// What identifies a dataset: the hash of its `meta.json` and both splits.
+pub(crate) fn dataset_fingerprint(dir: &Path) -> Result<String, TrainError> {
+    let mut h = Sha256::new();
+    for p in DatasetDir::at(dir).files() {
+        let mut f = std::fs::File::open(&p).map_err(io(&p))?;
+        std::io::copy(&mut f, &mut h).map_err(io(&p))?;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(step: u64) -> String {
+        serde_json::to_string(&MetricsLine {
+            step,
+            epoch: 0.0,
+            loss: 1.0,
+            eval_loss: None,
+            lr: 0.1,
+            grad_norm: Some(1.0),
+            loss_scale: None,
+            tokens_per_sec: 1.0,
+            elapsed_secs: 1.0,
+            eta_secs: 1.0,
+            mem_bytes: 1,
+            gpu_mem_bytes: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn metrics_past_a_checkpoint_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::at(d.path());
+        let p = run.metrics_file();
+        std::fs::write(&p, format!("{}\n{}\n{}\n", line(1), line(2), line(3))).unwrap();
+        run.truncate_metrics(2).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap().lines().count(), 2);
+    }
+
+    #[test]
+    fn history_skips_a_line_cut_by_a_crash() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::at(d.path());
+        let half = &line(3)[..10];
+        std::fs::write(
+            run.metrics_file(),
+            format!("{}\n{}\n{half}", line(1), line(2)),
+        )
+        .unwrap();
+        let steps: Vec<u64> = run.history().unwrap().iter().map(|m| m.step).collect();
+        assert_eq!(steps, vec![1, 2]);
+        assert!(run.adapter().is_none());
+        assert!(run.checkpoints().is_empty());
+        assert!(matches!(run.read(), Err(TrainError::Io { .. })));
+        std::fs::write(run.run_file(), b"{\"schema\": 1}").unwrap();
+        assert!(matches!(run.read(), Err(TrainError::Corrupt { .. })));
+    }
+}
