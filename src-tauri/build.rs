@@ -29,7 +29,9 @@ fn main() {
             "resume_training",
             "list_runs",
             "run_history",
-            "train_preset",
+            "train_settings",
+            "list_instruction_documents",
+            "dataset_defaults",
             "train_estimate",
         ]),
     ))

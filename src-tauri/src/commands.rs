@@ -115,7 +115,7 @@ pub fn start_pull(
     });
     state.jobs.start("pull", sink, move |sink, cancel| {
         let rev = revision.unwrap_or_else(|| "main".into());
-        models::pull(&home, secrets.as_ref(), &repo, &rev, sink, cancel).map(|_| ())
+        models::pull(&home, secrets.as_ref(), &repo, &rev, sink, cancel)
     })
 }
 
@@ -158,7 +158,7 @@ pub fn start_generate(
         let _ = on_event.send(e);
     });
     Ok(state.jobs.start("generate", sink, move |sink, cancel| {
-        generate::generate(&home, &cache, &request, sink, cancel).map(|_| ())
+        generate::generate(&home, &cache, &request, sink, cancel)
     }))
 }
 
@@ -177,7 +177,7 @@ pub fn start_dataset_build(
         let _ = on_event.send(e);
     });
     Ok(state.jobs.start("dataset", sink, move |sink, cancel| {
-        dataset::build(&home, &dir, &request, sink, cancel).map(|_| ())
+        dataset::build(&home, &dir, &request, sink, cancel)
     }))
 }
 
@@ -217,7 +217,7 @@ pub fn start_training(
         let _ = on_event.send(e);
     });
     Ok(state.jobs.start("train", sink, move |sink, cancel| {
-        train::start(&home, &dir, config, sink, cancel, &mut |_| {}).map(|_| ())
+        train::start(&home, &dir, config, sink, cancel, &mut |_| {})
     }))
 }
 
@@ -234,7 +234,7 @@ pub fn resume_training(
         let _ = on_event.send(e);
     });
     Ok(state.jobs.start("train", sink, move |sink, cancel| {
-        train::resume(&dir, sink, cancel).map(|_| ())
+        train::resume(&dir, sink, cancel)
     }))
 }
 
@@ -263,14 +263,30 @@ pub fn train_estimate(
     train::estimate(&request.resolve(&state.home, &dir)?)
 }
 
+/// The settings a run of `request` would use (defaults or the preset, with the person's
+/// choices applied by the same rules the CLI uses): what the Train view shows.
 #[tauri::command]
-pub fn train_preset(
+pub fn train_settings(
     state: State<'_, AppState>,
     id: String,
-    dataset: String,
-    preset: train::Preset,
+    request: AppTrainRequest,
 ) -> Result<train::RunConfig, ApiError> {
-    train::preset(&projects::dir_of(&state.home, &id)?, &dataset, preset)
+    request.resolve(&state.home, &projects::dir_of(&state.home, &id)?)
+}
+
+/// The dataset builder's defaults (`BuildOptions::default`), which the Dataset view starts from.
+#[tauri::command]
+pub fn dataset_defaults() -> dataset::BuildOptions {
+    dataset::BuildOptions::default()
+}
+
+/// The project's documents an instruction dataset can be built from.
+#[tauri::command]
+pub fn list_instruction_documents(
+    state: State<'_, AppState>,
+    id: String,
+) -> Result<Vec<doctune_api::DocumentEntry>, ApiError> {
+    dataset::instruction_documents(&projects::dir_of(&state.home, &id)?)
 }
 
 /// Starts extracting the text of project `id`'s documents not extracted yet.
@@ -285,7 +301,7 @@ pub fn start_ingest(
         let _ = on_event.send(e);
     });
     Ok(state.jobs.start("ingest", sink, move |sink, cancel| {
-        doctune_api::ingest::ingest(&dir, None, &Default::default(), sink, cancel).map(|_| ())
+        doctune_api::ingest::ingest(&dir, None, &Default::default(), sink, cancel)
     }))
 }
 

@@ -11,7 +11,7 @@ use tauri::Runtime;
 /// What every command can reach.
 pub struct AppState {
     pub home: Home,
-    pub gpus: doctune_gpu::Gpus,
+    pub gpus: doctune_api::Gpus,
     pub jobs: Jobs,
     /// The OS keychain in the app; an in-memory store in tests.
     pub secrets: Arc<dyn SecretStore>,
@@ -24,7 +24,7 @@ impl AppState {
     pub fn new(home: Home) -> Self {
         Self {
             home,
-            gpus: doctune_gpu::Gpus::init(),
+            gpus: doctune_api::Gpus::init(),
             jobs: Jobs::default(),
             secrets: Arc::new(doctune_api::Keychain),
             models: Default::default(),
@@ -73,7 +73,9 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::resume_training,
             commands::list_runs,
             commands::run_history,
-            commands::train_preset,
+            commands::train_settings,
+            commands::list_instruction_documents,
+            commands::dataset_defaults,
             commands::train_estimate,
         ])
 }

@@ -1,8 +1,7 @@
 //! The desktop shell without a window: commands over the real IPC path (mock runtime, the real
 //! capabilities and ACL), and the security settings of the config and capability files.
 
-#[path = "../../crates/doctune-hub/tests/support/mod.rs"]
-mod support;
+use doctune_testkit::hub as support;
 
 use doctune_api::{Home, Jobs, MemoryStore};
 use doctune_app::AppState;
@@ -27,7 +26,7 @@ fn read_json(rel: &str) -> Value {
 fn app(home: &std::path::Path) -> (tauri::App<MockRuntime>, tauri::WebviewWindow<MockRuntime>) {
     let state = AppState {
         home: Home::at(home),
-        gpus: doctune_gpu::Gpus::init(),
+        gpus: doctune_api::Gpus::init(),
         jobs: Jobs::default(),
         secrets: Arc::new(MemoryStore::default()),
         models: Default::default(),
@@ -242,7 +241,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 27, "{commands:?}");
+    assert_eq!(commands.len(), 29, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

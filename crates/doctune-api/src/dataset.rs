@@ -5,12 +5,11 @@
 //! app names instruction files by the sha256 of a project document (resolved through the
 //! project's `Scope`) and models by library id; the CLI may name any file and folder.
 
-use crate::generate::resolve_model;
-use crate::projects;
-use crate::{ingest, ApiError, Home};
-use doctune_core::{CancelToken, Code, ProgressSink, Scope};
+use crate::models::resolve_model;
+use crate::{ingest, projects, ApiError, DocumentEntry, Home};
+use doctune_core::{Area, CancelToken, Code, ProgressSink, ProjectDir};
 pub use doctune_dataset::{BuildOptions, LossOn, Mode, OnBadRow};
-use doctune_dataset::{DatasetError, DatasetMeta, Inputs, TextSource};
+use doctune_dataset::{DatasetDir, DatasetMeta, Inputs, TextSource};
 use doctune_tokenizer::ModelTokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -73,22 +72,13 @@ pub struct PreviewExample {
     pub trained_tokens: usize,
 }
 
-fn dataset_error(e: DatasetError) -> ApiError {
-    let code = match &e {
-        DatasetError::Cancelled => Code::Cancelled,
-        DatasetError::Io { .. } => Code::Internal,
-        _ => Code::InvalidInput,
-    };
-    ApiError::new(code, e.to_string())
-}
-
 /// A new dataset id: the mode and the time, unique in the folder.
 fn new_id(datasets: &Path, mode: Mode) -> String {
     let prefix = match mode {
         Mode::Pretrain => "pretrain",
         Mode::Instruct => "instruct",
     };
-    projects::stamped_id(datasets, prefix)
+    doctune_core::stamped_id(datasets, prefix)
 }
 
 /// The project's extracted documents (those with a current extraction), for pretraining.
@@ -110,10 +100,20 @@ fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
     Ok((out, missing))
 }
 
+/// The project's documents that an instruction dataset can be built from (the data formats
+/// `doctune_ingest::Format::is_instruction_data` names), in the project's order.
+pub fn instruction_documents(project_dir: &Path) -> Result<Vec<DocumentEntry>, ApiError> {
+    Ok(projects::open(project_dir)?
+        .documents
+        .into_iter()
+        .filter(|d| d.format.is_instruction_data())
+        .collect())
+}
+
 /// The project copies of documents named by sha256 (the app's way to name instruction files).
 pub fn document_paths(project_dir: &Path, shas: &[String]) -> Result<Vec<PathBuf>, ApiError> {
     let project = projects::open(project_dir)?;
-    let scope = Scope::new(project_dir)?;
+    let layout = ProjectDir::open(project_dir)?;
     shas.iter()
         .map(|sha| {
             let d = project
@@ -123,7 +123,9 @@ pub fn document_paths(project_dir: &Path, shas: &[String]) -> Result<Vec<PathBuf
                 .ok_or_else(|| {
                     ApiError::new(Code::NotFound, format!("no document {sha} in the project"))
                 })?;
-            Ok(scope.resolve(Path::new("documents").join(&d.file))?)
+            Ok(layout
+                .scope()
+                .resolve(Path::new(Area::Documents.dir_name()).join(&d.file))?)
         })
         .collect()
 }
@@ -137,8 +139,8 @@ pub fn build(
     cancel: &CancelToken,
 ) -> Result<DatasetSummary, ApiError> {
     let model_dir = resolve_model(home, &req.model)?;
-    let tok = ModelTokenizer::load(&model_dir).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let datasets = Scope::new(project_dir)?.resolve("datasets")?;
+    let tok = ModelTokenizer::load(&model_dir)?;
+    let datasets = ProjectDir::open(project_dir)?.area(Area::Datasets)?;
     let inputs = match req.options.mode {
         Mode::Pretrain => {
             let (docs, missing) = documents(project_dir)?;
@@ -179,8 +181,7 @@ pub fn build(
         &req.options,
         sink,
         cancel,
-    )
-    .map_err(dataset_error)?;
+    )?;
     Ok(DatasetSummary {
         id,
         path: report.dir.display().to_string(),
@@ -190,7 +191,7 @@ pub fn build(
 
 /// The datasets of a project, newest first.
 pub fn list(project_dir: &Path) -> Result<Vec<DatasetSummary>, ApiError> {
-    let dir = Scope::new(project_dir)?.resolve("datasets")?;
+    let dir = ProjectDir::open(project_dir)?.area(Area::Datasets)?;
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Ok(out);
@@ -200,7 +201,7 @@ pub fn list(project_dir: &Path) -> Result<Vec<DatasetSummary>, ApiError> {
         if name.starts_with('.') || !e.path().is_dir() {
             continue;
         }
-        if let Ok(meta) = doctune_dataset::read_meta(&e.path()) {
+        if let Ok(meta) = DatasetDir::at(e.path()).read_meta() {
             out.push(DatasetSummary {
                 id: name,
                 path: e.path().display().to_string(),
@@ -219,11 +220,8 @@ pub fn list(project_dir: &Path) -> Result<Vec<DatasetSummary>, ApiError> {
 
 /// The folder of dataset `id` of a project (confined to its `datasets/`).
 pub fn dir_of(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
-    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-        return Err(ApiError::invalid(format!("`{id}` is not a dataset id")));
-    }
-    let p = Scope::new(project_dir)?.resolve(Path::new("datasets").join(id))?;
-    if !p.join("meta.json").is_file() {
+    let p = ProjectDir::open(project_dir)?.item(Area::Datasets, id)?;
+    if !DatasetDir::is_dataset(&p) {
         return Err(ApiError::new(
             Code::NotFound,
             format!("no dataset `{id}` in {}", project_dir.display()),
@@ -234,7 +232,7 @@ pub fn dir_of(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
 
 /// The first `n` training examples of the dataset in `dir`.
 pub fn preview(dir: &Path, n: usize) -> Result<Vec<PreviewExample>, ApiError> {
-    let records = doctune_dataset::preview(dir, n.min(1000)).map_err(dataset_error)?;
+    let records = doctune_dataset::preview(dir, n.min(1000))?;
     Ok(records
         .into_iter()
         .map(|r| PreviewExample {

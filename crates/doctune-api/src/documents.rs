@@ -9,7 +9,8 @@
 //! computed, then renamed into place — or discarded if the project already holds the same bytes
 //! (reported as a duplicate). Originals are only ever read.
 
-use crate::projects::{self, now_rfc3339, DirLock, DocumentEntry};
+use crate::lock::DirLock;
+use crate::project_file::{self, DocumentEntry};
 use crate::ApiError;
 use doctune_core::units::human_bytes;
 use doctune_core::{atomic, CancelToken, Code, JobEvent, ProgressSink, Scope};
@@ -125,8 +126,8 @@ pub fn add_documents(
 ) -> Result<AddReport, ApiError> {
     let project_scope = Scope::new(project_dir)?;
     let _lock = DirLock::acquire(project_scope.root())?;
-    let mut file = projects::read_file(project_scope.root())?;
-    let docs_dir = project_scope.resolve("documents")?;
+    let mut file = project_file::read(project_scope.root())?;
+    let docs_dir = project_scope.resolve(doctune_core::Area::Documents.dir_name())?;
     fs::create_dir_all(&docs_dir).map_err(|e| ApiError::io(&docs_dir, "cannot create", &e))?;
 
     let mut report = AddReport::default();
@@ -173,7 +174,7 @@ pub fn add_documents(
         }
     }
     if !report.added.is_empty() {
-        projects::write_file(project_scope.root(), &file)?;
+        project_file::write(project_scope.root(), &file)?;
     }
     sink.emit(JobEvent::progress(total, total, "files", None));
     Ok(report)
@@ -554,7 +555,7 @@ fn copy_in(
             (!detection.format.is_supported())
                 .then(|| format!("{} files cannot be read by DocTune", detection.format))
         }),
-        added_at: now_rfc3339(),
+        added_at: doctune_core::now_rfc3339(),
         source: c.shown.clone(),
         extraction: None,
     })))

@@ -67,6 +67,106 @@ impl From<ScopeError> for ApiError {
     }
 }
 
+impl From<doctune_core::InvalidId> for ApiError {
+    fn from(e: doctune_core::InvalidId) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<doctune_core::LayoutError> for ApiError {
+    fn from(e: doctune_core::LayoutError) -> Self {
+        match e {
+            doctune_core::LayoutError::InvalidId(e) => e.into(),
+            doctune_core::LayoutError::Scope(e) => e.into(),
+        }
+    }
+}
+
+impl From<doctune_train::TrainError> for ApiError {
+    fn from(e: doctune_train::TrainError) -> Self {
+        use doctune_train::TrainError as E;
+        let code = match &e {
+            E::OutOfMemory { .. } => Code::NoSpace,
+            E::Io { .. } | E::Candle(_) | E::Corrupt { .. } => Code::Internal,
+            E::Dataset(d) => {
+                return dataset_code(d).map_or_else(
+                    || Self::invalid(e.to_string()),
+                    |c| Self::new(c, e.to_string()),
+                )
+            }
+            _ => Code::InvalidInput,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+fn dataset_code(e: &doctune_dataset::DatasetError) -> Option<Code> {
+    use doctune_dataset::DatasetError as E;
+    match e {
+        E::Cancelled => Some(Code::Cancelled),
+        E::Io { .. } => Some(Code::Internal),
+        _ => None,
+    }
+}
+
+impl From<doctune_dataset::DatasetError> for ApiError {
+    fn from(e: doctune_dataset::DatasetError) -> Self {
+        Self::new(
+            dataset_code(&e).unwrap_or(Code::InvalidInput),
+            e.to_string(),
+        )
+    }
+}
+
+impl From<doctune_hub::HubError> for ApiError {
+    fn from(e: doctune_hub::HubError) -> Self {
+        use doctune_hub::HubError as E;
+        let code = match &e {
+            E::Cancelled => Code::Cancelled,
+            E::NoSpace { .. } => Code::NoSpace,
+            E::NotFound { .. } => Code::NotFound,
+            E::PickleOnly { .. }
+            | E::RemoteCode { .. }
+            | E::NotAModel { .. }
+            | E::InvalidModel { .. }
+            | E::TokenRequired { .. }
+            | E::AccessDenied { .. } => Code::InvalidInput,
+            _ => Code::Internal,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<doctune_models::ModelError> for ApiError {
+    fn from(e: doctune_models::ModelError) -> Self {
+        use doctune_models::ModelError as E;
+        let code = match &e {
+            E::Cancelled => Code::Cancelled,
+            E::Candle(_) => Code::Internal,
+            _ => Code::InvalidInput,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<doctune_tokenizer::TokenizerError> for ApiError {
+    fn from(e: doctune_tokenizer::TokenizerError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<doctune_models::TargetError> for ApiError {
+    fn from(e: doctune_models::TargetError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<doctune_secrets::SecretError> for ApiError {
+    fn from(e: doctune_secrets::SecretError) -> Self {
+        Self::new(Code::Internal, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +178,21 @@ mod tests {
             serde_json::to_value(&e).unwrap(),
             serde_json::json!({"code": "notFound", "message": "a.pdf: no such file or folder"})
         );
+    }
+
+    #[test]
+    fn library_errors_keep_the_codes_callers_branch_on() {
+        let corrupt: ApiError = doctune_train::TrainError::Corrupt {
+            path: "run.json".into(),
+            message: "not a run".into(),
+        }
+        .into();
+        assert_eq!(corrupt.code, Code::Internal);
+        let bad: ApiError = doctune_train::TrainError::Invalid("rank 0".into()).into();
+        assert_eq!(bad.code, Code::InvalidInput);
+        let cancelled: ApiError = doctune_dataset::DatasetError::Cancelled.into();
+        assert_eq!(cancelled.code, Code::Cancelled);
+        let id: ApiError = doctune_core::check_id("run", "..").unwrap_err().into();
+        assert_eq!(id.code, Code::InvalidInput);
     }
 }

@@ -9,11 +9,10 @@
 //! Loaded models are kept in a [`ModelCache`] (one model), so a conversation in the app does not
 //! reload the weights for every reply.
 
+pub use crate::models::resolve_model;
 use crate::{models, ApiError, Home};
 use doctune_core::{CancelToken, Code, JobEvent, ProgressSink};
-use doctune_models::{
-    load, load_adapter, Device, GenerateOptions, LoadOptions, LoadedModel, ModelError,
-};
+use doctune_models::{load, load_adapter, Device, GenerateOptions, LoadOptions, LoadedModel};
 pub use doctune_models::{Sampling, StopReason};
 use doctune_tokenizer::Message;
 use serde::{Deserialize, Serialize};
@@ -48,8 +47,11 @@ pub struct GenerateRequest {
     pub device: Option<String>,
 }
 
+/// New tokens a request generates when it does not say.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+
 fn default_max_new_tokens() -> usize {
-    256
+    DEFAULT_MAX_NEW_TOKENS
 }
 
 /// The result of a generation.
@@ -73,15 +75,6 @@ pub struct ModelCache(Arc<Mutex<Option<CachedModel>>>);
 /// The cache key (folder, adapter, device) and the model.
 type CachedModel = (String, Arc<LoadedModel>);
 
-fn model_error(e: ModelError) -> ApiError {
-    let code = match &e {
-        ModelError::Cancelled => Code::Cancelled,
-        ModelError::Candle(_) => Code::Internal,
-        _ => Code::InvalidInput,
-    };
-    ApiError::new(code, e.to_string())
-}
-
 /// The device a request names (`cpu` when none).
 pub fn device(name: Option<&str>) -> Result<Device, ApiError> {
     let open = || {
@@ -90,21 +83,6 @@ pub fn device(name: Option<&str>) -> Result<Device, ApiError> {
             .open()
     };
     open().map_err(|e| ApiError::invalid(e.to_string()))
-}
-
-/// The folder a model reference names: a library id, or a folder that exists.
-pub fn resolve_model(home: &Home, model: &str) -> Result<PathBuf, ApiError> {
-    if let Some(entry) = models::list(home)?.into_iter().find(|m| m.id == model) {
-        return Ok(PathBuf::from(entry.path));
-    }
-    let path = PathBuf::from(model);
-    if path.is_dir() {
-        return Ok(path);
-    }
-    Err(ApiError::new(
-        Code::NotFound,
-        format!("{model}: neither a model of the library nor a model folder"),
-    ))
 }
 
 /// What the app's UI may ask for: a model of the library (by id, not an arbitrary folder) and an
@@ -132,10 +110,9 @@ impl ModelCache {
             adapter.map(|a| a.display().to_string()).unwrap_or_default(),
             device_name.unwrap_or("cpu")
         );
-        let mut slot = self
-            .0
-            .lock()
-            .map_err(|_| ApiError::new(Code::Internal, "model cache lock poisoned"))?;
+        // A panic while a model loaded leaves the slot empty or holding a whole model, so a
+        // poisoned lock is safe to take over: the next request must not fail because of it.
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, m)) = slot.as_ref() {
             if *k == key {
                 return Ok(m.clone());
@@ -147,9 +124,9 @@ impl ModelCache {
             device: device(device_name)?,
             dtype: None,
         };
-        let mut loaded = load(dir, &opts).map_err(model_error)?;
+        let mut loaded = load(dir, &opts)?;
         if let Some(a) = adapter {
-            load_adapter(&mut loaded.model, a).map_err(model_error)?;
+            load_adapter(&mut loaded.model, a)?;
         }
         let loaded = Arc::new(loaded);
         *slot = Some((key, loaded.clone()));
@@ -165,18 +142,17 @@ pub fn encode_prompt(
     system: Option<&str>,
 ) -> Result<Vec<u32>, ApiError> {
     let tok = &m.tokenizer;
-    let err = |e: doctune_tokenizer::TokenizerError| ApiError::invalid(e.to_string());
     if chat {
-        let template = tok.require_chat_template().map_err(err)?;
+        let template = tok.require_chat_template()?;
         let mut messages = Vec::new();
         if let Some(s) = system.filter(|s| !s.trim().is_empty()) {
             messages.push(Message::new("system", s));
         }
         messages.push(Message::new("user", prompt));
-        let text = template.render(&messages, true).map_err(err)?;
-        tok.encode(&text, false).map_err(err)
+        let text = template.render(&messages, true)?;
+        Ok(tok.encode(&text, false)?)
     } else {
-        tok.encode(prompt, true).map_err(err)
+        Ok(tok.encode(prompt, true)?)
     }
 }
 
@@ -197,7 +173,7 @@ pub fn generate(
     if req.prompt.is_empty() {
         return Err(ApiError::invalid("the prompt is empty"));
     }
-    req.sampling.validate().map_err(model_error)?;
+    req.sampling.validate()?;
     let dir = resolve_model(home, &req.model)?;
     let adapter = req.adapter.as_deref().map(PathBuf::from);
     let m = cache.get(&dir, adapter.as_deref(), req.device.as_deref())?;
@@ -217,8 +193,7 @@ pub fn generate(
         &mut |text| {
             sink.emit(JobEvent::Text { text: text.into() });
         },
-    )
-    .map_err(model_error)?;
+    )?;
     sink.emit(JobEvent::Generated {
         tokens: out.token_ids.len() as u64,
         stop_reason: serde_json::to_value(out.stop_reason)

@@ -4,9 +4,11 @@
 //! `project.json`. Across the project, documents with the same text and paragraphs that repeat
 //! in several documents are reported.
 
-use crate::projects::{self, DirLock};
+use crate::lock::DirLock;
+use crate::project_file;
+pub use crate::project_file::{ExtractStatus, Extraction};
 use crate::ApiError;
-use doctune_core::{write_json_atomic, CancelToken, Code, JobEvent, ProgressSink, Scope};
+use doctune_core::{write_json_atomic, Area, CancelToken, Code, JobEvent, ProgressSink, Scope};
 use doctune_ingest::{Document, Format, EXTRACTOR_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -14,32 +16,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use doctune_ingest::Limits as IngestLimits;
-
-/// How extraction of one document ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ExtractStatus {
-    Ok,
-    OkWithWarnings,
-    Error,
-}
-
-/// What `project.json` records of a document's extraction.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Extraction {
-    pub status: ExtractStatus,
-    pub pages: u32,
-    pub chars: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub records: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    pub warnings: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub extractor: u32,
-}
 
 /// One file's outcome, as `doctune ingest --json` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +49,7 @@ fn cache_path(scope: &Scope, sha256: &str) -> Result<PathBuf, ApiError> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::invalid(format!("\"{sha256}\" is not a sha256")));
     }
-    Ok(scope.resolve(format!("extracted/{sha256}.json"))?)
+    Ok(scope.resolve(Path::new(Area::Extracted.dir_name()).join(format!("{sha256}.json")))?)
 }
 
 /// The cached extraction of a document, if it is current.
@@ -123,7 +99,7 @@ pub fn ingest(
     cancel: &CancelToken,
 ) -> Result<IngestReport, ApiError> {
     let scope = Scope::new(project_dir)?;
-    let file = projects::read_file(scope.root())?;
+    let file = project_file::read(scope.root())?;
     let todo: Vec<(String, String, String)> = file
         .documents
         .iter()
@@ -139,7 +115,7 @@ pub fn ingest(
                 (
                     d.sha256.clone(),
                     d.file.clone(),
-                    format!("documents/{}", d.file),
+                    format!("{}/{}", Area::Documents.dir_name(), d.file),
                 )
             }),
         })
@@ -175,7 +151,7 @@ pub fn ingest(
                     };
                     (ex, format, false)
                 };
-                match scope.resolve(format!("documents/{file_name}")) {
+                match scope.resolve(Path::new(Area::Documents.dir_name()).join(file_name)) {
                     Err(e) => error_record(format!("{shown}: {e}"), Format::Unknown),
                     Ok(path) => match doctune_ingest::extract(
                         &path,
@@ -222,13 +198,13 @@ pub fn ingest(
     // Record the outcomes; the project may have changed meanwhile, so re-read it under the lock.
     if !results.is_empty() {
         let _lock = DirLock::acquire(scope.root())?;
-        let mut file = projects::read_file(scope.root())?;
+        let mut file = project_file::read(scope.root())?;
         for d in &mut file.documents {
             if let Some(e) = results.remove(&d.sha256) {
                 d.extraction = Some(e);
             }
         }
-        projects::write_file(scope.root(), &file)?;
+        project_file::write(scope.root(), &file)?;
     }
     find_repeats(&scope, &mut report)?;
     Ok(report)
@@ -236,7 +212,7 @@ pub fn ingest(
 
 /// Duplicate texts and repeated paragraphs across every extracted document of the project.
 fn find_repeats(scope: &Scope, report: &mut IngestReport) -> Result<(), ApiError> {
-    let file = projects::read_file(scope.root())?;
+    let file = project_file::read(scope.root())?;
     let mut by_text: HashMap<[u8; 32], Vec<String>> = HashMap::new();
     let mut paragraphs: HashMap<[u8; 32], usize> = HashMap::new();
     for d in &file.documents {
@@ -296,4 +272,39 @@ pub fn preview(project_dir: &Path, sha256: &str, max_chars: usize) -> Result<Pre
         truncated,
         warnings: doc.warnings,
     })
+}
+
+/// What [`add_and_ingest`] did: the add, then the extraction of what it added.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddAndIngestReport {
+    pub added: crate::AddReport,
+    pub ingested: IngestReport,
+}
+
+/// Adds `paths` to the project (as [`crate::add_documents`] does) and extracts exactly the
+/// documents they named — the new ones and those already in the project (duplicates), each
+/// shown by the path it was given as.
+pub fn add_and_ingest(
+    project_dir: &Path,
+    paths: &[PathBuf],
+    add_limits: &crate::Limits,
+    limits: &IngestLimits,
+    sink: &dyn ProgressSink,
+    cancel: &CancelToken,
+) -> Result<AddAndIngestReport, ApiError> {
+    let added = crate::add_documents(project_dir, paths, add_limits, sink, cancel)?;
+    let only: Vec<(String, String)> = added
+        .added
+        .iter()
+        .map(|d| (d.sha256.clone(), d.source.clone()))
+        .chain(
+            added
+                .duplicates
+                .iter()
+                .map(|d| (d.sha256.clone(), d.path.clone())),
+        )
+        .collect();
+    let ingested = ingest(project_dir, Some(&only), limits, sink, cancel)?;
+    Ok(AddAndIngestReport { added, ingested })
 }

@@ -1,7 +1,8 @@
 //! DocTune's use cases, shared by the desktop app and the `doctune` CLI.
 //!
 //! - [`Home`]: where DocTune keeps its projects (the app data folder, or `DOCTUNE_HOME`).
-//! - [`projects`]: create, list and open projects (a folder each, described by `project.json`).
+//! - [`projects`]: create, list and open projects (a folder each, laid out as
+//!   `doctune_core::ProjectDir` says, described by `project.json`: [`project_file`]).
 //! - [`documents`]: add files to a project — copied into `documents/`, hashed, typed, deduplicated.
 //! - [`doctor`]: what this machine offers (OS, CPU, RAM, disk, GPU, keychain).
 //! - [`ingest`]: extract the text of a project's documents (cached by sha256).
@@ -21,9 +22,12 @@ pub mod documents;
 mod error;
 pub mod generate;
 mod home;
+mod hub;
 pub mod ingest;
 mod jobs;
+mod lock;
 pub mod models;
+pub mod project_file;
 pub mod projects;
 pub mod token;
 pub mod train;
@@ -47,8 +51,10 @@ pub use generate::{GenerateRequest, GenerateResult, ModelCache};
 pub use home::Home;
 pub use jobs::Jobs;
 pub use models::{ModelEntry, ModelSource};
-pub use projects::{DocumentEntry, Project, ProjectSummary};
+pub use project_file::DocumentEntry;
+pub use projects::{Project, ProjectSummary};
 pub use token::TokenStatus;
 
 pub use doctune_core::{CancelToken, Code, JobEvent, JobId, ProgressSink};
+pub use doctune_gpu::Gpus;
 pub use doctune_secrets::{Keychain, MemoryStore, SecretStore, Sensitive};

@@ -2,11 +2,14 @@
 //! `hub/` (Hugging Face's cache layout), and importing a local folder — referenced in place, or
 //! copied into `models/<id>/` with only the files DocTune uses.
 
-use crate::projects::{now_rfc3339, slug, DirLock};
-use crate::{ApiError, Home};
-use doctune_core::{write_json_atomic, CancelToken, Code, Family, ProgressSink, Scope};
-use doctune_hub::{HubClient, HubError, ModelFolderInfo};
-use doctune_secrets::{SecretStore, Sensitive};
+use crate::lock::DirLock;
+use crate::projects::slug;
+use crate::{hub, ApiError, Home};
+use doctune_core::{
+    now_rfc3339, write_json_atomic, CancelToken, Code, Family, ProgressSink, Scope, StagedDir,
+};
+use doctune_hub::ModelFolderInfo;
+use doctune_secrets::SecretStore;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -36,6 +39,9 @@ pub struct ModelEntry {
     pub path: String,
     pub source: ModelSource,
     pub family: Family,
+    /// The family's name for people ("Phi-3"); filled in when the library is read.
+    #[serde(skip_deserializing)]
+    pub family_label: String,
     pub architecture: String,
     pub dtype: String,
     pub parameters: u64,
@@ -56,12 +62,18 @@ fn library_path(home: &Home) -> PathBuf {
 fn read_library(home: &Home) -> Result<Library, ApiError> {
     let path = library_path(home);
     match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-            ApiError::new(
-                Code::Internal,
-                format!("{}: not a valid model library: {e}", path.display()),
-            )
-        }),
+        Ok(b) => {
+            let mut lib: Library = serde_json::from_slice(&b).map_err(|e| {
+                ApiError::new(
+                    Code::Internal,
+                    format!("{}: not a valid model library: {e}", path.display()),
+                )
+            })?;
+            for m in &mut lib.models {
+                m.family_label = m.family.label().to_string();
+            }
+            Ok(lib)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Library {
             schema: 1,
             models: Vec::new(),
@@ -126,6 +138,7 @@ fn register(
         path,
         source,
         family: info.family,
+        family_label: info.family.label().to_string(),
         architecture: info.architecture.clone(),
         dtype: info.dtype.clone(),
         parameters: info.parameters,
@@ -142,46 +155,19 @@ fn register(
     Ok(entry)
 }
 
-pub(crate) fn hub_error(e: HubError) -> ApiError {
-    let code = match &e {
-        HubError::Cancelled => Code::Cancelled,
-        HubError::NoSpace { .. } => Code::NoSpace,
-        HubError::NotFound { .. } => Code::NotFound,
-        HubError::PickleOnly { .. }
-        | HubError::RemoteCode { .. }
-        | HubError::NotAModel { .. }
-        | HubError::InvalidModel { .. }
-        | HubError::TokenRequired { .. }
-        | HubError::AccessDenied { .. } => Code::InvalidInput,
-        _ => Code::Internal,
-    };
-    ApiError::new(code, e.to_string())
-}
-
-pub(crate) fn hub_client(
-    home: &Home,
-    token: Option<&Sensitive<String>>,
-) -> Result<HubClient, ApiError> {
-    HubClient::new(
-        None,
-        &home.root().join("hub"),
-        token,
-        doctune_hub::remote::DEFAULT_CHUNK_BYTES,
-    )
-    .map_err(hub_error)
-}
-
-/// Runs a Hub call on a runtime of its own, dropped afterwards (which also stops any download
-/// task still running after a cancel).
-pub(crate) fn block_on<T>(fut: impl std::future::Future<Output = T>) -> T {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let out = rt.block_on(fut);
-    rt.shutdown_background();
-    out
+/// The folder a model reference names: a library id, or a folder that exists.
+pub fn resolve_model(home: &Home, model: &str) -> Result<PathBuf, ApiError> {
+    if let Some(entry) = list(home)?.into_iter().find(|m| m.id == model) {
+        return Ok(PathBuf::from(entry.path));
+    }
+    let path = PathBuf::from(model);
+    if path.is_dir() {
+        return Ok(path);
+    }
+    Err(ApiError::new(
+        Code::NotFound,
+        format!("{model}: neither a model of the library nor a model folder"),
+    ))
 }
 
 /// `org/name` or `name`: letters, digits, `-`, `_`, `.`; no part starting with `.` or `-`.
@@ -231,9 +217,9 @@ pub fn pull(
     validate_repo(repo)?;
     validate_revision(revision)?;
     let token = crate::token::current(store);
-    let client = hub_client(home, token.as_ref())?;
-    let pulled = block_on(client.pull(repo, revision, &doctune_gpu::free_disk_bytes, sink, cancel))
-        .map_err(hub_error)?;
+    let client = hub::client(home, token.as_ref())?;
+    let pulled =
+        hub::block_on(client.pull(repo, revision, &doctune_gpu::free_disk_bytes, sink, cancel))?;
     register(
         home,
         repo,
@@ -249,7 +235,7 @@ pub fn pull(
 /// Validates the model folder `folder` and registers it — in place, or copied into DocTune's
 /// `models/` folder with only the files DocTune uses.
 pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiError> {
-    let info = doctune_hub::inspect_folder(folder).map_err(hub_error)?;
+    let info = doctune_hub::inspect_folder(folder)?;
     let name = folder
         .canonicalize()
         .ok()
@@ -270,10 +256,6 @@ pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiE
     let models = home.root().join("models");
     std::fs::create_dir_all(&models).map_err(|e| ApiError::io(&models, "cannot create", &e))?;
     let scope = Scope::new(&models)?;
-    let staging = tempfile::Builder::new()
-        .prefix(".import-")
-        .tempdir_in(scope.root())
-        .map_err(|e| ApiError::io(&models, "cannot create", &e))?;
     let needed = info.size_bytes;
     if let Some(free) = doctune_gpu::free_disk_bytes(scope.root()) {
         if free < needed {
@@ -287,33 +269,21 @@ pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiE
             ));
         }
     }
+    let staging = StagedDir::new_in(scope.root(), "import")
+        .map_err(|e| ApiError::io(&models, "cannot create", &e))?;
     for f in &info.files {
         let src = folder.join(f);
         let dst = scope.resolve(staging.path().join(f))?;
         std::fs::copy(&src, &dst).map_err(|e| ApiError::io(&src, "cannot copy", &e))?;
-        std::fs::File::open(&dst)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| ApiError::io(&dst, "cannot sync", &e))?;
     }
     // Validate the copy itself, then move it into place in one rename.
-    doctune_hub::inspect_folder(staging.path()).map_err(hub_error)?;
+    doctune_hub::inspect_folder(staging.path())?;
     let base = slug(&name);
-    let mut n = 1;
-    let dest = loop {
-        let candidate = scope.resolve(if n == 1 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        })?;
-        if !candidate.exists() {
-            break candidate;
-        }
-        n += 1;
-    };
-    let staged = staging.keep();
-    std::fs::rename(&staged, &dest)
-        .map_err(|e| ApiError::io(&dest, "cannot move the copy into place", &e))?;
-    let info = doctune_hub::inspect_folder(&dest).map_err(hub_error)?;
+    let names = std::iter::once(base.clone()).chain((2..).map(|n| format!("{base}-{n}")));
+    let dest = staging
+        .commit_first(names.take(10_000))
+        .map_err(|e| ApiError::io(&models, "cannot move the copy into place", &e))?;
+    let info = doctune_hub::inspect_folder(&dest)?;
     register(
         home,
         &name,

@@ -1,66 +1,19 @@
-//! Projects: a folder each, under [`Home::projects_dir`](crate::Home::projects_dir), described by
-//! `project.json` (always written atomically). Layout:
-//!
-//! ```text
-//! <project>/project.json   name, creation time, the document list
-//! <project>/documents/     originals, copied in, never modified
-//! <project>/extracted/     text extracted from documents (ingestion)
-//! <project>/datasets/      built training sets
-//! <project>/runs/          training runs
-//! <project>/exports/       exported models
-//! ```
+//! Projects: a folder each, under [`Home::projects_dir`](crate::Home::projects_dir), laid out as
+//! [`ProjectDir`] says and described by `project.json` ([`crate::project_file`]). Create, list,
+//! find and open them.
 //!
 //! The app names a project by its id (the folder name); the id is resolved through a
 //! [`Scope`] on the projects folder, so no id can name a folder elsewhere.
 
+use crate::project_file::{self, DocumentEntry, ProjectFile, SCHEMA_VERSION};
 use crate::{ApiError, Home};
-use doctune_core::{write_json_atomic, Code, Scope};
-use doctune_ingest::Format;
+use doctune_core::{now_rfc3339, Code, ProjectDir, Scope};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-pub const PROJECT_FILE: &str = "project.json";
-pub const SCHEMA_VERSION: u32 = 1;
-/// The sub-folders every project has.
-pub const SUBDIRS: [&str; 5] = ["documents", "extracted", "datasets", "runs", "exports"];
 /// Longest project name, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
-const LOCK_FILE: &str = ".lock";
-
-/// One document of a project, as `project.json` stores it and the Documents list shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DocumentEntry {
-    /// The file's name as the user had it.
-    pub name: String,
-    /// Where the copy lives, relative to the project's `documents/`.
-    pub file: String,
-    pub size_bytes: u64,
-    pub sha256: String,
-    pub format: Format,
-    /// Set when the extension and the content disagree.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warning: Option<String>,
-    /// RFC 3339 time of adding.
-    pub added_at: String,
-    /// The path it was added from.
-    pub source: String,
-    /// The outcome of text extraction, once it ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extraction: Option<crate::ingest::Extraction>,
-}
-
-/// What `project.json` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ProjectFile {
-    pub schema: u32,
-    pub name: String,
-    pub created_at: String,
-    #[serde(default)]
-    pub documents: Vec<DocumentEntry>,
-}
 
 /// A project in a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,29 +34,6 @@ pub struct Project {
     #[serde(flatten)]
     pub summary: ProjectSummary,
     pub documents: Vec<DocumentEntry>,
-}
-
-/// `{prefix}-{YYYYMMDDhhmmss}`, with `-2`, `-3`, … added until no such entry is in `dir`.
-pub(crate) fn stamped_id(dir: &Path, prefix: &str) -> String {
-    let stamp: String = now_rfc3339()
-        .chars()
-        .filter(|c| c.is_ascii_digit())
-        .take(14)
-        .collect();
-    let base = format!("{prefix}-{stamp}");
-    let mut id = base.clone();
-    let mut n = 2;
-    while dir.join(&id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
-    }
-    id
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn validate_name(name: &str) -> Result<String, ApiError> {
@@ -172,18 +102,17 @@ pub fn create(home: &Home, name: &str) -> Result<ProjectSummary, ApiError> {
             Err(e) => return Err(ApiError::io(&candidate, "cannot create", &e)),
         }
     };
-    for sub in SUBDIRS {
-        let p = project_dir.join(sub);
-        fs::create_dir_all(&p).map_err(|e| ApiError::io(&p, "cannot create", &e))?;
-    }
+    let layout = ProjectDir::open(&project_dir)?;
+    layout
+        .create_areas()
+        .map_err(|e| ApiError::io(&project_dir, "cannot create", &e))?;
     let file = ProjectFile {
         schema: SCHEMA_VERSION,
         name,
         created_at: now_rfc3339(),
         documents: Vec::new(),
     };
-    let pf = project_dir.join(PROJECT_FILE);
-    write_json_atomic(&pf, &file).map_err(|e| ApiError::io(&pf, "cannot write", &e))?;
+    project_file::write(&project_dir, &file)?;
     Ok(summary(&project_dir, &file))
 }
 
@@ -202,7 +131,7 @@ pub fn list(home: &Home) -> Result<Vec<ProjectSummary>, ApiError> {
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        match read_file(&path) {
+        match project_file::read(&path) {
             Ok(f) => out.push(summary(&path, &f)),
             Err(e) => tracing::warn!("skipping {}: {}", path.display(), e),
         }
@@ -213,9 +142,7 @@ pub fn list(home: &Home) -> Result<Vec<ProjectSummary>, ApiError> {
 
 /// The folder of the project with id `id` under `home`; the id cannot name anything outside.
 pub fn dir_of(home: &Home, id: &str) -> Result<PathBuf, ApiError> {
-    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-        return Err(ApiError::invalid(format!("\"{id}\" is not a project id")));
-    }
+    doctune_core::check_id("project", id)?;
     let projects = home.projects_dir();
     let scope = Scope::new(&projects).map_err(|_| {
         ApiError::new(
@@ -224,7 +151,7 @@ pub fn dir_of(home: &Home, id: &str) -> Result<PathBuf, ApiError> {
         )
     })?;
     let dir = scope.resolve(id)?;
-    if !dir.join(PROJECT_FILE).is_file() {
+    if !ProjectDir::is_project(&dir) {
         return Err(ApiError::new(
             Code::NotFound,
             format!("no project \"{id}\""),
@@ -237,13 +164,16 @@ pub fn dir_of(home: &Home, id: &str) -> Result<PathBuf, ApiError> {
 /// project under `home`.
 pub fn locate(home: &Home, dir_or_name: &str) -> Result<PathBuf, ApiError> {
     let as_path = Path::new(dir_or_name);
-    if as_path.join(PROJECT_FILE).is_file() {
+    if ProjectDir::is_project(as_path) {
         return Ok(as_path.to_path_buf());
     }
     if as_path.is_dir() {
         return Err(ApiError::new(
             Code::NotFound,
-            format!("{dir_or_name}: not a DocTune project (no {PROJECT_FILE})"),
+            format!(
+                "{dir_or_name}: not a DocTune project (no {})",
+                ProjectDir::FILE
+            ),
         ));
     }
     if let Ok(dir) = dir_of(home, dir_or_name) {
@@ -263,38 +193,11 @@ pub fn locate(home: &Home, dir_or_name: &str) -> Result<PathBuf, ApiError> {
 
 /// Opens the project in `dir`.
 pub fn open(dir: &Path) -> Result<Project, ApiError> {
-    let file = read_file(dir)?;
+    let file = project_file::read(dir)?;
     Ok(Project {
         summary: summary(dir, &file),
         documents: file.documents,
     })
-}
-
-pub(crate) fn read_file(dir: &Path) -> Result<ProjectFile, ApiError> {
-    let path = dir.join(PROJECT_FILE);
-    let bytes = fs::read(&path).map_err(|e| ApiError::io(&path, "cannot read", &e))?;
-    let file: ProjectFile = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            Code::Internal,
-            format!("{}: not a valid project file: {e}", path.display()),
-        )
-    })?;
-    if file.schema > SCHEMA_VERSION {
-        return Err(ApiError::new(
-            Code::Internal,
-            format!(
-                "{}: written by a newer DocTune (schema {}); update DocTune to open it",
-                path.display(),
-                file.schema
-            ),
-        ));
-    }
-    Ok(file)
-}
-
-pub(crate) fn write_file(dir: &Path, file: &ProjectFile) -> Result<(), ApiError> {
-    let path = dir.join(PROJECT_FILE);
-    write_json_atomic(&path, file).map_err(|e| ApiError::io(&path, "cannot write", &e))
 }
 
 fn summary(dir: &Path, file: &ProjectFile) -> ProjectSummary {
@@ -308,33 +211,6 @@ fn summary(dir: &Path, file: &ProjectFile) -> ProjectSummary {
         path: dir.to_string_lossy().into_owned(),
         created_at: file.created_at.clone(),
         document_count: file.documents.len(),
-    }
-}
-
-/// An exclusive lock on a folder (a project, or DocTune's home for the model library), held
-/// while a JSON file in it is read, changed and written, so that the app and the CLI cannot
-/// lose each other's changes. Released on drop.
-#[derive(Debug)]
-pub(crate) struct DirLock(fs::File);
-
-impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<Self, ApiError> {
-        let path = dir.join(LOCK_FILE);
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ApiError::io(&path, "cannot open lock file", &e))?;
-        f.lock()
-            .map_err(|e| ApiError::io(&path, "cannot lock the project", &e))?;
-        Ok(Self(f))
-    }
-}
-
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
     }
 }
 

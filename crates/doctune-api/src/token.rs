@@ -3,8 +3,7 @@
 //! sent in an event or put in an error.
 
 use crate::{ApiError, Home};
-use doctune_core::Code;
-use doctune_secrets::{SecretError, SecretStore, Sensitive, HF_TOKEN_ACCOUNT};
+use doctune_secrets::{SecretStore, Sensitive, HF_TOKEN_ACCOUNT};
 use serde::Serialize;
 
 /// Longest token accepted (Hub tokens are under 100 characters).
@@ -19,10 +18,6 @@ pub struct TokenStatus {
     pub problem: Option<String>,
 }
 
-pub(crate) fn secret_error(e: SecretError) -> ApiError {
-    ApiError::new(Code::Internal, e.to_string())
-}
-
 /// Stores `token` (surrounding whitespace trimmed), replacing any earlier one.
 pub fn set(store: &dyn SecretStore, token: Sensitive<String>) -> Result<(), ApiError> {
     let t = token.expose().trim();
@@ -35,9 +30,8 @@ pub fn set(store: &dyn SecretStore, token: Sensitive<String>) -> Result<(), ApiE
             "that does not look like an access token (it contains spaces or is too long)",
         ));
     }
-    store
-        .store(HF_TOKEN_ACCOUNT, &Sensitive::new(t.to_string()))
-        .map_err(secret_error)
+    store.store(HF_TOKEN_ACCOUNT, &Sensitive::new(t.to_string()))?;
+    Ok(())
 }
 
 pub fn status(store: &dyn SecretStore) -> TokenStatus {
@@ -54,7 +48,8 @@ pub fn status(store: &dyn SecretStore) -> TokenStatus {
 }
 
 pub fn delete(store: &dyn SecretStore) -> Result<(), ApiError> {
-    store.delete(HF_TOKEN_ACCOUNT).map_err(secret_error)
+    store.delete(HF_TOKEN_ACCOUNT)?;
+    Ok(())
 }
 
 /// The token to send, if one is stored and the keychain answers.
@@ -72,8 +67,8 @@ pub(crate) fn current(store: &dyn SecretStore) -> Option<Sensitive<String>> {
 pub fn test(home: &Home, store: &dyn SecretStore) -> Result<String, ApiError> {
     let token = current(store)
         .ok_or_else(|| ApiError::invalid("no access token is stored; add one first"))?;
-    let client = crate::models::hub_client(home, Some(&token))?;
-    crate::models::block_on(async { client.whoami().await }).map_err(crate::models::hub_error)
+    let client = crate::hub::client(home, Some(&token))?;
+    Ok(crate::hub::block_on(async { client.whoami().await })?)
 }
 
 #[cfg(test)]

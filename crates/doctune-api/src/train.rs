@@ -1,28 +1,18 @@
-//! Training runs of a project: start one (a run folder under the project's `runs/`), resume
-//! one, list them with their history.
+//! Training runs of a project: the settings a run will use (defaults, presets and what a person
+//! chose, combined by `doctune-train`'s rules), start one (a run folder under the project's
+//! `runs/`), resume one, list them with their history.
 
-use crate::generate::resolve_model;
+use crate::models::resolve_model;
 use crate::{ApiError, Home};
-use doctune_core::{CancelToken, Code, ProgressSink, Scope};
+use doctune_core::{Area, CancelToken, Code, ProgressSink, ProjectDir};
+use doctune_dataset::DatasetDir;
 pub use doctune_models::{DeviceKind, Precision, Target};
-use doctune_train::TrainError;
-pub use doctune_train::{Method, MetricsLine, Preset, RunConfig, RunSummary};
-use serde::Serialize;
+use doctune_train::RunDir;
+pub use doctune_train::{
+    Method, MethodKind, MetricsLine, Preset, RunConfig, RunOverrides, RunSummary,
+};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-fn train_error(e: TrainError) -> ApiError {
-    let code = match &e {
-        TrainError::OutOfMemory { .. } => Code::NoSpace,
-        TrainError::Io { .. } | TrainError::Candle(_) => Code::Internal,
-        _ => Code::InvalidInput,
-    };
-    ApiError::new(code, e.to_string())
-}
-
-/// A new run id: the time, unique in the folder.
-fn new_id(runs: &Path) -> String {
-    crate::projects::stamped_id(runs, "run")
-}
 
 /// The dataset folder a reference names: a dataset id of the project, or a folder.
 pub fn resolve_dataset(project_dir: &Path, dataset: &str) -> Result<PathBuf, ApiError> {
@@ -30,13 +20,37 @@ pub fn resolve_dataset(project_dir: &Path, dataset: &str) -> Result<PathBuf, Api
         return Ok(p);
     }
     let p = PathBuf::from(dataset);
-    if p.join("meta.json").is_file() {
+    if DatasetDir::is_dataset(&p) {
         return Ok(p);
     }
     Err(ApiError::new(
         Code::NotFound,
         format!("{dataset}: neither a dataset of the project nor a dataset folder"),
     ))
+}
+
+/// The settings of a run: [`RunConfig::default`], or `preset` scaled to the dataset in
+/// `dataset_dir` (its training examples; the intervals follow a chosen step count), with
+/// `overrides` applied on top. Both shells build their runs through here.
+pub fn settings(
+    dataset_dir: &Path,
+    preset: Option<Preset>,
+    overrides: &RunOverrides,
+) -> Result<RunConfig, ApiError> {
+    let base = match preset {
+        None => RunConfig::default(),
+        Some(p) => {
+            let meta = DatasetDir::open(dataset_dir)?.read_meta()?;
+            p.apply_with_steps(
+                &RunConfig::default(),
+                meta.stats.train_examples,
+                overrides.max_steps,
+            )
+        }
+    };
+    let mut config = overrides.apply(base);
+    config.dataset = dataset_dir.to_path_buf();
+    Ok(config)
 }
 
 /// Starts a run of `config` (whose `base_model` and `dataset` may be library/dataset ids) in the
@@ -53,13 +67,13 @@ pub fn start(
     config.dataset = resolve_dataset(project_dir, &config.dataset.display().to_string())?;
     // Refuse settings that cannot run and a run that will not fit, before loading anything (and
     // before the caller is told of a run folder).
-    config.validate().map_err(train_error)?;
-    doctune_train::preflight(&config, available_memory(config.device)).map_err(train_error)?;
-    let runs = Scope::new(project_dir)?.resolve("runs")?;
+    config.validate()?;
+    doctune_train::preflight(&config, available_memory(config.device))?;
+    let runs = ProjectDir::open(project_dir)?.area(Area::Runs)?;
     std::fs::create_dir_all(&runs).map_err(|e| ApiError::io(&runs, "cannot create", &e))?;
-    let id = new_id(&runs);
+    let id = doctune_core::stamped_id(&runs, "run");
     on_start(&runs.join(&id));
-    doctune_train::train(config, &runs, &id, sink, cancel).map_err(train_error)
+    Ok(doctune_train::train(config, &runs, &id, sink, cancel)?)
 }
 
 /// Resumes the run in `run_dir` from its newest checkpoint.
@@ -68,7 +82,7 @@ pub fn resume(
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<RunSummary, ApiError> {
-    doctune_train::resume(run_dir, sink, cancel).map_err(train_error)
+    Ok(doctune_train::resume(run_dir, sink, cancel)?)
 }
 
 /// A run as lists show it.
@@ -77,7 +91,7 @@ pub fn resume(
 pub struct RunInfo {
     pub id: String,
     pub path: String,
-    pub config: serde_json::Value,
+    pub config: RunConfig,
     pub created_at: String,
     /// Steps done (the last line of `metrics.jsonl`).
     pub steps: u64,
@@ -86,34 +100,36 @@ pub struct RunInfo {
     pub adapter: Option<String>,
 }
 
-/// The runs of a project, newest first.
+/// The runs of a project, newest first. A folder whose `run.json` does not read is skipped
+/// (and logged).
 pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
-    let runs = Scope::new(project_dir)?.resolve("runs")?;
+    let runs = ProjectDir::open(project_dir)?.area(Area::Runs)?;
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Ok(out);
     };
     for e in entries.flatten() {
-        let dir = e.path();
-        let Ok(bytes) = std::fs::read(dir.join("run.json")) else {
+        let dir = RunDir::at(e.path());
+        if !RunDir::is_run(dir.path()) {
             continue;
+        }
+        let run = match dir.read() {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!("skipping {}: {err}", dir.path().display());
+                continue;
+            }
         };
-        let Ok(run) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        let last = history(&dir).ok().and_then(|h| h.last().cloned());
-        let adapter = dir.join("adapter/adapter_config.json");
+        let last = dir.history().ok().and_then(|h| h.last().cloned());
         out.push(RunInfo {
-            id: e.file_name().to_string_lossy().into_owned(),
-            path: dir.display().to_string(),
-            config: run["config"].clone(),
-            created_at: run["createdAt"].as_str().unwrap_or_default().to_string(),
+            id: dir.id(),
+            path: dir.path().display().to_string(),
+            config: run.config,
+            created_at: run.created_at,
             steps: last.as_ref().map_or(0, |l| l.step),
             last,
-            checkpoints: doctune_train::checkpoints(&dir).len(),
-            adapter: adapter
-                .is_file()
-                .then(|| dir.join("adapter").display().to_string()),
+            checkpoints: dir.checkpoints().len(),
+            adapter: dir.adapter().map(|a| a.display().to_string()),
         });
     }
     out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
@@ -122,25 +138,20 @@ pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
 
 /// Every metrics line of a run (for redrawing its curves).
 pub fn history(run_dir: &Path) -> Result<Vec<MetricsLine>, ApiError> {
-    let p = run_dir.join("metrics.jsonl");
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(ApiError::io(&p, "cannot read", &e)),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+    Ok(RunDir::at(run_dir).history()?)
 }
 
-/// What the app's UI asks for: a library model and a dataset of the project, by id.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// What the app's UI asks for: a library model and a dataset of the project, by id, and the
+/// settings the person chose (a preset and overrides; Rust fills in the rest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppTrainRequest {
     pub model: String,
     pub dataset: String,
-    pub config: RunConfig,
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    #[serde(default)]
+    pub overrides: RunOverrides,
 }
 
 impl AppTrainRequest {
@@ -148,9 +159,9 @@ impl AppTrainRequest {
     /// folder, and the dataset resolved under the project's `datasets/`.
     pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<RunConfig, ApiError> {
         crate::models::require_in_library(home, &self.model)?;
-        let mut config = self.config.clone();
+        let dataset = crate::dataset::dir_of(project_dir, &self.dataset)?;
+        let mut config = settings(&dataset, self.preset, &self.overrides)?;
         config.base_model = resolve_model(home, &self.model)?;
-        config.dataset = crate::dataset::dir_of(project_dir, &self.dataset)?;
         Ok(config)
     }
 }
@@ -158,17 +169,13 @@ impl AppTrainRequest {
 /// A preset's settings for a dataset of the project.
 pub fn preset(project_dir: &Path, dataset: &str, preset: Preset) -> Result<RunConfig, ApiError> {
     let dir = crate::dataset::dir_of(project_dir, dataset)?;
-    let meta = doctune_dataset::read_meta(&dir).map_err(|e| ApiError::invalid(e.to_string()))?;
-    Ok(preset.apply(&RunConfig::default(), meta.stats.train_examples))
+    settings(&dir, Some(preset), &RunOverrides::default())
 }
 
 /// The run folder of run `id` of a project (confined to its `runs/`).
 pub fn run_dir(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
-    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
-        return Err(ApiError::invalid(format!("`{id}` is not a run id")));
-    }
-    let p = Scope::new(project_dir)?.resolve(Path::new("runs").join(id))?;
-    if !p.join("run.json").is_file() {
+    let p = ProjectDir::open(project_dir)?.item(Area::Runs, id)?;
+    if !RunDir::is_run(&p) {
         return Err(ApiError::new(
             Code::NotFound,
             format!("no run `{id}` in {}", project_dir.display()),
@@ -203,23 +210,19 @@ pub fn available_memory(device: DeviceKind) -> u64 {
 /// The memory estimate of a run configuration (already resolved to folders).
 pub fn estimate(config: &RunConfig) -> Result<EstimateReport, ApiError> {
     let available = available_memory(config.device);
-    match doctune_train::preflight(config, u64::MAX) {
-        Ok(estimate) => {
-            let fits = estimate.total <= available;
-            let seq_len = doctune_dataset::read_meta(&config.dataset)
-                .map(|m| m.options.seq_len)
-                .unwrap_or(1024);
-            Ok(EstimateReport {
-                estimate,
-                available_bytes: available,
-                fits,
-                suggestions: if fits {
-                    Vec::new()
-                } else {
-                    doctune_train::memory::suggestions(config, seq_len)
-                },
-            })
-        }
-        Err(e) => Err(train_error(e)),
-    }
+    let estimate = doctune_train::preflight(config, u64::MAX)?;
+    let fits = estimate.total <= available;
+    let seq_len = doctune_dataset::read_meta(&config.dataset)
+        .map(|m| m.options.seq_len)
+        .unwrap_or(1024);
+    Ok(EstimateReport {
+        estimate,
+        available_bytes: available,
+        fits,
+        suggestions: if fits {
+            Vec::new()
+        } else {
+            doctune_train::memory::suggestions(config, seq_len)
+        },
+    })
 }

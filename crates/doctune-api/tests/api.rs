@@ -36,7 +36,8 @@ fn create_list_and_open_projects() {
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().any(|p| p.id == c.id));
     let dir = projects::dir_of(&h, "my-thesis").unwrap();
-    for sub in projects::SUBDIRS {
+    for area in doctune_core::Area::ALL {
+        let sub = area.dir_name();
         assert!(dir.join(sub).is_dir(), "{sub}");
     }
     let p = projects::open(&dir).unwrap();

@@ -205,7 +205,7 @@ fn generate_json_matches_transformers_greedy() {
         );
         assert!(o.status.success(), "{o:?}");
         let v = json(&o);
-        let ids: Vec<u64> = v["token_ids"]
+        let ids: Vec<u64> = v["tokenIds"]
             .as_array()
             .unwrap()
             .iter()

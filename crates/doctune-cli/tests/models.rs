@@ -2,8 +2,7 @@
 //! layout (`HF_ENDPOINT`). The token tests need a real, unlocked OS keychain and are built with
 //! `--features keychain-tests` (scripts/test runs them inside a throwaway gnome-keyring).
 
-#[path = "../../doctune-hub/tests/support/mod.rs"]
-mod support;
+use doctune_testkit::hub as support;
 
 use std::io::Write;
 use std::path::Path;
@@ -117,6 +116,8 @@ fn pull_import_and_list() {
     let list = json(&o);
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["name"], "my-model", "newest first");
+    // The family's name for people comes from Rust (the UI has no table of its own).
+    assert_eq!(list[0]["familyLabel"], "Llama");
 }
 
 #[cfg(feature = "keychain-tests")]

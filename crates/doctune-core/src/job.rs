@@ -74,14 +74,24 @@ pub enum JobEvent {
         stop_reason: String,
         tokens_per_sec: f64,
     },
-    Finished,
+    /// The job ended well; `result` is what it produced, for the caller to act on (the new
+    /// run's summary, the built dataset), when it produces anything.
+    Finished {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+    },
+    /// The job failed: the same `{ code, message }` an error of a command carries.
     Failed {
-        error: String,
+        code: crate::Code,
+        message: String,
     },
     Cancelled,
 }
 
 impl JobEvent {
+    /// `Finished` with nothing to report.
+    pub const FINISHED: JobEvent = JobEvent::Finished { result: None };
+
     /// `Progress` of `current` out of `total` `unit`s, with an optional note (a file name).
     pub fn progress(current: u64, total: u64, unit: &str, message: Option<String>) -> Self {
         JobEvent::Progress {
@@ -216,6 +226,26 @@ mod tests {
         assert!(json["data"].get("evalLoss").is_none());
         let back: JobEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, m);
+        // Terminal events carry what a command's result or error would.
+        let f = JobEvent::Failed {
+            code: crate::Code::NotFound,
+            message: "a.pdf: gone".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            serde_json::json!({"type": "failed", "data": {"code": "notFound", "message": "a.pdf: gone"}})
+        );
+        let done = JobEvent::Finished {
+            result: Some(serde_json::json!({"id": "run-1"})),
+        };
+        assert_eq!(
+            serde_json::to_value(&done).unwrap()["data"]["result"]["id"],
+            "run-1"
+        );
+        assert_eq!(
+            serde_json::to_value(JobEvent::FINISHED).unwrap(),
+            serde_json::json!({"type": "finished", "data": {}})
+        );
     }
 
     #[test]
@@ -239,8 +269,8 @@ mod tests {
     #[test]
     fn closures_and_vec_sinks_receive_events() {
         let sink = VecSink::default();
-        sink.emit(JobEvent::Finished);
-        assert_eq!(sink.events(), vec![JobEvent::Finished]);
+        sink.emit(JobEvent::FINISHED);
+        assert_eq!(sink.events(), vec![JobEvent::FINISHED]);
         let count = std::sync::atomic::AtomicUsize::new(0);
         let f = |_e: JobEvent| {
             count.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! doctune-hub against a loopback server in the Hub's layout, and folder validation.
 
-mod support;
+use doctune_testkit::hub as support;
 
 use doctune_core::{CancelToken, JobEvent, NullSink, VecSink};
 use doctune_hub::{inspect_folder, HubClient, HubError};

@@ -84,6 +84,15 @@ impl Format {
         })
     }
 
+    /// Whether a file of this format can hold instruction data (rows of prompts and replies
+    /// or conversations) that `dataset build --mode instruct` reads: JSON, JSONL, CSV, TSV.
+    pub fn is_instruction_data(self) -> bool {
+        matches!(
+            self,
+            Format::Json | Format::Jsonl | Format::Csv | Format::Tsv
+        )
+    }
+
     /// Whether DocTune can take text from this format.
     pub fn is_supported(self) -> bool {
         !matches!(self, Format::Zip | Format::Unknown)

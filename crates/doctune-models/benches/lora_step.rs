@@ -14,10 +14,10 @@
 //! so each peak RSS is that side's alone. Both sides print the loss of their first step on the
 //! same ids as a check that they compute the same thing.
 
-use doctune_models::testing::{bench_env, bench_threads, peak_rss_bytes, run_json};
 use doctune_models::{
     causal_lm_loss, load_model, HeapGuard, LoadOptions, LoraSpec, Target, Tensor,
 };
+use doctune_testkit::bench::{bench_env, bench_threads, peak_rss_bytes, run_json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -74,9 +74,9 @@ fn params(b: &Bench) -> u64 {
 
 /// Writes a random Llama-style model folder (tied embeddings) and the token ids both sides use.
 fn write_model(b: &Bench, dir: &Path) {
-    doctune_models::testing::write_random_llama(
+    doctune_testkit::models::write_random_llama(
         dir,
-        &doctune_models::testing::RandomLlama {
+        &doctune_testkit::models::RandomLlama {
             hidden: b.hidden,
             layers: b.layers,
             heads: b.heads,

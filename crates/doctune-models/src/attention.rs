@@ -11,25 +11,17 @@
 //! each running single-threaded GEMMs (`gemm`, the kernels candle's matmul uses), which keeps
 //! both cores busy where one `[T, S]` GEMM per head is too small to split.
 //!
-//! [`rope`] is the rotary embedding as one op whose backward is the inverse rotation.
-//!
-//! Both run fused on the CPU in f32/f64 and fall back to compositions of candle ops elsewhere
+//! It runs fused on the CPU in f32/f64 and fall back to compositions of candle ops elsewhere
 //! (GPU, half precision), which are also the references the tests compare them with.
 
-use crate::ops::{apply_rope, masked_softmax, slice, softcap, softmax_last_dim, with_slice};
-use candle_core::{
-    CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
-};
+use crate::ops::{fused, masked_softmax, slice, softcap, softmax_last_dim, with_slice};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// Query rows per block.
 const BLOCK: usize = 64;
-
-fn fused(x: &Tensor) -> bool {
-    x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
-}
 
 /// Attention for `q` [B, T, Hq, D] and `k`, `v` [B, S, Hkv, D] (Hq a multiple of Hkv), with an
 /// additive `mask` [T, S] (0 or −∞), `scale` applied to the scores and optional soft-capping of
@@ -662,95 +654,6 @@ impl CustomOp3 for AttentionOp {
     }
 }
 
-/// Rotary embedding of `x` [B, T, H, D] with `cos`/`sin` [T, rot] (both halves, as
-/// [`apply_rope`] takes them; the last `D − rot` dimensions pass through).
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let (_, t, _, _) = x.dims4()?;
-    let rot = cos.dim(1)?;
-    if fused(x) && cos.dtype() == x.dtype() && sin.dtype() == x.dtype() {
-        return x.contiguous()?.apply_op1(RopeOp {
-            cos: cos.contiguous()?,
-            sin: sin.contiguous()?,
-        });
-    }
-    apply_rope(x, &cos.reshape((t, 1, rot))?, &sin.reshape((t, 1, rot))?)
-}
-
-/// The fused rotary embedding. Per pair (x₁, x₂) of the two halves: y₁ = x₁·c − x₂·s,
-/// y₂ = x₂·c + x₁·s, a rotation; its backward is the rotation by −s. The tables' two halves are
-/// equal (as every rope type builds them), so the first half's angles serve both.
-struct RopeOp {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-fn rope_rows<T: Float + Send + Sync>(
-    x: &[T],
-    cos: &[T],
-    sin: &[T],
-    (t, h, d, rot): (usize, usize, usize, usize),
-    sign: T,
-) -> Vec<T> {
-    let half = rot / 2;
-    let mut out = x.to_vec();
-    out.par_chunks_mut(h * d).enumerate().for_each(|(row, o)| {
-        let pos = row % t;
-        let (c, s) = (
-            &cos[pos * rot..pos * rot + half],
-            &sin[pos * rot..pos * rot + half],
-        );
-        for head in o.chunks_mut(d) {
-            for i in 0..half {
-                let (x1, x2) = (head[i], head[i + half]);
-                let sn = s[i] * sign;
-                head[i] = x1 * c[i] - x2 * sn;
-                head[i + half] = x2 * c[i] + x1 * sn;
-            }
-        }
-    });
-    out
-}
-
-impl RopeOp {
-    fn run<T: WithDType + Float>(&self, x: &[T], shape: &Shape, sign: T) -> Result<Vec<T>> {
-        let (_, t, h, d) = shape.dims4()?;
-        let rot = self.cos.dim(1)?;
-        if self.cos.dim(0)? != t || rot > d || rot % 2 != 0 {
-            candle_core::bail!("rope: tables {:?} for {:?}", self.cos.dims(), shape.dims());
-        }
-        with_slice::<T, _>(&self.cos, |c| {
-            with_slice::<T, _>(&self.sin, |s| Ok(rope_rows(x, c, s, (t, h, d, rot), sign)))
-        })
-    }
-}
-
-impl CustomOp1 for RopeOp {
-    fn name(&self) -> &'static str {
-        "rope"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(self.run(slice(s, l)?, l.shape(), 1f32)?),
-            CpuStorage::F64(_) => CpuStorage::F64(self.run(slice(s, l)?, l.shape(), 1f64)?),
-            _ => candle_core::bail!("fused rope: f32 or f64 only"),
-        };
-        Ok((out, l.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let g = grad.contiguous()?;
-        let dx = match g.dtype() {
-            DType::F32 => with_slice::<f32, _>(&g, |s| self.run(s, g.shape(), -1f32))
-                .and_then(|v| Tensor::from_vec(v, g.shape(), g.device()))?,
-            DType::F64 => with_slice::<f64, _>(&g, |s| self.run(s, g.shape(), -1f64))
-                .and_then(|v| Tensor::from_vec(v, g.shape(), g.device()))?,
-            dt => candle_core::bail!("fused rope: {dt:?} not supported"),
-        };
-        Ok(Some(dx))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -847,50 +750,6 @@ mod tests {
             };
             let g = grads.get(var).unwrap();
             test_util::assert_finite_differences(var, g, loss, 1e-6, &format!("input {which}"));
-        }
-    }
-
-    #[test]
-    fn fused_rope_matches_the_composition_and_inverts_in_backward() {
-        let rotary_tables = |t: usize, rot: usize| {
-            let half = rot / 2;
-            let mut cos = Vec::new();
-            let mut sin = Vec::new();
-            for p in 0..t {
-                for _ in 0..2 {
-                    for i in 0..half {
-                        let a = p as f64 / 10f64.powf(i as f64 / half as f64);
-                        cos.push(a.cos());
-                        sin.push(a.sin());
-                    }
-                }
-            }
-            (
-                Tensor::from_vec(cos, (t, rot), &Device::Cpu).unwrap(),
-                Tensor::from_vec(sin, (t, rot), &Device::Cpu).unwrap(),
-            )
-        };
-        for (d, rot) in [(4, 4), (6, 4)] {
-            let (t, h) = (5, 3);
-            let (cos, sin) = rotary_tables(t, rot);
-            let x = randn(&[2, t, h, d], 60);
-            let fused = rope(&x, &cos, &sin).unwrap();
-            let composed = apply_rope(
-                &x,
-                &cos.reshape((t, 1, rot)).unwrap(),
-                &sin.reshape((t, 1, rot)).unwrap(),
-            )
-            .unwrap();
-            assert!(max_diff(&fused, &composed) < 1e-12);
-            let w = sin_weights(&[2, t, h, d]);
-            let g1 = (fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (composed * &w)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-12);
         }
     }
 }

@@ -24,13 +24,14 @@ mod error;
 pub mod folder;
 pub mod generate;
 mod heap;
+mod kv_cache;
 pub mod linear;
 mod loss;
 pub mod model;
 pub mod ops;
 pub mod rng;
-mod rope;
-pub mod testing;
+pub mod rope;
+mod target;
 
 pub use adapter::{load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;
@@ -39,9 +40,11 @@ pub use error::ModelError;
 pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};
 pub use heap::HeapGuard;
+pub use kv_cache::KvCache;
 pub use linear::LoraSpec;
 pub use loss::{causal_lm_loss, log_softmax};
-pub use model::{CausalLm, KvCache, Target};
+pub use model::CausalLm;
+pub use target::{Target, TargetError};
 
 /// Re-exported so callers need not depend on candle directly for the basic types.
 pub use candle_core::{DType, Device, Tensor, Var};

@@ -7,105 +7,21 @@
 //! (Qwen3), biases (Qwen2, Llama options), Gemma 2's scaled embeddings, `1 + w` norms, extra
 //! norms around attention and MLP, soft-capping and alternating sliding windows.
 
-use crate::attention::{attention, rope};
+use crate::attention::attention;
 use crate::config::{Activation, ModelConfig};
+use crate::kv_cache::KvCache;
 use crate::linear::{Linear, LoraSpec, Param};
 use crate::ops::{frozen_matmul, rms_norm, softcap, swiglu, Precomputed};
 use crate::rng::ModelRng;
+use crate::rope::rope;
 use crate::rope::Rotary;
+use crate::target::Target;
 use candle_core::backprop::GradStore;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Result, Shape, Tensor,
     Var, D,
 };
 use std::sync::{Arc, Mutex};
-
-/// The projections LoRA can target, by the names PEFT users know.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Target {
-    Q,
-    K,
-    V,
-    O,
-    Gate,
-    Up,
-    Down,
-}
-
-impl Target {
-    pub const ALL: [Target; 7] = [
-        Target::Q,
-        Target::K,
-        Target::V,
-        Target::O,
-        Target::Gate,
-        Target::Up,
-        Target::Down,
-    ];
-
-    /// `q`, `k`, `v`, `o`, `gate`, `up`, `down` (also with a `_proj` suffix).
-    pub fn parse(s: &str) -> Option<Target> {
-        Some(match s.trim().trim_end_matches("_proj") {
-            "q" => Target::Q,
-            "k" => Target::K,
-            "v" => Target::V,
-            "o" => Target::O,
-            "gate" => Target::Gate,
-            "up" => Target::Up,
-            "down" => Target::Down,
-            _ => return None,
-        })
-    }
-
-    /// A comma-separated list, e.g. `q,v` or `all`.
-    pub fn parse_list(s: &str) -> std::result::Result<Vec<Target>, String> {
-        if s.trim() == "all" {
-            return Ok(Target::ALL.to_vec());
-        }
-        let mut out = Vec::new();
-        for part in s.split(',').filter(|p| !p.trim().is_empty()) {
-            let t = Target::parse(part).ok_or_else(|| {
-                format!(
-                    "unknown LoRA target `{}` (use q, k, v, o, gate, up, down or all)",
-                    part.trim()
-                )
-            })?;
-            if !out.contains(&t) {
-                out.push(t);
-            }
-        }
-        if out.is_empty() {
-            return Err("no LoRA targets given".into());
-        }
-        Ok(out)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Target::Q => "q",
-            Target::K => "k",
-            Target::V => "v",
-            Target::O => "o",
-            Target::Gate => "gate",
-            Target::Up => "up",
-            Target::Down => "down",
-        }
-    }
-
-    /// Whether this target selects module `module` (Phi-3's fused `qkv_proj` is selected by
-    /// any of q, k, v and `gate_up_proj` by gate or up: one adapter on the fused matrix, as
-    /// PEFT's Phi-3 targets do).
-    pub fn selects(self, module: &str) -> bool {
-        match module {
-            "qkv_proj" => matches!(self, Target::Q | Target::K | Target::V),
-            "gate_up_proj" => matches!(self, Target::Gate | Target::Up),
-            m => m.trim_end_matches("_proj") == self.name(),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Qkv {
@@ -169,29 +85,6 @@ struct PassCtx {
     /// Additive masks [T, S] for full attention and for sliding layers (`None`: nothing masked).
     full_mask: Option<Tensor>,
     window_mask: Option<Tensor>,
-}
-
-/// Keys and values of past positions, per layer, each [B, S, KV heads, head_dim].
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-}
-
-impl KvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-            len: 0,
-        }
-    }
-    /// Positions cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 impl DecoderLayer {

@@ -37,7 +37,7 @@ fn open(name: &str) -> LoadedModel {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    doctune_models::testing::max_abs_diff(a, b) as f32
+    doctune_testkit::max_abs_diff(a, b) as f32
 }
 
 fn ids(g: &HashMap<String, Tensor>, key: &str) -> Tensor {

@@ -19,10 +19,9 @@
 //! near ln(vocab); they must agree within noise, not improve.
 
 use doctune_core::{CancelToken, NullSink};
-use doctune_models::testing::{
-    bench_env, bench_threads, peak_rss_bytes, run_json, write_random_llama, RandomLlama,
-};
 use doctune_models::{DeviceKind, Precision, Target};
+use doctune_testkit::bench::{bench_env, bench_threads, peak_rss_bytes, run_json};
+use doctune_testkit::models::{write_random_llama, RandomLlama};
 use doctune_train::{memory, train, Method, RunConfig};
 use std::path::Path;
 use std::process::Command;

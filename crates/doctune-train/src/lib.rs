@@ -33,7 +33,7 @@ pub use data::epoch_order;
 pub use run_dir::{checkpoints, MetricsLine, RunDir, RunFile, RUN_SCHEMA};
 
 use doctune_core::{CancelToken, ProgressSink};
-use run_dir::{dataset_fingerprint, io, model_fingerprint};
+use run_dir::{dataset_fingerprint, model_fingerprint};
 use runner::Runner;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,14 @@ pub enum TrainError {
     Diverged { step: u64, detail: String },
     #[error("training computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// `TrainError::Io` on `path`, for `map_err`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How a run ended.

@@ -3,7 +3,7 @@
 //! LoRA run, `adapter/` (a PEFT adapter). Also the fingerprints that tie a run to the exact base
 //! model and dataset it was started on.
 
-use crate::{RunConfig, TrainError};
+use crate::{io, RunConfig, TrainError};
 use doctune_dataset::DatasetDir;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -13,11 +13,12 @@ use std::path::{Path, PathBuf};
 /// `run.json`'s schema version.
 pub const RUN_SCHEMA: u32 = 1;
 
-pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// A checkpoint's state file; a checkpoint folder without one is not a checkpoint.
+pub(crate) const STATE_FILE: &str = "state.json";
+
+/// A checkpoint's folder name: `step-00000042`.
+pub(crate) fn checkpoint_name(step: u64) -> String {
+    format!("step-{step:08}")
 }
 
 /// `run.json`: what a run was started with, and what it must still find to resume.
@@ -146,7 +147,7 @@ impl RunDir {
                         p.file_name()
                             .and_then(|n| n.to_str())
                             .is_some_and(|n| n.starts_with("step-"))
-                            && p.join(crate::checkpoint::STATE_FILE).is_file()
+                            && p.join(STATE_FILE).is_file()
                     })
                     .collect()
             })
@@ -157,10 +158,8 @@ impl RunDir {
 
     /// The checkpoint of step `step`, if the run has it.
     pub fn checkpoint(&self, step: u64) -> Option<PathBuf> {
-        let p = self
-            .checkpoints_dir()
-            .join(crate::checkpoint::dir_name(step));
-        p.join(crate::checkpoint::STATE_FILE).is_file().then_some(p)
+        let p = self.checkpoints_dir().join(checkpoint_name(step));
+        p.join(STATE_FILE).is_file().then_some(p)
     }
 
     /// Every line of `metrics.jsonl` (lines that do not parse — a line cut by a crash — are

@@ -5,8 +5,8 @@
 
 use crate::checkpoint::State;
 use crate::data::{epoch_order, Batch};
-use crate::run_dir::{io, MetricsLine, RunDir};
-use crate::{optim, Method, RunConfig, RunSummary, TrainError};
+use crate::run_dir::{MetricsLine, RunDir};
+use crate::{checkpoint, io, optim, Method, RunConfig, RunSummary, TrainError};
 use candle_core::{Tensor, Var};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, Throttle};
 use doctune_dataset::{DatasetDir, Record, Split, SplitReader};
@@ -147,6 +147,14 @@ impl Runner {
             lora,
             gpus,
         })
+    }
+
+    /// Puts the run back where checkpoint `ckpt` left it.
+    pub fn restore(&mut self, ckpt: &std::path::Path) -> Result<(), TrainError> {
+        let (state, rng) = checkpoint::restore(ckpt, self.model.device(), &mut self.opt)?;
+        self.state = state;
+        self.rng = rng;
+        Ok(())
     }
 
     /// GPU memory this process holds, on CUDA runs where NVML reports it.
@@ -400,7 +408,13 @@ impl Runner {
                 });
             }
             if self.state.step.is_multiple_of(self.cfg.checkpoint_every) && !at_end {
-                let p = self.checkpoint()?;
+                let p = checkpoint::write(
+                    &self.run,
+                    &mut self.state,
+                    &self.opt,
+                    &self.rng,
+                    self.cfg.keep_checkpoints,
+                )?;
                 sink.emit(JobEvent::Checkpoint {
                     path: p.display().to_string(),
                 });
@@ -415,7 +429,13 @@ impl Runner {
             }
         }
         metrics.sync_all().map_err(io(&metrics_path))?;
-        let ckpt = self.checkpoint()?;
+        let ckpt = checkpoint::write(
+            &self.run,
+            &mut self.state,
+            &self.opt,
+            &self.rng,
+            self.cfg.keep_checkpoints,
+        )?;
         sink.emit(JobEvent::Checkpoint {
             path: ckpt.display().to_string(),
         });

@@ -243,7 +243,7 @@ fn accumulation_equals_a_larger_batch() {
     };
     let (wa, wb) = (load("a"), load("b"));
     for (name, ta) in &wa {
-        let diff = doctune_models::testing::max_abs_diff(ta, &wb[name]);
+        let diff = doctune_testkit::max_abs_diff(ta, &wb[name]);
         assert!(diff < 1e-5, "{name}: {diff}");
     }
 }

@@ -96,8 +96,10 @@ export type JobEvent =
     }
   | { type: "checkpoint"; data: { path: string } }
   | { type: "generated"; data: { tokens: number; stopReason: string; tokensPerSec: number } }
-  | { type: "finished" }
-  | { type: "failed"; data: { error: string } }
+  /** `result`: what the job produced (the run's summary, the built dataset…), when anything. */
+  | { type: "finished"; data: { result?: unknown } }
+  /** The same `{ code, message }` a command's error carries. */
+  | { type: "failed"; data: ApiError }
   | { type: "cancelled" };
 
 export interface GpuInfo {
@@ -177,6 +179,8 @@ export interface ModelEntry {
   path: string;
   source: ModelSource;
   family: string;
+  /** The family's name for people ("Phi-3"), from Rust. */
+  familyLabel: string;
   architecture: string;
   dtype: string;
   parameters: number;
@@ -311,6 +315,8 @@ export function startDatasetBuild(
   return invoke<string>("start_dataset_build", { id, request, onEvent: channel });
 }
 
+/** The dataset builder's defaults, from Rust. */
+export const datasetDefaults = () => invoke<BuildOptions>("dataset_defaults");
 export const listDatasets = (id: string) => invoke<DatasetSummary[]>("list_datasets", { id });
 export const datasetPreview = (id: string, dataset: string, n: number) =>
   invoke<PreviewExample[]>("dataset_preview", { id, dataset, n });
@@ -355,7 +361,7 @@ export interface MetricsLine {
 export interface RunInfo {
   id: string;
   path: string;
-  config: { maxSteps?: number | null; method: { kind: string } } & Record<string, unknown>;
+  config: RunConfig;
   createdAt: string;
   steps: number;
   last?: MetricsLine | null;
@@ -369,17 +375,65 @@ function channelFor(onEvent: (e: JobEvent) => void): Channel<JobEvent> {
   return channel;
 }
 
-export const startTraining = (
-  id: string,
-  request: { model: string; dataset: string; config: Partial<RunConfig> },
-  onEvent: (e: JobEvent) => void,
-) => invoke<string>("start_training", { id, request, onEvent: channelFor(onEvent) });
+/** What a person chose in the Train view; Rust fills in everything else (`RunOverrides`). */
+export interface RunOverrides {
+  method?: "lora" | "full";
+  loraRank?: number;
+  loraAlpha?: number;
+  loraDropout?: number;
+  loraTargets?: LoraTarget[];
+  rslora?: boolean;
+  maxSteps?: number;
+  epochs?: number;
+  microBatch?: number;
+  gradAccum?: number;
+  lr?: number;
+  warmupSteps?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  evalEvery?: number;
+  checkpointEvery?: number;
+  gradientCheckpointing?: boolean;
+  device?: DeviceKind;
+  precision?: Precision;
+  seed?: number;
+}
+
+export type Preset = "quick" | "balanced" | "thorough";
+
+/** A run to start: a library model and a dataset by id, a preset and the person's choices. */
+export interface TrainRequest {
+  model: string;
+  dataset: string;
+  preset?: Preset | null;
+  overrides: RunOverrides;
+}
+
+/** How a run ended (a training job's `finished` result). */
+export interface RunSummary {
+  id: string;
+  runDir: string;
+  steps: number;
+  totalSteps: number;
+  finalLoss?: number | null;
+  evalLoss?: number | null;
+  evalPerplexity?: number | null;
+  cancelled: boolean;
+  earlyStopped: boolean;
+  output: string;
+}
+
+export const startTraining = (id: string, request: TrainRequest, onEvent: (e: JobEvent) => void) =>
+  invoke<string>("start_training", { id, request, onEvent: channelFor(onEvent) });
 export const resumeTraining = (id: string, run: string, onEvent: (e: JobEvent) => void) =>
   invoke<string>("resume_training", { id, run, onEvent: channelFor(onEvent) });
 export const listRuns = (id: string) => invoke<RunInfo[]>("list_runs", { id });
 export const runHistory = (id: string, run: string) => invoke<MetricsLine[]>("run_history", { id, run });
-export const trainPreset = (id: string, dataset: string, preset: "quick" | "balanced" | "thorough") =>
-  invoke<RunConfig>("train_preset", { id, dataset, preset });
+/** The full settings a request would run with (defaults or preset, then the choices). */
+export const trainSettings = (id: string, request: TrainRequest) => invoke<RunConfig>("train_settings", { id, request });
+/** The project's documents an instruction dataset can be built from. */
+export const listInstructionDocuments = (id: string) =>
+  invoke<DocumentEntry[]>("list_instruction_documents", { id });
 
 export interface EstimateReport {
   estimate: { weights: number; trainable: number; activations: number; overhead: number; total: number };
@@ -388,5 +442,5 @@ export interface EstimateReport {
   suggestions: string[];
 }
 
-export const trainEstimate = (id: string, request: { model: string; dataset: string; config: Partial<RunConfig> }) =>
+export const trainEstimate = (id: string, request: TrainRequest) =>
   invoke<EstimateReport>("train_estimate", { id, request });

@@ -54,19 +54,6 @@ export function humanCount(n: number): string {
   return String(n);
 }
 
-const FAMILY_LABELS: Record<string, string> = {
-  llama: "Llama",
-  mistral: "Mistral",
-  qwen2: "Qwen2",
-  qwen3: "Qwen3",
-  phi3: "Phi-3",
-  gemma2: "Gemma 2",
-};
-
-export function familyLabel(family: string): string {
-  return FAMILY_LABELS[family] ?? family;
-}
-
 /**
  * Splits `text` into runs marked trained or not, from spans in Unicode code points (as the
  * dataset stores them; JavaScript strings index UTF-16 units, so the text is split by code point).

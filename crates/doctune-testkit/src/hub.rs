@@ -1,8 +1,6 @@
-//! Test support: tiny generated models and a loopback server in the Hugging Face Hub's URL
-//! layout (listing with hashes, `resolve/` with ranges, whoami). Test-only; it listens on
-//! 127.0.0.1 with an OS-chosen port and stops when dropped.
-
-#![allow(dead_code)]
+//! Tiny generated model folders and a loopback server in the Hugging Face Hub's URL layout
+//! (listing with hashes, `resolve/` with ranges, whoami). It listens on 127.0.0.1 with an
+//! OS-chosen port and stops when dropped.
 
 use sha2::Digest;
 use std::collections::{HashMap, HashSet};
@@ -123,7 +121,7 @@ pub fn write_folder(dir: &std::path::Path, files: &[(String, Vec<u8>)]) {
 }
 
 /// One repository the server serves.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FakeRepo {
     pub files: Vec<(String, Vec<u8>)>,
     /// A bearer token the repository demands (a gated model).
@@ -227,6 +225,14 @@ impl FakeHub {
 
     pub fn clear_log(&self) {
         self.state.lock().unwrap().log.clear();
+    }
+}
+
+impl std::fmt::Debug for FakeHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeHub")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
     }
 }
 

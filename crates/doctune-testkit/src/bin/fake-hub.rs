@@ -1,13 +1,10 @@
 //! The loopback test Hub as a process, for the app's end-to-end tests: serves `org/tiny` (a tiny
 //! Llama) and `org/pickle` (pickle only) on 127.0.0.1, prints its endpoint on the first line of
 //! stdout, and stops when its standard input closes or after ten minutes, whichever is first.
-//! Test-only: built as a cargo example, never shipped.
+//! Test-only: a binary of the dev-only `doctune-testkit` crate, never shipped.
 
-#[path = "mod.rs"]
-mod support;
-
+use doctune_testkit::hub::{self as support, tiny_llama, FakeHub};
 use std::io::Read;
-use support::{tiny_llama, FakeHub};
 
 fn main() {
     let hub = FakeHub::start();

@@ -1,0 +1,461 @@
+//! The command line's grammar: every subcommand, flag and default (clap), and the conversions
+//! from flags to the API's request types. Defaults come from the library types
+//! (`BuildOptions::default`, `RunConfig::default` through `RunOverrides`), never from here.
+
+use clap::{Parser, Subcommand};
+use doctune_api::dataset::{BuildOptions, LossOn, Mode, OnBadRow};
+use doctune_api::train::{MethodKind, Preset, RunOverrides, Target};
+use doctune_api::ApiError;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+/// The dataset builder's defaults, shown in `--help`.
+static BUILD_DEFAULTS: LazyLock<BuildOptions> = LazyLock::new(BuildOptions::default);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "doctune",
+    version,
+    about = "Fine-tune a language model on your own documents, locally."
+)]
+pub struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// DocTune's data folder (default: $DOCTUNE_HOME, else the OS data folder).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create and list projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Add documents (files or folders) to a project: copied in, hashed, typed, deduplicated.
+    Add {
+        /// The project: its folder, or its id or name.
+        #[arg(long, value_name = "DIR")]
+        project: String,
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Extract the text of documents: with FILEs, add them first (as `add` does) and extract
+    /// those; without, extract every document of the project not extracted yet.
+    Ingest {
+        /// The project: its folder, or its id or name.
+        #[arg(long, value_name = "DIR")]
+        project: String,
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Show what this machine offers: OS, CPU, RAM, disk, GPU, keychain.
+    Doctor,
+    /// The Hugging Face access token, kept in the OS keychain only.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Base models: pull from the Hub, import a folder, list the library.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Fine-tune a model on a dataset (LoRA or all weights); `train resume RUN_DIR` continues a
+    /// run from its newest checkpoint. Prints the run folder; with --json, one JSON object per
+    /// metrics line as training goes, then the summary.
+    Train(TrainCli),
+    /// A project's training runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Build, list and preview a project's training datasets.
+    Dataset {
+        #[command(subcommand)]
+        command: DatasetCommand,
+    },
+    /// Generate text with a model (and a LoRA adapter), streamed to standard output. With
+    /// --json, prints one object: {"tokenIds": [generated ids, prompt excluded], "text", ...}.
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct TrainCli {
+    #[command(subcommand)]
+    pub resume: Option<TrainSub>,
+    #[command(flatten)]
+    pub args: Option<TrainArgs>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrainSub {
+    /// Continue a run from its newest checkpoint (refused if its model or dataset changed).
+    Resume {
+        run_dir: PathBuf,
+        /// Threads for the computation (default: all cores).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum MethodArg {
+    Lora,
+    Full,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PresetArg {
+    Quick,
+    Balanced,
+    Thorough,
+}
+
+/// A run's settings. Every setting left out comes from the preset when one is given (scaled to
+/// the dataset), else from DocTune's defaults (`RunConfig::default`): LoRA rank 8 (alpha 16,
+/// dropout 0.05) on q,v, one epoch, micro-batch 4, accumulation 1, lr 2e-4 with a cosine
+/// schedule, no warmup, clipping at 1.0, checkpoints every 100 steps, seed 0, the CPU in f32.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// The project: its folder, or its id or name.
+    #[arg(long, value_name = "DIR", required = true)]
+    pub project: Option<String>,
+    /// The base model (a folder or a library id).
+    #[arg(long, value_name = "MODEL_DIR", required = true)]
+    pub model: Option<String>,
+    /// The dataset (a dataset id of the project or a dataset folder).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub dataset: Option<String>,
+    /// Start from a preset scaled to the dataset (quick, balanced, thorough).
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// Optimiser steps (default: the epochs over the training split).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    #[arg(long, value_name = "E")]
+    pub epochs: Option<f64>,
+    #[arg(long, value_name = "N")]
+    pub micro_batch: Option<usize>,
+    #[arg(long, value_name = "K")]
+    pub grad_accum: Option<usize>,
+    #[arg(long, value_name = "X")]
+    pub lr: Option<f64>,
+    #[arg(long, value_name = "N")]
+    pub warmup_steps: Option<u64>,
+    /// A new rank without --lora-alpha keeps alpha/rank as it was (alpha 2 × rank by default).
+    #[arg(long, value_name = "R")]
+    pub lora_rank: Option<usize>,
+    #[arg(long, value_name = "A")]
+    pub lora_alpha: Option<f64>,
+    #[arg(long, value_name = "P")]
+    pub lora_dropout: Option<f32>,
+    /// Projections to adapt: a comma list of q,k,v,o,gate,up,down, or all.
+    #[arg(long, value_name = "LIST")]
+    pub lora_targets: Option<String>,
+    #[arg(long)]
+    pub rslora: bool,
+    #[arg(long, value_name = "W")]
+    pub weight_decay: Option<f64>,
+    /// Clip the global gradient norm to G (0 turns clipping off).
+    #[arg(long, value_name = "G")]
+    pub max_grad_norm: Option<f64>,
+    #[arg(long, value_name = "N")]
+    pub eval_every: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Recompute activations in the backward pass (less memory, more time).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    /// Where to train: cpu, cuda or metal (GPUs need a build with that feature).
+    #[arg(long)]
+    pub device: Option<doctune_api::train::DeviceKind>,
+    /// Base weights and activations: f32, bf16 or f16 (bf16/f16 on GPUs; LoRA matrices and the
+    /// optimiser stay f32).
+    #[arg(long)]
+    pub precision: Option<doctune_api::train::Precision>,
+    /// Threads for the computation (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+impl TrainArgs {
+    /// The preset named, if any.
+    pub fn preset(&self) -> Option<Preset> {
+        self.preset.map(|p| match p {
+            PresetArg::Quick => Preset::Quick,
+            PresetArg::Balanced => Preset::Balanced,
+            PresetArg::Thorough => Preset::Thorough,
+        })
+    }
+
+    /// The settings given on the command line, to apply over the preset or the defaults.
+    pub fn overrides(&self) -> Result<RunOverrides, ApiError> {
+        let targets = self
+            .lora_targets
+            .as_deref()
+            .map(Target::parse_list)
+            .transpose()?;
+        Ok(RunOverrides {
+            method: self.method.map(|m| match m {
+                MethodArg::Lora => MethodKind::Lora,
+                MethodArg::Full => MethodKind::Full,
+            }),
+            lora_rank: self.lora_rank,
+            lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
+            lora_targets: targets,
+            rslora: self.rslora.then_some(true),
+            max_steps: self.steps,
+            epochs: self.epochs,
+            micro_batch: self.micro_batch,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            schedule: None,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            eval_every: self.eval_every,
+            checkpoint_every: self.checkpoint_every,
+            gradient_checkpointing: self.gradient_checkpointing.then_some(true),
+            device: self.device,
+            precision: self.precision,
+            seed: self.seed,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// List a project's runs with their last metrics.
+    List {
+        #[arg(long, value_name = "DIR")]
+        project: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatasetCommand {
+    /// Tokenise the project's extracted documents (pretrain) or instruction files (instruct)
+    /// into datasets/<id>/ with the model's tokenizer and chat template.
+    Build(DatasetBuildArgs),
+    /// Show the first examples of a dataset: the exact text and the trained-on spans
+    /// (character offsets into it).
+    Preview {
+        /// The dataset folder (a project's datasets/<id>).
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        #[arg(long, default_value_t = 3, value_name = "K")]
+        n: usize,
+    },
+    /// List a project's datasets.
+    List {
+        #[arg(long, value_name = "DIR")]
+        project: String,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ModeArg {
+    Pretrain,
+    Instruct,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LossArg {
+    Assistant,
+    All,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum BadRowArg {
+    Skip,
+    Stop,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DatasetBuildArgs {
+    /// The project: its folder, or its id or name.
+    #[arg(long, value_name = "DIR")]
+    pub project: String,
+    /// The model whose tokenizer and chat template to use (a folder or a library id).
+    #[arg(long, value_name = "MODEL_DIR")]
+    pub model: String,
+    #[arg(long, value_enum)]
+    pub mode: ModeArg,
+    /// An instruction file (JSONL, JSON or CSV/TSV; alpaca, prompt/completion, sharegpt,
+    /// OpenAI messages or text rows). Repeat for several.
+    #[arg(long = "input", value_name = "FILE")]
+    pub inputs: Vec<PathBuf>,
+    /// Tokens per example (longer conversations are cut; documents are packed into windows of
+    /// this length).
+    #[arg(long, default_value_t = BUILD_DEFAULTS.seq_len, value_name = "N")]
+    pub seq_len: usize,
+    /// Pretrain: tokens between window starts (default: seq-len, no overlap).
+    #[arg(long, value_name = "N")]
+    pub stride: Option<usize>,
+    /// Pretrain: drop the last, shorter window.
+    #[arg(long)]
+    pub drop_last: bool,
+    #[arg(long, default_value_t = BUILD_DEFAULTS.val_fraction, value_name = "F")]
+    pub val_fraction: f64,
+    #[arg(long, default_value_t = BUILD_DEFAULTS.seed)]
+    pub seed: u64,
+    /// Which tokens of a conversation carry loss.
+    #[arg(long, value_enum, default_value = "assistant")]
+    pub loss_on: LossArg,
+    /// Skip bad rows (listed in the report) or stop at the first.
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_bad_row: BadRowArg,
+    /// Keep exact duplicate examples.
+    #[arg(long)]
+    pub keep_duplicates: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// A model folder (Hugging Face layout), or the id of a model in the library.
+    #[arg(long, value_name = "DIR")]
+    pub model: String,
+    /// A PEFT LoRA adapter folder to apply.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// Render the prompt as a user turn with the model's chat template (and stop at the end of
+    /// the reply).
+    #[arg(long)]
+    pub chat: bool,
+    /// A system message (with --chat).
+    #[arg(long, value_name = "TEXT", requires = "chat")]
+    pub system: Option<String>,
+    #[arg(long, default_value_t = doctune_api::generate::DEFAULT_MAX_NEW_TOKENS, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Always take the most likely token (the default unless --temperature is given).
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    pub greedy: bool,
+    /// Sample with this temperature (> 0).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Sample only among the K most likely tokens.
+    #[arg(long, value_name = "K", requires = "temperature")]
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens whose probabilities add up to P.
+    #[arg(long, value_name = "P", requires = "temperature")]
+    pub top_p: Option<f32>,
+    /// Above 1 discourages repeating tokens of the prompt and the output.
+    #[arg(long, default_value_t = 1.0, value_name = "R")]
+    pub repetition_penalty: f32,
+    /// Seed of the sampler (same seed, same output).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// cpu, cuda or metal (the latter two need a build with that feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Store a token, read from standard input (never from the command line).
+    Set,
+    /// Say whether a token is stored (never shows it).
+    Status,
+    /// Delete the stored token.
+    Delete,
+    /// Ask the Hub whose token it is.
+    Test,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Download a model from the Hub (safetensors and JSON files only, each hash-checked).
+    Pull {
+        /// The model id, like Qwen/Qwen2.5-0.5B-Instruct.
+        repo: String,
+        #[arg(long, default_value = "main")]
+        revision: String,
+    },
+    /// Register a model folder you already have (validated first).
+    Import {
+        dir: PathBuf,
+        /// Copy the files DocTune uses into its data folder instead of referencing them in place.
+        #[arg(long)]
+        copy: bool,
+    },
+    /// List the model library.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectCommand {
+    /// Create a project.
+    New { name: String },
+    /// List projects.
+    List,
+    /// Show a project and its documents.
+    Show {
+        /// The project: its folder, or its id or name.
+        project: String,
+    },
+}
+
+impl DatasetBuildArgs {
+    /// The build request these flags describe.
+    pub fn request(&self) -> doctune_api::DatasetRequest {
+        doctune_api::DatasetRequest {
+            model: self.model.clone(),
+            inputs: self.inputs.clone(),
+            options: BuildOptions {
+                mode: match self.mode {
+                    ModeArg::Pretrain => Mode::Pretrain,
+                    ModeArg::Instruct => Mode::Instruct,
+                },
+                seq_len: self.seq_len,
+                stride: self.stride,
+                keep_last_partial: !self.drop_last,
+                val_fraction: self.val_fraction,
+                seed: self.seed,
+                loss_on: match self.loss_on {
+                    LossArg::Assistant => LossOn::Assistant,
+                    LossArg::All => LossOn::All,
+                },
+                on_bad_row: match self.on_bad_row {
+                    BadRowArg::Skip => OnBadRow::Skip,
+                    BadRowArg::Stop => OnBadRow::Stop,
+                },
+                dedup: !self.keep_duplicates,
+            },
+        }
+    }
+}
+
+impl GenerateArgs {
+    /// The generation request these flags describe.
+    pub fn request(&self) -> doctune_api::GenerateRequest {
+        doctune_api::GenerateRequest {
+            model: self.model.clone(),
+            adapter: self.adapter.as_ref().map(|p| p.display().to_string()),
+            prompt: self.prompt.clone(),
+            chat: self.chat,
+            system: self.system.clone(),
+            max_new_tokens: self.max_new_tokens,
+            sampling: doctune_api::generate::Sampling {
+                temperature: if self.greedy { None } else { self.temperature },
+                top_k: self.top_k,
+                top_p: self.top_p,
+                repetition_penalty: self.repetition_penalty,
+                seed: self.seed,
+            },
+            device: Some(self.device.clone()),
+        }
+    }
+}
