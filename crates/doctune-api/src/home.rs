@@ -1,6 +1,14 @@
 //! Where DocTune keeps its data: `$DOCTUNE_HOME` if set, else the OS's per-user data folder
 //! (`~/.local/share/DocTune` on Linux, `~/Library/Application Support/DocTune` on macOS,
-//! `%APPDATA%\DocTune` on Windows). Projects live in its `projects/` folder.
+//! `%APPDATA%\DocTune` on Windows). [`Home`] owns its layout:
+//!
+//! ```text
+//! <home>/projects/<id>/   one folder per project (see doctune_core::ProjectDir)
+//! <home>/hub/             models pulled from the Hub, in Hugging Face's cache layout
+//! <home>/models/<id>/     private copies of imported model folders
+//! <home>/models.json      the model library
+//! <home>/.lock            held while models.json changes
+//! ```
 
 use crate::ApiError;
 use std::path::{Path, PathBuf};
@@ -38,5 +46,20 @@ impl Home {
     /// The folder that holds one folder per project.
     pub fn projects_dir(&self) -> PathBuf {
         self.root.join("projects")
+    }
+
+    /// The Hub cache (Hugging Face's layout).
+    pub fn hub_dir(&self) -> PathBuf {
+        self.root.join("hub")
+    }
+
+    /// Private copies of imported model folders.
+    pub fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
+    /// The model library.
+    pub fn library_file(&self) -> PathBuf {
+        self.root.join("models.json")
     }
 }

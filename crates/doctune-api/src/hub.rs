@@ -11,7 +11,7 @@ pub(crate) fn client(
 ) -> Result<HubClient, ApiError> {
     Ok(HubClient::new(
         None,
-        &home.root().join("hub"),
+        &home.hub_dir(),
         token,
         doctune_hub::remote::DEFAULT_CHUNK_BYTES,
     )?)

@@ -13,8 +13,6 @@ use doctune_secrets::SecretStore;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-const LIBRARY_FILE: &str = "models.json";
-
 /// Where a model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
@@ -55,12 +53,8 @@ struct Library {
     models: Vec<ModelEntry>,
 }
 
-fn library_path(home: &Home) -> PathBuf {
-    home.root().join(LIBRARY_FILE)
-}
-
 fn read_library(home: &Home) -> Result<Library, ApiError> {
-    let path = library_path(home);
+    let path = home.library_file();
     match std::fs::read(&path) {
         Ok(b) => {
             let mut lib: Library = serde_json::from_slice(&b).map_err(|e| {
@@ -150,7 +144,7 @@ fn register(
         None => lib.models.push(entry.clone()),
     }
     lib.schema = 1;
-    let p = library_path(home);
+    let p = home.library_file();
     write_json_atomic(&p, &lib).map_err(|e| ApiError::io(&p, "cannot write", &e))?;
     Ok(entry)
 }
@@ -253,7 +247,7 @@ pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiE
             },
         );
     }
-    let models = home.root().join("models");
+    let models = home.models_dir();
     std::fs::create_dir_all(&models).map_err(|e| ApiError::io(&models, "cannot create", &e))?;
     let scope = Scope::new(&models)?;
     let needed = info.size_bytes;

@@ -25,6 +25,7 @@ pub mod folder;
 pub mod generate;
 mod heap;
 mod kv_cache;
+mod layer;
 pub mod linear;
 mod loss;
 pub mod model;
