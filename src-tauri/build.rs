@@ -32,6 +32,8 @@ fn main() {
             "train_settings",
             "list_instruction_documents",
             "dataset_defaults",
+            "start_export",
+            "list_exports",
             "train_estimate",
         ]),
     ))

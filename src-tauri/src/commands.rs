@@ -289,6 +289,34 @@ pub fn list_instruction_documents(
     dataset::instruction_documents(&projects::dir_of(&state.home, &id)?)
 }
 
+/// Starts exporting run `run` of project `id` into the project's `exports/`; progress, then
+/// `finished` with the export's report (its files, sizes, sha256, warnings).
+#[tauri::command]
+pub fn start_export(
+    state: State<'_, AppState>,
+    id: String,
+    run: String,
+    options: doctune_api::export::ExportOptions,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    let dir = train::run_dir(&projects::dir_of(&state.home, &id)?, &run)?;
+    let home = state.home.clone();
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("export", sink, move |sink, cancel| {
+        doctune_api::export::export(&home, &dir, &options, None, sink, cancel)
+    }))
+}
+
+#[tauri::command]
+pub fn list_exports(
+    state: State<'_, AppState>,
+    id: String,
+) -> Result<Vec<doctune_api::export::ExportInfo>, ApiError> {
+    doctune_api::export::list(&projects::dir_of(&state.home, &id)?)
+}
+
 /// Starts extracting the text of project `id`'s documents not extracted yet.
 #[tauri::command]
 pub fn start_ingest(

@@ -76,6 +76,8 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::train_settings,
             commands::list_instruction_documents,
             commands::dataset_defaults,
+            commands::start_export,
+            commands::list_exports,
             commands::train_estimate,
         ])
 }

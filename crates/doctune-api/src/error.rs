@@ -149,6 +149,31 @@ impl From<doctune_models::ModelError> for ApiError {
     }
 }
 
+impl From<doctune_export::ExportError> for ApiError {
+    fn from(e: doctune_export::ExportError) -> Self {
+        use doctune_export::ExportError as E;
+        match e {
+            E::Train(t) => t.into(),
+            E::Model(m) => m.into(),
+            E::Tokenizer(t) => t.into(),
+            E::Dataset(d) => d.into(),
+            other => {
+                let code = match &other {
+                    E::Cancelled => Code::Cancelled,
+                    E::Exists { .. } => Code::AlreadyExists,
+                    E::NoSpace { .. } => Code::NoSpace,
+                    E::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                        Code::NoSpace
+                    }
+                    E::Io { .. } | E::Candle(_) => Code::Internal,
+                    _ => Code::InvalidInput,
+                };
+                Self::new(code, other.to_string())
+            }
+        }
+    }
+}
+
 impl From<doctune_tokenizer::TokenizerError> for ApiError {
     fn from(e: doctune_tokenizer::TokenizerError) -> Self {
         Self::invalid(e.to_string())

@@ -10,6 +10,7 @@
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
 //! - [`dataset`]: build a project's datasets (pretraining or instruction), list and preview them.
 //! - [`train`]: start, resume and list training runs.
+//! - [`export`](mod@export): export a run (PEFT, merged, GGUF, GGUF LoRA, Ollama) and list exports.
 //! - [`generate`](mod@generate): generate text with a base model (and a LoRA adapter), streamed.
 //! - [`Jobs`]: long jobs the app can cancel.
 //! - [`ApiError`]: the one error shape both shells show: `{ code, message, details? }`.
@@ -20,6 +21,7 @@ pub mod dataset;
 pub mod doctor;
 pub mod documents;
 mod error;
+pub mod export;
 pub mod generate;
 mod home;
 mod hub;

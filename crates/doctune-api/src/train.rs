@@ -98,6 +98,8 @@ pub struct RunInfo {
     pub last: Option<MetricsLine>,
     pub checkpoints: usize,
     pub adapter: Option<String>,
+    /// The ids of the project's exports made from this run.
+    pub exports: Vec<String>,
 }
 
 /// The runs of a project, newest first. A folder whose `run.json` does not read is skipped
@@ -108,6 +110,7 @@ pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
     let Ok(entries) = std::fs::read_dir(&runs) else {
         return Ok(out);
     };
+    let exports = crate::export::list(project_dir)?;
     for e in entries.flatten() {
         let dir = RunDir::at(e.path());
         if !RunDir::is_run(dir.path()) {
@@ -130,6 +133,11 @@ pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
             last,
             checkpoints: dir.checkpoints().len(),
             adapter: dir.adapter().map(|a| a.display().to_string()),
+            exports: exports
+                .iter()
+                .filter(|x| x.run_id == run.id)
+                .map(|x| x.id.clone())
+                .collect(),
         });
     }
     out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));

@@ -737,6 +737,39 @@ fn runs_are_started_listed_and_redrawn() {
         train::run_dir(&dir, "../x").unwrap_err().code,
         Code::InvalidInput
     );
+
+    // Exports go to the project's exports/<id>/ and are listed with their run.
+    use doctune_api::export::{self, ExportOptions, Format, Quant};
+    let opts = ExportOptions {
+        format: Format::Ollama,
+        quant: Quant::Q8_0,
+        dtype: Default::default(),
+        checkpoint: None,
+        system: None,
+        overwrite: false,
+    };
+    let run_dir = train::run_dir(&dir, &id).unwrap();
+    let r = export::export(&h, &run_dir, &opts, None, &NullSink, &CancelToken::new()).unwrap();
+    assert!(
+        r.dir.starts_with(dir.join("exports")),
+        "{}",
+        r.dir.display()
+    );
+    assert!(r.files.iter().any(|f| f.path == "Modelfile"));
+    let listed = export::list(&dir).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].format, Format::Ollama);
+    assert_eq!(listed[0].run_id, id);
+    assert_eq!(
+        train::list(&dir).unwrap()[0].exports,
+        vec![listed[0].id.clone()]
+    );
+    // A run outside a project needs a destination.
+    let loose = d.path().join("loose-run");
+    fs::rename(&run_dir, &loose).unwrap();
+    let e = export::export(&h, &loose, &opts, None, &NullSink, &CancelToken::new()).unwrap_err();
+    assert_eq!(e.code, Code::InvalidInput);
+    assert!(e.message.contains("--out"), "{}", e.message);
 }
 
 /// This crate's folder, read when the test runs (cargo sets it then too): a test binary that

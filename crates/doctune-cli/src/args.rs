@@ -79,6 +79,9 @@ pub enum Command {
         #[command(subcommand)]
         command: DatasetCommand,
     },
+    /// Export a run: a PEFT adapter, a merged Hugging Face model, GGUF, a GGUF LoRA adapter, or
+    /// GGUF with an Ollama Modelfile. Into the project's exports/<id>/ unless --out is given.
+    Export(ExportArgs),
     /// Generate text with a model (and a LoRA adapter), streamed to standard output. With
     /// --json, prints one object: {"tokenIds": [generated ids, prompt excluded], "text", ...}.
     Generate(GenerateArgs),
@@ -319,6 +322,48 @@ pub struct DatasetBuildArgs {
     /// Keep exact duplicate examples.
     #[arg(long)]
     pub keep_duplicates: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The run folder (a project's runs/<id>).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub run: PathBuf,
+    /// peft, merged, gguf, gguf-lora or ollama (gguf + Modelfile).
+    #[arg(long)]
+    pub format: doctune_api::export::Format,
+    /// GGUF types: f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k or f32 (gguf-lora: f32, f16,
+    /// bf16 or q8_0).
+    #[arg(long, default_value = "q4_k_m")]
+    pub quant: doctune_api::export::Quant,
+    /// The merged model's dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: doctune_api::export::Dtype,
+    /// Export this checkpoint's step instead of the final weights.
+    #[arg(long, value_name = "STEP")]
+    pub checkpoint: Option<u64>,
+    /// The folder to create (default: the project's exports/<new id>/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// A system message for the Modelfile.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Replace an existing export at --out.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl ExportArgs {
+    pub fn options(&self) -> doctune_api::export::ExportOptions {
+        doctune_api::export::ExportOptions {
+            format: self.format,
+            quant: self.quant,
+            dtype: self.dtype,
+            checkpoint: self.checkpoint,
+            system: self.system.clone(),
+            overwrite: self.overwrite,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]

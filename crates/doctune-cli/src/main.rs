@@ -128,6 +128,22 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
             show(cli, &out, print::generated)?;
         }
         Command::Dataset { command } => dataset(cli, &home, command)?,
+        Command::Export(a) => {
+            let sink: Box<dyn ProgressSink> = if cli.json {
+                Box::new(NullSink)
+            } else {
+                Box::new(print::StderrProgress(doctune_core::Throttle::per_second(2)))
+            };
+            let report = doctune_api::export::export(
+                &home,
+                &a.run,
+                &a.options(),
+                a.out.clone(),
+                sink.as_ref(),
+                &cancel,
+            )?;
+            show(cli, &report, print::export_report)?;
+        }
         Command::Train(t) => train(cli, &home, t)?,
         Command::Runs {
             command: RunsCommand::List { project },

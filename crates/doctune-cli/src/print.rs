@@ -102,6 +102,9 @@ pub fn runs(runs: &[RunInfo]) {
             "{}  {} steps  loss {loss}  {} checkpoints  {}",
             r.id, r.steps, r.checkpoints, r.path
         );
+        if !r.exports.is_empty() {
+            println!("  exports: {}", r.exports.join(", "));
+        }
     }
 }
 
@@ -374,5 +377,32 @@ pub fn token_status(st: &doctune_api::TokenStatus) {
         println!("a token is stored in the OS keychain");
     } else {
         println!("no token stored");
+    }
+}
+
+pub fn export_report(r: &doctune_api::export::ExportReport) {
+    println!("exported {} to {}", r.format.label(), r.dir.display());
+    for f in &r.files {
+        println!(
+            "  {:<48} {:>10}  sha256 {}",
+            f.path,
+            human_bytes(f.bytes),
+            &f.sha256[..12]
+        );
+    }
+    for w in &r.warnings {
+        println!("  note: {w}");
+    }
+    for f in &r.fallbacks {
+        println!(
+            "  {} stored as {} instead of {} ({})",
+            f.tensor,
+            f.used.name(),
+            f.wanted.name(),
+            f.reason
+        );
+    }
+    if let Some(c) = &r.ollama_create {
+        println!("next: {c}");
     }
 }

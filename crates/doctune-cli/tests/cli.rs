@@ -455,6 +455,53 @@ fn train_killed_and_resumed_matches_an_uninterrupted_run() {
     assert_eq!(runs.as_array().unwrap().len(), 2);
     assert!(runs.as_array().unwrap().iter().all(|r| r["steps"] == 300));
 
+    // The run exports as GGUF + Modelfile; the report is one JSON object naming every file.
+    let o = doctune(
+        &home,
+        &[
+            "export",
+            "--run",
+            straight_dir.to_str().unwrap(),
+            "--format",
+            "ollama",
+            "--quant",
+            "q8_0",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let r = json(&o);
+    assert_eq!(r["format"], "ollama");
+    let files: Vec<&str> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(files.iter().any(|f| f.ends_with("-Q8_0.gguf")), "{files:?}");
+    assert!(files.contains(&"Modelfile") && files.contains(&"README.md"));
+    assert!(r["ollamaCreate"]
+        .as_str()
+        .unwrap()
+        .starts_with("ollama create"));
+    let o = doctune(
+        &home,
+        &[
+            "export",
+            "--run",
+            straight_dir.to_str().unwrap(),
+            "--format",
+            "gguf",
+            "--quant",
+            "q3_k",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown quantisation `q3_k`"),
+        "{o:?}"
+    );
+
     // Devices and precisions this build or the CPU cannot train with are refused by name.
     let o = doctune(&home, &[&args[..], &["--precision", "bf16"]].concat());
     let err = String::from_utf8_lossy(&o.stderr);

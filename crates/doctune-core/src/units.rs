@@ -1,4 +1,5 @@
-//! Sizes for people: `1.5 MB` (powers of 1024, as file managers show them).
+//! Sizes for people: `1.5 MB` (powers of 1024, as file managers show them), and counts as model
+//! cards write them (`494M`, `1.5B`).
 
 /// `12 B`, `1.5 KB`, `2.0 GB`.
 pub fn human_bytes(n: u64) -> String {
@@ -16,9 +17,32 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Counts the way model cards write them: `494M`, `1.5B`, `12.3K`.
+pub fn human_count(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.*}B", usize::from(f < 1e10), f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.*}M", usize::from(f < 1e7), f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.1}K", f / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_counts() {
+        assert_eq!(human_count(494_032_768), "494M");
+        assert_eq!(human_count(1_543_714_304), "1.5B");
+        assert_eq!(human_count(5_300_000), "5.3M");
+        assert_eq!(human_count(12_345), "12.3K");
+        assert_eq!(human_count(7), "7");
+    }
 
     #[test]
     fn human_sizes() {

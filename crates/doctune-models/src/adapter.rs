@@ -213,7 +213,19 @@ pub fn save_adapter(
     }
     std::fs::create_dir_all(dir).map_err(|e| bad(dir, e.to_string()))?;
     crate::folder::save_safetensors(&dir.join(WEIGHTS_FILE), &tensors)?;
-    let config = json!({
+    let modules: Vec<String> = modules.into_iter().collect();
+    let config = adapter_config(spec, &modules, base_model);
+    let cfg_path = dir.join(CONFIG_FILE);
+    doctune_core::write_json_atomic(&cfg_path, &config)
+        .map_err(|e| bad(&cfg_path, e.to_string()))?;
+    Ok(())
+}
+
+/// `adapter_config.json` of a plain LoRA adapter as PEFT writes it (what
+/// `PeftModel.from_pretrained` reads): rank, alpha, dropout, rsLoRA, the adapted modules
+/// (`q_proj`, `qkv_proj`, …) and the base model's name or path.
+pub fn adapter_config(spec: &LoraSpec, target_modules: &[String], base_model: &str) -> Value {
+    json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model,
@@ -221,16 +233,12 @@ pub fn save_adapter(
         "lora_alpha": spec.alpha,
         "lora_dropout": spec.dropout,
         "use_rslora": spec.rslora,
-        "target_modules": modules.into_iter().collect::<Vec<_>>(),
+        "target_modules": target_modules,
         "bias": "none",
         "fan_in_fan_out": false,
         "init_lora_weights": true,
         "inference_mode": true,
         "modules_to_save": null,
         "use_dora": false,
-    });
-    let cfg_path = dir.join(CONFIG_FILE);
-    doctune_core::write_json_atomic(&cfg_path, &config)
-        .map_err(|e| bad(&cfg_path, e.to_string()))?;
-    Ok(())
+    })
 }

@@ -124,30 +124,96 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     })
 }
 
+/// Named tensors of one or more safetensors files, memory-mapped: read one tensor at a time
+/// without loading the files (the model loader, exports, and anything else that reads weights).
+pub struct WeightReader {
+    st: MmapedSafetensors,
+    /// For error messages.
+    path: PathBuf,
+    names: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for WeightReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightReader")
+            .field("path", &self.path)
+            .field("tensors", &self.names.len())
+            .finish()
+    }
+}
+
+impl WeightReader {
+    /// The safetensors `files` (at least one).
+    pub fn open(files: &[PathBuf]) -> Result<Self, ModelError> {
+        let first = files
+            .first()
+            .ok_or_else(|| ModelError::Invalid("no weight file".into()))?;
+        // SAFETY: the files are mapped read-only; DocTune never writes to a weights file while
+        // it reads it, and every tensor is copied out of the mapping when it is loaded. (Another
+        // process truncating a file meanwhile could fault, as with any mmap reader, including
+        // transformers.)
+        #[allow(unsafe_code)]
+        let st = unsafe { MmapedSafetensors::multi(files) }.map_err(|e| ModelError::Weights {
+            path: first.clone(),
+            message: format!("cannot be read as safetensors: {e}"),
+        })?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Self {
+            st,
+            path: first.clone(),
+            names,
+        })
+    }
+
+    /// The weights of the model folder `dir` ([`weight_files`]).
+    pub fn model(dir: &Path) -> Result<Self, ModelError> {
+        let mut r = Self::open(&weight_files(dir)?)?;
+        r.path = dir.to_path_buf();
+        Ok(r)
+    }
+
+    /// Every tensor's name, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// A tensor's shape, without reading it.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>, ModelError> {
+        self.st
+            .get(name)
+            .map(|v| v.shape().to_vec())
+            .map_err(|e| self.error(name, e))
+    }
+
+    /// Tensor `name` on `device`, in the file's dtype.
+    pub fn load(&self, name: &str, device: &Device) -> Result<candle_core::Tensor, ModelError> {
+        self.st.load(name, device).map_err(|e| self.error(name, e))
+    }
+
+    fn error(&self, name: &str, e: impl std::fmt::Display) -> ModelError {
+        ModelError::Weights {
+            path: self.path.clone(),
+            message: format!("tensor `{name}`: {e}"),
+        }
+    }
+}
+
 /// Loads the model of `dir` (not its tokenizer).
 pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<CausalLm, ModelError> {
     let cfg = ModelConfig::load(dir)?;
-    let files = weight_files(dir)?;
-    // SAFETY: the files are mapped read-only and copied into tensors before this function
-    // returns; DocTune never writes to a model folder while it loads it. (Another process
-    // truncating a file mid-load could fault, as with any mmap reader, including transformers.)
-    #[allow(unsafe_code)]
-    let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| ModelError::Weights {
-        path: files[0].clone(),
-        message: format!("cannot be read as safetensors: {e}"),
-    })?;
-    let names: BTreeSet<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
+    let weights = WeightReader::model(dir)?;
     let dtype = opts.dtype();
     let device = opts.device.clone();
     let mut get =
         |name: &str, shape: &[usize]| -> Result<Option<candle_core::Tensor>, ModelError> {
-            if !names.contains(name) {
+            if !weights.contains(name) {
                 return Ok(None);
             }
-            let t = st.load(name, &device).map_err(|e| ModelError::Weights {
-                path: dir.to_path_buf(),
-                message: format!("tensor `{name}`: {e}"),
-            })?;
+            let t = weights.load(name, &device)?;
             if t.dims() != shape {
                 return Err(ModelError::Shape {
                     name: name.into(),

@@ -34,11 +34,11 @@ pub mod rng;
 pub mod rope;
 mod target;
 
-pub use adapter::{load_adapter, read_adapter_config, save_adapter, AdapterInfo};
+pub use adapter::{adapter_config, load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;
 pub use device::{DeviceKind, Precision};
 pub use error::ModelError;
-pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel};
+pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel, WeightReader};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};
 pub use heap::HeapGuard;
 pub use kv_cache::KvCache;

@@ -5,7 +5,7 @@
 //! renamed into place; the newest `keep_checkpoints` are kept.
 
 use crate::optim::{AdamW, LossScaler};
-use crate::run_dir::{checkpoint_name, RunDir, STATE_FILE};
+use crate::run_dir::{checkpoint_name, RunDir, CHECKPOINT_WEIGHTS as WEIGHTS_FILE, STATE_FILE};
 use crate::{io, TrainError};
 use candle_core::{Device, Tensor};
 use doctune_core::StagedDir;
@@ -14,7 +14,6 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-const WEIGHTS_FILE: &str = "trainable.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// `state.json` of a checkpoint: where the run is.

@@ -30,7 +30,7 @@ mod runner;
 
 pub use config::{Method, MethodKind, Preset, RunConfig, RunOverrides};
 pub use data::epoch_order;
-pub use run_dir::{checkpoints, MetricsLine, RunDir, RunFile, RUN_SCHEMA};
+pub use run_dir::{checkpoints, MetricsLine, RunDir, RunFile, CHECKPOINT_WEIGHTS, RUN_SCHEMA};
 
 use doctune_core::{CancelToken, ProgressSink};
 use run_dir::{dataset_fingerprint, model_fingerprint};
@@ -157,18 +157,8 @@ pub fn resume(
 ) -> Result<RunSummary, TrainError> {
     let dir = RunDir::at(run_dir);
     let run = dir.read()?;
-    if model_fingerprint(&run.config.base_model)? != run.model_fingerprint {
-        return Err(TrainError::Changed {
-            run: run_dir.to_path_buf(),
-            what: format!("the base model ({})", run.config.base_model.display()),
-        });
-    }
-    if dataset_fingerprint(&run.config.dataset)? != run.dataset_fingerprint {
-        return Err(TrainError::Changed {
-            run: run_dir.to_path_buf(),
-            what: format!("the dataset ({})", run.config.dataset.display()),
-        });
-    }
+    run.check_base_model(run_dir)?;
+    run.check_dataset(run_dir)?;
     run.config.validate()?;
     let mut runner = Runner::open(dir.clone(), run.config)?;
     if let Some(ckpt) = dir.checkpoints().pop() {

@@ -15,6 +15,9 @@ pub const RUN_SCHEMA: u32 = 1;
 
 /// A checkpoint's state file; a checkpoint folder without one is not a checkpoint.
 pub(crate) const STATE_FILE: &str = "state.json";
+/// A checkpoint's trained weights: LoRA matrices by PEFT's names, or (full fine-tuning) every
+/// weight by its Hugging Face name, in f32.
+pub const CHECKPOINT_WEIGHTS: &str = "trainable.safetensors";
 
 /// A checkpoint's folder name: `step-00000042`.
 pub(crate) fn checkpoint_name(step: u64) -> String {
@@ -31,6 +34,31 @@ pub struct RunFile {
     pub config: RunConfig,
     pub model_fingerprint: String,
     pub dataset_fingerprint: String,
+}
+
+impl RunFile {
+    /// Refuses (`TrainError::Changed`) when the base model folder is not the one the run in
+    /// `run_dir` started on (its config, weight files' names, sizes and headers).
+    pub fn check_base_model(&self, run_dir: &Path) -> Result<(), TrainError> {
+        if model_fingerprint(&self.config.base_model)? != self.model_fingerprint {
+            return Err(TrainError::Changed {
+                run: run_dir.to_path_buf(),
+                what: format!("the base model ({})", self.config.base_model.display()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses when the dataset is not the one the run started on.
+    pub fn check_dataset(&self, run_dir: &Path) -> Result<(), TrainError> {
+        if dataset_fingerprint(&self.config.dataset)? != self.dataset_fingerprint {
+            return Err(TrainError::Changed {
+                run: run_dir.to_path_buf(),
+                what: format!("the dataset ({})", self.config.dataset.display()),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// One line of `metrics.jsonl`.
@@ -154,6 +182,16 @@ impl RunDir {
             .unwrap_or_default();
         out.sort();
         out
+    }
+
+    /// The step of a checkpoint folder (`step-00000042` → 42).
+    pub fn checkpoint_step(checkpoint: &Path) -> Option<u64> {
+        checkpoint
+            .file_name()?
+            .to_str()?
+            .strip_prefix("step-")?
+            .parse()
+            .ok()
     }
 
     /// The checkpoint of step `step`, if the run has it.
