@@ -64,9 +64,14 @@ fn general(src: &Source, arch: &Arch, kind: &str, quant: Quant) -> Vec<(String, 
     vec![
         ("general.architecture".into(), Value::Str(arch.name.into())),
         ("general.type".into(), Value::Str(kind.into())),
+        // The base model's name goes under general.base_model, not general.name: llama.cpp keys
+        // vocabulary workarounds on general.name (a name with "phi3" makes it look up Phi-3's
+        // `<|end|>`, refusing a from-scratch or fixture vocabulary without one).
+        ("general.name".into(), Value::Str(format!("DocTune {}", src.run.id))),
+        ("general.base_model.count".into(), Value::U32(1)),
         (
-            "general.name".into(),
-            Value::Str(format!("{} (DocTune {})", src.base_name(None), src.run.id)),
+            "general.base_model.0.name".into(),
+            Value::Str(src.base_name(None)),
         ),
         ("general.file_type".into(), Value::U32(quant.file_type())),
         ("general.quantization_version".into(), Value::U32(2)),
