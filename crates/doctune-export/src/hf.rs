@@ -7,12 +7,13 @@
 //! `safetensors::serialize_to_file` takes infallible views and so cannot stream tensors that are
 //! computed (merged) as they are written, fail, or stop on cancel.
 
+use crate::manifest::{FileHash, HashedFile};
 use crate::source::Source;
 use crate::{check_cancel, io, Dtype, ExportError};
 use candle_core::{DType, Tensor};
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
 use serde_json::{json, Map, Value};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// The largest shard, in bytes (transformers' default `max_shard_size="5GB"`).
@@ -65,7 +66,7 @@ fn size_of(d: DType) -> u64 {
 /// shapes, then each tensor's bytes in that order.
 #[derive(Debug)]
 pub struct SafetensorsWriter {
-    w: BufWriter<std::fs::File>,
+    w: HashedFile,
     /// Bytes each remaining tensor must have, in order.
     expected: std::collections::VecDeque<(String, u64)>,
     path: std::path::PathBuf,
@@ -93,8 +94,7 @@ impl SafetensorsWriter {
         let mut bytes = serde_json::to_vec(&Value::Object(header))
             .map_err(|e| ExportError::Invalid(e.to_string()))?;
         bytes.resize(bytes.len().next_multiple_of(8), b' ');
-        let f = std::fs::File::create(path).map_err(io(path))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
+        let mut w = HashedFile::create(path)?;
         w.write_all(&(bytes.len() as u64).to_le_bytes())
             .and_then(|_| w.write_all(&bytes))
             .map_err(io(path))?;
@@ -119,26 +119,26 @@ impl SafetensorsWriter {
         }
     }
 
-    /// Flushes the file; every tensor must have been written.
-    pub fn finish(mut self) -> Result<(), ExportError> {
+    /// Flushes the file (every tensor must have been written); its hash.
+    pub fn finish(self) -> Result<FileHash, ExportError> {
         if let Some((n, _)) = self.expected.front() {
             return Err(ExportError::Invalid(format!(
                 "{}: tensor `{n}` was never written",
                 self.path.display()
             )));
         }
-        self.w.flush().map_err(io(&self.path))
+        self.w.finish()
     }
 }
 
-/// Writes the merged model in `dtype` into `dir`.
+/// Writes the merged model in `dtype` into `dir`; the weight files' hashes.
 pub(crate) fn write(
     dir: &Path,
     src: &Source,
     dtype: Dtype,
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
-) -> Result<(), ExportError> {
+) -> Result<Vec<FileHash>, ExportError> {
     let weights = src.weights()?;
     let dt = dtype.candle();
     let mut plan: Vec<(String, DType, Vec<usize>)> = Vec::new();
@@ -168,6 +168,7 @@ pub(crate) fn write(
     let mut done = 0u64;
     let mut weight_map = Map::new();
     let mut total_size = 0u64;
+    let mut hashes = Vec::new();
     for (shard, file) in shards.iter().zip(&names) {
         let mut w = SafetensorsWriter::create(&dir.join(file), shard)?;
         for (name, dt, _) in shard {
@@ -184,7 +185,7 @@ pub(crate) fn write(
                 Some(name.clone()),
             ));
         }
-        w.finish()?;
+        hashes.push(w.finish()?);
     }
     if names.len() > 1 {
         let p = dir.join("model.safetensors.index.json");
@@ -192,7 +193,8 @@ pub(crate) fn write(
         doctune_core::write_json_atomic(&p, &index).map_err(io(&p))?;
     }
     write_config(dir, src, dtype)?;
-    copy_tokenizer_files(dir, src)
+    copy_tokenizer_files(dir, src)?;
+    Ok(hashes)
 }
 
 /// `config.json` of the base model with the dtype set to the export's.

@@ -288,15 +288,17 @@ pub fn export(
     let mut warnings = plan.warnings.clone();
     let mut fallbacks = Vec::new();
     let mut ollama_create = None;
+    let mut hashed = Vec::new();
     let stem = file_stem(&src);
     match req.format {
         Format::Peft => peft::write(staged.path(), &src, req, sink, cancel)?,
-        Format::Merged => hf::write(staged.path(), &src, req.dtype, sink, cancel)?,
+        Format::Merged => hashed = hf::write(staged.path(), &src, req.dtype, sink, cancel)?,
         Format::Gguf | Format::Ollama => {
             let file = format!("{stem}-{}.gguf", req.quant.label());
             let out = gguf::write_model(&staged.path().join(&file), &src, req.quant, sink, cancel)?;
             warnings.extend(out.warnings);
             fallbacks = out.fallbacks;
+            hashed.extend(out.hash);
             if req.format == Format::Ollama {
                 ollama::write(staged.path(), &file, &src, req.system.as_deref())?;
                 ollama_create = Some(format!(
@@ -310,11 +312,12 @@ pub fn export(
             let file = format!("{stem}-lora-{}.gguf", req.quant.label());
             let out = gguf::write_lora(&staged.path().join(&file), &src, req.quant, sink, cancel)?;
             warnings.extend(out.warnings);
+            hashed.extend(out.hash);
         }
     }
     check_cancel(cancel)?;
     card::write(staged.path(), &src, req, &warnings)?;
-    let manifest = manifest::write(staged.path(), req, &src, &warnings, &fallbacks)?;
+    let manifest = manifest::write(staged.path(), req, &src, &warnings, &fallbacks, &hashed)?;
 
     // Into place: a new folder, or (asked to overwrite) the old one moved aside first.
     let dest = if req.out.exists() {

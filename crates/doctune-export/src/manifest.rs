@@ -1,12 +1,14 @@
 //! `manifest.json`: what an export is (format, quantisation, the run and checkpoint it came
 //! from, the base model) and every file it wrote with its size and sha256, so a user can verify
-//! a copy; and the file list the report and the Export view show.
+//! a copy; and the file list the report and the Export view show. The large files are hashed as
+//! they are written ([`HashedFile`]), the small ones read back.
 
 use crate::source::Source;
 use crate::{io, ExportError, ExportRequest, Fallback};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 /// The manifest's own name.
 pub const MANIFEST: &str = "manifest.json";
@@ -42,6 +44,59 @@ pub struct Manifest {
     pub files: Vec<ExportedFile>,
 }
 
+/// A file's sha256 and size, as it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHash {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// A new file, buffered and hashed as it is written, so the manifest need not read a
+/// multi-gigabyte file back. (Durability is the staged folder's: its commit syncs every file.)
+#[derive(Debug)]
+pub struct HashedFile {
+    w: BufWriter<std::fs::File>,
+    hasher: Sha256,
+    bytes: u64,
+    path: PathBuf,
+}
+
+impl HashedFile {
+    pub fn create(path: &Path) -> Result<Self, ExportError> {
+        let f = std::fs::File::create(path).map_err(io(path))?;
+        Ok(Self {
+            w: BufWriter::with_capacity(1 << 20, f),
+            hasher: Sha256::new(),
+            bytes: 0,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Flushes the file; its hash.
+    pub fn finish(mut self) -> Result<FileHash, ExportError> {
+        self.w.flush().map_err(io(&self.path))?;
+        Ok(FileHash {
+            sha256: hex::encode(self.hasher.finalize()),
+            bytes: self.bytes,
+            path: self.path,
+        })
+    }
+}
+
+impl Write for HashedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.w.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
 /// The sha256 and size of a file, read as a stream.
 pub fn hash_file(path: &Path) -> Result<(String, u64), ExportError> {
     let mut f = std::fs::File::open(path).map_err(io(path))?;
@@ -52,6 +107,12 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), ExportError> {
 
 /// Every regular file under `dir` but the manifest, sorted, with its size and sha256.
 pub fn list_files(dir: &Path) -> Result<Vec<ExportedFile>, ExportError> {
+    list_files_hashed(dir, &[])
+}
+
+/// [`list_files`], taking the hashes of the files in `known` (those still of that size) as
+/// computed while writing them.
+pub fn list_files_hashed(dir: &Path, known: &[FileHash]) -> Result<Vec<ExportedFile>, ExportError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -72,7 +133,11 @@ pub fn list_files(dir: &Path) -> Result<Vec<ExportedFile>, ExportError> {
                 if rel == MANIFEST {
                     continue;
                 }
-                let (sha256, bytes) = hash_file(&p)?;
+                let size = e.metadata().map_err(io(&p))?.len();
+                let (sha256, bytes) = match known.iter().find(|k| k.path == p && k.bytes == size) {
+                    Some(k) => (k.sha256.clone(), k.bytes),
+                    None => hash_file(&p)?,
+                };
                 out.push(ExportedFile {
                     path: rel,
                     bytes,
@@ -92,6 +157,7 @@ pub(crate) fn write(
     src: &Source,
     warnings: &[String],
     fallbacks: &[Fallback],
+    hashed: &[FileHash],
 ) -> Result<Manifest, ExportError> {
     let gguf = matches!(
         req.format,
@@ -109,7 +175,7 @@ pub(crate) fn write(
         base_model: src.base_name(req.base_name.as_deref()),
         warnings: warnings.to_vec(),
         fallbacks: fallbacks.to_vec(),
-        files: list_files(dir)?,
+        files: list_files_hashed(dir, hashed)?,
     };
     let p = dir.join(MANIFEST);
     doctune_core::write_json_atomic(&p, &m).map_err(io(&p))?;

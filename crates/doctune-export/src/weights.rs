@@ -1,12 +1,14 @@
 //! The merged model's weights, one tensor at a time: the base model's tensor (memory-mapped),
 //! with the LoRA update `scale · B·A` added to the weights it adapted — or, for a full
-//! fine-tuning run, the checkpoint's trained tensor in its place. Nothing holds more than one
-//! tensor, so an export's memory is bounded by the largest tensor, not the model.
+//! fine-tuning run, the checkpoint's trained tensor in its place. Each tensor is read, merged and
+//! checked (no NaN or infinity) on its own, so an export's memory is bounded by its largest
+//! tensors, not by the model.
 
 use crate::source::{Source, Trained};
 use crate::ExportError;
 use candle_core::{DType, Device, Tensor};
 use doctune_models::WeightReader;
+use rayon::prelude::*;
 
 /// The weights of a run's merged model.
 #[derive(Debug)]
@@ -113,22 +115,96 @@ impl<'a> MergedWeights<'a> {
 
     /// Tensor `name` of the merged model, in f32 on the CPU.
     pub fn tensor(&self, name: &str) -> Result<Tensor, ExportError> {
-        match &self.src.trained {
-            Trained::Full(trained) if trained.contains(name) => {
-                Ok(trained.load(name, &Device::Cpu)?.to_dtype(DType::F32)?)
-            }
-            Trained::Full(_) => Ok(self.base.load(name, &Device::Cpu)?.to_dtype(DType::F32)?),
+        Ok(Tensor::from_vec(
+            self.values(name)?,
+            self.shape(name)?,
+            &Device::Cpu,
+        )?)
+    }
+
+    /// Tensor `name` of the merged model as f32 values, row-major. A tensor with a NaN or an
+    /// infinity (a run that diverged) is refused: no format can make a working model of it.
+    pub fn values(&self, name: &str) -> Result<Vec<f32>, ExportError> {
+        let values = match &self.src.trained {
+            Trained::Full(trained) if trained.contains(name) => trained.load_f32(name)?,
+            Trained::Full(_) => self.base.load_f32(name)?,
             Trained::Lora(lora) => {
-                let w = self.base.load(name, &Device::Cpu)?.to_dtype(DType::F32)?;
+                let mut w = self.base.load_f32(name)?;
                 let module = name.strip_suffix(".weight");
-                match module.and_then(|m| lora.modules.get(m)) {
-                    Some((a, b)) => {
-                        let delta = (b.matmul(a)? * lora.spec.scale())?;
-                        Ok((w + delta)?)
-                    }
-                    None => Ok(w),
+                if let Some((a, b)) = module.and_then(|m| lora.modules.get(m)) {
+                    add_low_rank(&mut w, a, b, lora.spec.scale())?;
+                }
+                w
+            }
+        };
+        // In blocks without early exit, so the test vectorises; the blocks in parallel.
+        let finite = |c: &[f32]| c.iter().fold(true, |ok, v| ok & v.is_finite());
+        if !values.par_chunks(1 << 16).all(finite) {
+            return Err(ExportError::Input {
+                path: self.src.run_dir.clone(),
+                message: format!(
+                    "tensor `{name}` of the trained model holds NaN or infinite values (the run diverged); export an earlier checkpoint with --checkpoint"
+                ),
+            });
+        }
+        Ok(values)
+    }
+}
+
+/// `w += scale · B·A` for `w` [out, in], `b` [out, r], `a` [r, in], without a second [out, in]
+/// buffer: each row gains `Σₖ scale·b[row, k] · a[k, ·]`, summed over a strip of columns in
+/// registers before it is added, so `w` is read and written once.
+fn add_low_rank(w: &mut [f32], a: &Tensor, b: &Tensor, scale: f64) -> Result<(), ExportError> {
+    let (rank, cols) = a.dims2()?;
+    if b.dims2()?.1 != rank || w.len() != b.dims2()?.0 * cols {
+        return Err(ExportError::Invalid(format!(
+            "LoRA shapes {:?} · {:?} do not fit a weight of {} values",
+            b.dims(),
+            a.dims(),
+            w.len()
+        )));
+    }
+    let a: Vec<f32> = a.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let b: Vec<f32> = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let rows_per_task = (1usize << 16).div_ceil(cols).max(1);
+    w.par_chunks_mut(rows_per_task * cols)
+        .zip(b.par_chunks(rows_per_task * rank))
+        .for_each(|(w, b)| add_rows(w, &a, b, rank, scale as f32));
+    Ok(())
+}
+
+/// Columns summed in registers at a time by [`add_rows`].
+const STRIP: usize = 16;
+
+/// [`add_low_rank`] on a run of whole rows of `w` and the same rows of `b`.
+fn add_rows(w: &mut [f32], a: &[f32], b: &[f32], rank: usize, scale: f32) {
+    let cols = a.len() / rank;
+    let full = cols / STRIP * STRIP;
+    let mut coeffs = vec![0f32; rank];
+    for (row, b_row) in w.chunks_exact_mut(cols).zip(b.chunks_exact(rank)) {
+        for (c, b) in coeffs.iter_mut().zip(b_row) {
+            *c = b * scale;
+        }
+        let (strips, tail) = row.split_at_mut(full);
+        for (s, xs) in strips.chunks_exact_mut(STRIP).enumerate() {
+            let mut acc = [0f32; STRIP];
+            for (c, a_row) in coeffs.iter().zip(a.chunks_exact(cols)) {
+                let ys = &a_row[s * STRIP..(s + 1) * STRIP];
+                for i in 0..STRIP {
+                    acc[i] += c * ys[i];
                 }
             }
+            for i in 0..STRIP {
+                xs[i] += acc[i];
+            }
+        }
+        for (j, x) in tail.iter_mut().enumerate() {
+            let col = full + j;
+            *x += coeffs
+                .iter()
+                .zip(a.chunks_exact(cols))
+                .map(|(c, a_row)| c * a_row[col])
+                .sum::<f32>();
         }
     }
 }

@@ -150,6 +150,16 @@ fn merged_and_peft_exports_reproduce_the_adapted_model_for_every_family() {
             assert!(merged.join(f).is_file(), "{family}: {f}");
         }
         assert!(r.files.iter().any(|f| f.path == "model.safetensors"));
+        // The weights were hashed as they were written: the hashes are those of the files.
+        for f in &r.files {
+            let (sha, n) = doctune_export::manifest::hash_file(&merged.join(&f.path)).unwrap();
+            assert_eq!(
+                (f.sha256.as_str(), f.bytes),
+                (sha.as_str(), n),
+                "{}",
+                f.path
+            );
+        }
 
         let peft = d.path().join("peft");
         export(
@@ -853,4 +863,44 @@ fn exports_are_atomic_refuse_to_overwrite_and_check_the_disk() {
         vec!["e1".to_string()],
         "only the finished export remains"
     );
+}
+
+#[test]
+fn a_diverged_run_is_refused_by_name_and_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let run = train_run(d.path(), "llama", lora(), 2);
+    // A NaN in one adapter matrix, as a diverged run leaves.
+    let weights = run.join("adapter/adapter_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let key = tensors
+        .keys()
+        .find(|k| k.contains("layers.1.mlp.down_proj.lora_B"))
+        .unwrap()
+        .clone();
+    let t = &tensors[&key];
+    let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    v[3] = f32::NAN;
+    let bad = Tensor::from_vec(v, t.shape(), &Device::Cpu).unwrap();
+    tensors.insert(key, bad);
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let exports = d.path().join("exports");
+    for format in [Format::Gguf, Format::Merged] {
+        let e = export(
+            &request(&run, &exports.join("e"), format),
+            &unknown_disk,
+            &NullSink,
+            &CancelToken::new(),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("model.layers.1.mlp.down_proj.weight") && msg.contains("NaN"),
+            "{format:?}: {msg}"
+        );
+        assert_eq!(
+            std::fs::read_dir(&exports).unwrap().count(),
+            0,
+            "{format:?}"
+        );
+    }
 }

@@ -194,6 +194,30 @@ impl WeightReader {
         self.st.load(name, device).map_err(|e| self.error(name, e))
     }
 
+    /// Tensor `name`'s values in f32, row-major, copied straight out of the mapping (in
+    /// parallel) when the file stores f32, converted through candle otherwise.
+    pub fn load_f32(&self, name: &str) -> Result<Vec<f32>, ModelError> {
+        use rayon::prelude::*;
+        let view = self.st.get(name).map_err(|e| self.error(name, e))?;
+        if view.dtype() == safetensors::Dtype::F32 {
+            const CHUNK: usize = 1 << 16;
+            let bytes = view.data();
+            let mut out = vec![0f32; bytes.len() / 4];
+            out.par_chunks_mut(CHUNK)
+                .zip(bytes.par_chunks(CHUNK * 4))
+                .for_each(|(out, bytes)| {
+                    for (v, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                        *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                });
+            return Ok(out);
+        }
+        let t = self.load(name, &Device::Cpu)?;
+        t.to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .map_err(|e| self.error(name, e))
+    }
+
     fn error(&self, name: &str, e: impl std::fmt::Display) -> ModelError {
         ModelError::Weights {
             path: self.path.clone(),

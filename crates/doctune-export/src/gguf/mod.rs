@@ -9,20 +9,24 @@
 //! 1-D tensors and norms stay F32; every other weight gets the type [`quant::tensor_type`]
 //! picks, and a tensor whose rows do not divide into the type's blocks falls back as llama.cpp
 //! falls back — each fallback is listed in the report and the manifest.
+//!
+//! [`write_model`] runs as a three-stage pipeline (read and merge, quantise, hash and write), a
+//! tensor in each stage, so a few tensors are in memory at once whatever the model's size.
 
 pub mod arch;
 pub mod file;
 pub mod quant;
 pub mod vocab;
 
+use crate::manifest::{FileHash, HashedFile};
 use crate::source::Source;
 use crate::{check_cancel, io, ExportError, Fallback};
 use arch::{Arch, Extra};
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
 use file::{GgmlType, GgufWriter, TensorInfo, Value};
 use quant::{Quant, Role};
-use std::io::BufWriter;
 use std::path::Path;
+use std::sync::mpsc::sync_channel;
 
 /// Where a planned tensor's values come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +62,8 @@ pub struct ModelPlan {
 pub struct GgufOutput {
     pub warnings: Vec<String>,
     pub fallbacks: Vec<Fallback>,
+    /// The file's hash, taken as it was written.
+    pub hash: Option<FileHash>,
 }
 
 fn general(src: &Source, arch: &Arch, kind: &str, quant: Quant) -> Vec<(String, Value)> {
@@ -67,7 +73,10 @@ fn general(src: &Source, arch: &Arch, kind: &str, quant: Quant) -> Vec<(String, 
         // The base model's name goes under general.base_model, not general.name: llama.cpp keys
         // vocabulary workarounds on general.name (a name with "phi3" makes it look up Phi-3's
         // `<|end|>`, refusing a from-scratch or fixture vocabulary without one).
-        ("general.name".into(), Value::Str(format!("DocTune {}", src.run.id))),
+        (
+            "general.name".into(),
+            Value::Str(format!("DocTune {}", src.run.id)),
+        ),
         ("general.base_model.count".into(), Value::U32(1)),
         (
             "general.base_model.0.name".into(),
@@ -175,38 +184,70 @@ pub fn write_model(
     let plan = plan_model(src, quant)?;
     let weights = src.weights()?;
     let arch = Arch::of(&src.config);
-    let f = std::fs::File::create(path).map_err(io(path))?;
     let infos: Vec<TensorInfo> = plan.tensors.iter().map(|t| t.info.clone()).collect();
-    let mut w = GgufWriter::start(BufWriter::with_capacity(1 << 20, f), &plan.metadata, infos)
-        .map_err(io(path))?;
+    let w =
+        GgufWriter::start(HashedFile::create(path)?, &plan.metadata, infos).map_err(io(path))?;
     let total = plan.tensors.len() as u64;
-    for (i, t) in plan.tensors.iter().enumerate() {
-        check_cancel(cancel)?;
-        let data = match &t.source {
-            TensorSource::Extra(d) => d.clone(),
-            TensorSource::Weight(hf) => {
-                let mut d: Vec<f32> = weights.tensor(hf)?.flatten_all()?.to_vec1()?;
-                arch::transform(&arch, &src.config, hf, &mut d, t.cols);
-                d
+    // Three stages overlap: a thread reads, merges and lays out the next tensor's values, this
+    // one quantises the current one, and a thread hashes and writes the one before. Each
+    // channel holds one tensor, so a handful are in memory at once, whatever the model's size.
+    let hash = std::thread::scope(|scope| -> Result<FileHash, ExportError> {
+        let (values_tx, values_rx) = sync_channel::<Result<Vec<f32>, ExportError>>(1);
+        let (weights, arch, tensors) = (&weights, &arch, &plan.tensors);
+        scope.spawn(move || {
+            for t in tensors {
+                let data = match &t.source {
+                    TensorSource::Extra(d) => Ok(d.clone()),
+                    TensorSource::Weight(hf) => weights.values(hf).map(|mut d| {
+                        arch::transform(arch, &src.config, hf, &mut d, t.cols);
+                        d
+                    }),
+                };
+                let failed = data.is_err();
+                // The receiver hangs up when it stops early (an error, a cancel).
+                if values_tx.send(data).is_err() || failed || cancel.is_cancelled() {
+                    return;
+                }
             }
-        };
-        let bytes = quant::encode(&data, t.cols, t.info.ty)?;
-        w.tensor(&bytes).map_err(io(path))?;
-        sink.emit(JobEvent::progress(
-            i as u64 + 1,
-            total,
-            "tensors",
-            Some(t.info.name.clone()),
-        ));
-    }
-    let f = w.finish().map_err(io(path))?;
-    f.into_inner()
-        .map_err(|e| io(path)(e.into_error()))?
-        .sync_all()
-        .map_err(io(path))?;
+        });
+        let (bytes_tx, bytes_rx) = sync_channel::<Vec<u8>>(1);
+        let writer = scope.spawn(move || -> Result<FileHash, ExportError> {
+            let mut w = w;
+            for bytes in bytes_rx {
+                w.tensor(&bytes).map_err(io(path))?;
+            }
+            w.finish().map_err(io(path))?.finish()
+        });
+        let encoded = (|| -> Result<(), ExportError> {
+            for (i, t) in plan.tensors.iter().enumerate() {
+                check_cancel(cancel)?;
+                let data = values_rx.recv().map_err(|_| ExportError::Cancelled)??;
+                let bytes = quant::encode(&data, t.cols, t.info.ty)?;
+                drop(data);
+                if bytes_tx.send(bytes).is_err() {
+                    // The writer failed: its error is the one to report.
+                    break;
+                }
+                sink.emit(JobEvent::progress(
+                    i as u64 + 1,
+                    total,
+                    "tensors",
+                    Some(t.info.name.clone()),
+                ));
+            }
+            Ok(())
+        })();
+        drop((bytes_tx, values_rx));
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        encoded?;
+        written
+    })?;
     Ok(GgufOutput {
         warnings: plan.warnings,
         fallbacks: plan.fallbacks,
+        hash: Some(hash),
     })
 }
 
@@ -282,9 +323,8 @@ pub fn write_lora(
             planned.push((TensorInfo { name, dims, ty }, data, cols));
         }
     }
-    let f = std::fs::File::create(path).map_err(io(path))?;
     let infos: Vec<TensorInfo> = planned.iter().map(|p| p.0.clone()).collect();
-    let mut w = GgufWriter::start(BufWriter::new(f), &metadata, infos).map_err(io(path))?;
+    let mut w = GgufWriter::start(HashedFile::create(path)?, &metadata, infos).map_err(io(path))?;
     let total = planned.len() as u64;
     for (i, (info, data, cols)) in planned.iter().enumerate() {
         check_cancel(cancel)?;
@@ -297,11 +337,7 @@ pub fn write_lora(
             Some(info.name.clone()),
         ));
     }
-    let f = w.finish().map_err(io(path))?;
-    f.into_inner()
-        .map_err(|e| io(path)(e.into_error()))?
-        .sync_all()
-        .map_err(io(path))?;
+    out.hash = Some(w.finish().map_err(io(path))?.finish()?);
     if arch.name != "llama" && arch.name != "gemma2" {
         out.warnings.push(format!("Ollama applies safetensors adapters only to Llama and Gemma 2 bases; use this GGUF adapter (`ADAPTER`) with a GGUF of the {} base", cfg.family.label()));
     }
