@@ -209,6 +209,33 @@ fn training_commands_take_ids_not_paths() {
 }
 
 #[test]
+fn export_commands_take_ids_not_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    invoke(&w, "create_project", json!({"name": "P"})).unwrap();
+    assert_eq!(
+        invoke(&w, "list_exports", json!({"id": "p"})).unwrap(),
+        json!([])
+    );
+    // A run named by path is refused; the window cannot name where an export goes (always the
+    // project's exports/), so an `out` it sends is not even read.
+    let err = invoke(
+        &w,
+        "start_export",
+        json!({"id": "p", "run": "../../x", "options": {"format": "gguf", "out": "/tmp/x"}, "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+    let err = invoke(
+        &w,
+        "start_export",
+        json!({"id": "p", "run": "run-1", "options": {"format": "gguf"}, "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "notFound", "{err}");
+}
+
+#[test]
 fn commands_not_granted_to_the_window_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_app, w) = app(d.path());
