@@ -16,17 +16,20 @@
 //! shown, default 3). Without Python only DocTune's side runs.
 
 use doctune_core::{CancelToken, NullSink};
-use doctune_dataset::{BuildOptions, Inputs, Mode};
 use doctune_export::{export, Dtype, ExportRequest, Format, Quant};
 use doctune_models::Target;
 use doctune_testkit::bench::{
     bench_env, bench_threads, peak_rss_bytes, run_json_sampled, PeakMemory,
 };
-use doctune_testkit::models::{write_random_llama, RandomLlama};
-use doctune_train::{train, Method, RunConfig};
+use doctune_testkit::models::RandomLlama;
+use doctune_train::Method;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::crate_dir;
 
 const CONFIGS: [(&str, RandomLlama); 2] = [
     (
@@ -51,12 +54,6 @@ const CONFIGS: [(&str, RandomLlama); 2] = [
         },
     ),
 ];
-
-fn crate_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-}
 
 fn request(run: &Path, out: &Path, quant: Quant) -> ExportRequest {
     ExportRequest {
@@ -101,57 +98,16 @@ fn worker(run: &Path, out: &Path, quant: &str) {
 
 /// A random model with the Llama fixture's tokenizer, and a one-step LoRA run on it.
 fn prepare(dir: &Path, model: &RandomLlama) -> (PathBuf, PathBuf) {
-    let base = dir.join("base");
-    write_random_llama(&base, model).unwrap();
-    let fixture = crate_dir().join("../doctune-models/tests/fixtures/llama");
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-    ] {
-        std::fs::copy(fixture.join(f), base.join(f)).unwrap();
-    }
-    let input = dir.join("qa.jsonl");
-    let text: String = (0..8)
-        .map(|i| format!("{{\"instruction\":\"What is {i}?\",\"output\":\"It is {i}.\"}}\n"))
-        .collect();
-    std::fs::write(&input, text).unwrap();
-    let tok = doctune_tokenizer::ModelTokenizer::load(&base).unwrap();
-    let ds = doctune_dataset::build(
-        &dir.join("datasets"),
-        "d",
-        &base,
-        &tok,
-        &Inputs::Files(vec![input]),
-        &BuildOptions {
-            mode: Mode::Instruct,
-            seq_len: 32,
-            val_fraction: 0.0,
-            ..Default::default()
-        },
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap()
-    .dir;
-    let cfg = RunConfig {
-        base_model: base.clone(),
-        dataset: ds,
-        method: Method::Lora {
-            rank: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            rslora: false,
-            targets: Target::ALL.to_vec(),
-        },
-        max_steps: Some(1),
-        micro_batch: 1,
-        lr: 1e-3,
-        checkpoint_every: 1_000_000,
-        ..Default::default()
+    let base = support::random_llama(&dir.join("base"), model);
+    let method = Method::Lora {
+        rank: 8,
+        alpha: 16.0,
+        dropout: 0.0,
+        rslora: false,
+        targets: Target::ALL.to_vec(),
     };
-    train(cfg, &dir.join("runs"), "r", &NullSink, &CancelToken::new()).unwrap();
-    (base, dir.join("runs/r"))
+    let run = support::train_on(dir, &base, method, 1);
+    (base, run)
 }
 
 /// The median of the runs' `seconds`.

@@ -9,11 +9,13 @@
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
-use doctune_dataset::{BuildOptions, Inputs, Mode};
 use doctune_export::{export, Dtype, ExportError, ExportRequest, Format, Quant};
 use doctune_models::{LoadOptions, Target};
-use doctune_train::{train, Method, RunConfig};
+use doctune_train::Method;
 use std::path::{Path, PathBuf};
+
+mod support;
+use support::{crate_dir, fixture};
 
 const FAMILIES: [&str; 7] = [
     "llama",
@@ -25,59 +27,9 @@ const FAMILIES: [&str; 7] = [
     "gemma2",
 ];
 
-fn crate_dir() -> String {
-    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(&crate_dir())
-        .join("../doctune-models/tests/fixtures")
-        .join(name)
-}
-
 /// A short LoRA (or full) run of the fixture model `family` in `dir`; returns the run folder.
 fn train_run(dir: &Path, family: &str, method: Method, steps: u64) -> PathBuf {
-    let model = fixture(family);
-    let input = dir.join("qa.jsonl");
-    let text: String = (0..24)
-        .map(|i| {
-            format!(
-                "{{\"instruction\":\"What is {i} plus {i}?\",\"output\":\"It is {}.\"}}\n",
-                2 * i
-            )
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
-    let tok = doctune_tokenizer::ModelTokenizer::load(&model).unwrap();
-    let ds = doctune_dataset::build(
-        &dir.join("datasets"),
-        "d",
-        &model,
-        &tok,
-        &Inputs::Files(vec![input]),
-        &BuildOptions {
-            mode: Mode::Instruct,
-            seq_len: 48,
-            val_fraction: 0.2,
-            ..Default::default()
-        },
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap()
-    .dir;
-    let cfg = RunConfig {
-        base_model: model,
-        dataset: ds,
-        method,
-        max_steps: Some(steps),
-        micro_batch: 2,
-        lr: 0.02,
-        checkpoint_every: 2,
-        ..Default::default()
-    };
-    train(cfg, &dir.join("runs"), "r", &NullSink, &CancelToken::new()).unwrap();
-    dir.join("runs/r")
+    support::train_on(dir, &fixture(family), method, steps)
 }
 
 fn lora() -> Method {
@@ -441,9 +393,8 @@ fn gguf_files_hold_the_merged_weights_and_llama_cpps_metadata() {
 #[test]
 fn q4_k_m_follows_llama_cpps_mix_on_a_model_of_real_widths() {
     let d = tempfile::tempdir().unwrap();
-    let base = d.path().join("base");
-    doctune_testkit::models::write_random_llama(
-        &base,
+    let base = support::random_llama(
+        &d.path().join("base"),
         &doctune_testkit::models::RandomLlama {
             hidden: 256,
             layers: 8,
@@ -451,57 +402,10 @@ fn q4_k_m_follows_llama_cpps_mix_on_a_model_of_real_widths() {
             intermediate: 512,
             vocab: 320,
         },
-    )
-    .unwrap();
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "chat_template.jinja",
-    ] {
-        let src = fixture("llama").join(f);
-        if src.is_file() {
-            std::fs::copy(src, base.join(f)).unwrap();
-        }
-    }
-    // A run on it: copy the fixture run machinery with this base.
-    let input = d.path().join("qa.jsonl");
-    std::fs::write(&input, "{\"instruction\":\"a\",\"output\":\"b\"}\n{\"instruction\":\"c\",\"output\":\"d\"}\n{\"instruction\":\"e\",\"output\":\"f\"}\n").unwrap();
-    let tok = doctune_tokenizer::ModelTokenizer::load(&base).unwrap();
-    let ds = doctune_dataset::build(
-        &d.path().join("datasets"),
-        "d",
-        &base,
-        &tok,
-        &Inputs::Files(vec![input]),
-        &BuildOptions {
-            mode: Mode::Instruct,
-            seq_len: 32,
-            val_fraction: 0.0,
-            ..Default::default()
-        },
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap()
-    .dir;
-    let cfg = RunConfig {
-        base_model: base,
-        dataset: ds,
-        method: lora(),
-        max_steps: Some(1),
-        micro_batch: 1,
-        ..Default::default()
-    };
-    train(
-        cfg,
-        &d.path().join("runs"),
-        "r",
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    );
+    let run = support::train_on(d.path(), &base, lora(), 1);
     let out = d.path().join("q4");
-    let mut req = request(&d.path().join("runs/r"), &out, Format::Gguf);
+    let mut req = request(&run, &out, Format::Gguf);
     req.quant = Quant::Q4KM;
     let report = export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
     assert!(report.fallbacks.is_empty(), "{:?}", report.fallbacks);
