@@ -5,29 +5,9 @@
 
 use crate::{models, ApiError, Home};
 use doctune_core::{Area, CancelToken, ProgressSink, ProjectDir};
-pub use doctune_export::{Dtype, ExportReport, ExportedFile, Format, Quant};
-use serde::{Deserialize, Serialize};
+pub use doctune_export::{Dtype, ExportOptions, ExportReport, ExportedFile, Format, Quant};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// What to export, as the shells ask for it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExportOptions {
-    pub format: Format,
-    #[serde(default)]
-    pub quant: Quant,
-    #[serde(default)]
-    pub dtype: Dtype,
-    /// A checkpoint's step instead of the run's final weights.
-    #[serde(default)]
-    pub checkpoint: Option<u64>,
-    /// A system message for the Ollama Modelfile.
-    #[serde(default)]
-    pub system: Option<String>,
-    /// Replace an existing export at the destination.
-    #[serde(default)]
-    pub overwrite: bool,
-}
 
 /// The project a run belongs to (a run folder is `<project>/runs/<id>`).
 fn project_of(run_dir: &Path) -> Option<PathBuf> {
@@ -80,14 +60,9 @@ pub fn export(
     let run = doctune_train::RunDir::at(run_dir).read()?;
     let req = doctune_export::ExportRequest {
         run_dir: run_dir.to_path_buf(),
-        format: options.format,
-        quant: options.quant,
-        dtype: options.dtype,
-        checkpoint: options.checkpoint,
         out,
-        overwrite: options.overwrite,
-        system: options.system.clone(),
         base_name: library_name(home, &run.config.base_model),
+        options: options.clone(),
     };
     Ok(doctune_export::export(
         &req,
@@ -112,17 +87,6 @@ pub struct ExportInfo {
     pub total_bytes: u64,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ManifestHead {
-    format: Format,
-    quant: Option<Quant>,
-    run_id: String,
-    step: u64,
-    created_at: String,
-    files: Vec<ExportedFile>,
-}
-
 /// The exports of a project, newest first (folders without a readable manifest are skipped).
 pub fn list(project_dir: &Path) -> Result<Vec<ExportInfo>, ApiError> {
     let dir = ProjectDir::open(project_dir)?.area(Area::Exports)?;
@@ -135,13 +99,12 @@ pub fn list(project_dir: &Path) -> Result<Vec<ExportInfo>, ApiError> {
         if id.starts_with('.') {
             continue;
         }
-        let manifest = e.path().join(doctune_export::manifest::MANIFEST);
-        let Ok(bytes) = doctune_core::read_limited(&manifest, 16 << 20) else {
-            continue;
-        };
-        let Ok(m) = serde_json::from_slice::<ManifestHead>(&bytes) else {
-            tracing::warn!("skipping {}: not an export manifest", manifest.display());
-            continue;
+        let m = match doctune_export::manifest::read(&e.path()) {
+            Ok(m) => m,
+            Err(err) => {
+                tracing::warn!("skipping {}: {err}", e.path().display());
+                continue;
+            }
         };
         out.push(ExportInfo {
             id,

@@ -7,7 +7,7 @@ use doctune_testkit::hub as support;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use support::{tiny_llama, write_folder, FakeHub, FakeRepo};
+use support::{tiny_llama, write_folder, FakeHub};
 
 fn doctune(home: &Path, hub: &FakeHub, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_doctune"))
@@ -127,7 +127,7 @@ fn the_token_is_used_and_appears_in_no_file_log_or_output() {
     let hub = FakeHub::start();
     hub.add_repo(
         "org/gated",
-        FakeRepo {
+        support::FakeRepo {
             files: tiny_llama(1),
             token: Some(TOKEN.into()),
             ..Default::default()

@@ -16,7 +16,7 @@
 //! shown, default 3). Without Python only DocTune's side runs.
 
 use doctune_core::{CancelToken, NullSink};
-use doctune_export::{export, Dtype, ExportRequest, Format, Quant};
+use doctune_export::{export, Dtype, ExportOptions, ExportRequest, Format, Quant};
 use doctune_models::Target;
 use doctune_testkit::bench::{
     bench_env, bench_threads, peak_rss_bytes, run_json_sampled, PeakMemory,
@@ -58,14 +58,16 @@ const CONFIGS: [(&str, RandomLlama); 2] = [
 fn request(run: &Path, out: &Path, quant: Quant) -> ExportRequest {
     ExportRequest {
         run_dir: run.to_path_buf(),
-        format: Format::Gguf,
-        quant,
-        dtype: Dtype::F32,
-        checkpoint: None,
         out: out.to_path_buf(),
-        overwrite: false,
-        system: None,
         base_name: None,
+        options: ExportOptions {
+            format: Format::Gguf,
+            quant,
+            dtype: Dtype::F32,
+            checkpoint: None,
+            system: None,
+            overwrite: false,
+        },
     }
 }
 

@@ -54,7 +54,7 @@ pub fn render(src: &Source, req: &ExportRequest, warnings: &[String]) -> String 
     let licence = licence(&src.base_dir);
     let cfg = &src.run.config;
     let mut s = String::new();
-    let adapter = matches!(req.format, Format::Peft | Format::GgufLora);
+    let adapter = matches!(req.options.format, Format::Peft | Format::GgufLora);
     let _ = writeln!(s, "---");
     let _ = writeln!(s, "base_model: {base}");
     if adapter {
@@ -70,7 +70,7 @@ pub fn render(src: &Source, req: &ExportRequest, warnings: &[String]) -> String 
     let _ = writeln!(
         s,
         "{} of a {} model ({} parameters) trained on a person's own documents with DocTune, on their own machine.\n",
-        req.format.label(),
+        req.options.format.label(),
         src.config.family.label(),
         doctune_core::units::human_count(src.config.parameter_count())
     );

@@ -181,12 +181,11 @@ impl Dtype {
     }
 }
 
-/// An export to make.
+/// What to export: the format and its settings (everything but where from and where to, so
+/// the shells pass this as it is).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ExportRequest {
-    /// The training run's folder.
-    pub run_dir: PathBuf,
+pub struct ExportOptions {
     pub format: Format,
     /// GGUF tensor types (gguf, ollama; gguf-lora takes f32, f16, bf16 or q8_0).
     #[serde(default)]
@@ -197,21 +196,32 @@ pub struct ExportRequest {
     /// Export this checkpoint's weights instead of the run's final ones.
     #[serde(default)]
     pub checkpoint: Option<u64>,
-    /// The folder to create (it must not exist, unless `overwrite`).
-    pub out: PathBuf,
-    #[serde(default)]
-    pub overwrite: bool,
     /// A system message for the Modelfile (`SYSTEM`).
     #[serde(default)]
     pub system: Option<String>,
+    /// Replace an existing export at the destination.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+/// An export to make.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportRequest {
+    /// The training run's folder.
+    pub run_dir: PathBuf,
+    /// The folder to create (it must not exist, unless `options.overwrite`).
+    pub out: PathBuf,
     /// The base model's name for people and for `base_model_name_or_path` (a Hub repo id when
     /// the model came from the Hub); the base folder's name when not given.
     #[serde(default)]
     pub base_name: Option<String>,
+    #[serde(flatten)]
+    pub options: ExportOptions,
 }
 
 /// A GGUF tensor stored in another type than the quantisation asks for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Fallback {
     pub tensor: String,
@@ -245,7 +255,7 @@ pub fn export(
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<ExportReport, ExportError> {
-    let src = Source::open(&req.run_dir, req.checkpoint)?;
+    let src = Source::open(&req.run_dir, req.options.checkpoint)?;
     let name = req
         .out
         .file_name()
@@ -258,7 +268,7 @@ pub fn export(
             ))
         })?
         .to_string();
-    if req.out.exists() && !req.overwrite {
+    if req.out.exists() && !req.options.overwrite {
         return Err(ExportError::Exists {
             path: req.out.clone(),
         });
@@ -290,17 +300,23 @@ pub fn export(
     let mut ollama_create = None;
     let mut hashed = Vec::new();
     let stem = file_stem(&src);
-    match req.format {
+    match req.options.format {
         Format::Peft => peft::write(staged.path(), &src, req, sink, cancel)?,
-        Format::Merged => hashed = hf::write(staged.path(), &src, req.dtype, sink, cancel)?,
+        Format::Merged => hashed = hf::write(staged.path(), &src, req.options.dtype, sink, cancel)?,
         Format::Gguf | Format::Ollama => {
-            let file = format!("{stem}-{}.gguf", req.quant.label());
-            let out = gguf::write_model(&staged.path().join(&file), &src, req.quant, sink, cancel)?;
+            let file = format!("{stem}-{}.gguf", req.options.quant.label());
+            let out = gguf::write_model(
+                &staged.path().join(&file),
+                &src,
+                req.options.quant,
+                sink,
+                cancel,
+            )?;
             warnings.extend(out.warnings);
             fallbacks = out.fallbacks;
             hashed.extend(out.hash);
-            if req.format == Format::Ollama {
-                ollama::write(staged.path(), &file, &src, req.system.as_deref())?;
+            if req.options.format == Format::Ollama {
+                ollama::write(staged.path(), &file, &src, req.options.system.as_deref())?;
                 ollama_create = Some(format!(
                     "ollama create {} -f {}",
                     ollama::model_name(&name),
@@ -309,8 +325,14 @@ pub fn export(
             }
         }
         Format::GgufLora => {
-            let file = format!("{stem}-lora-{}.gguf", req.quant.label());
-            let out = gguf::write_lora(&staged.path().join(&file), &src, req.quant, sink, cancel)?;
+            let file = format!("{stem}-lora-{}.gguf", req.options.quant.label());
+            let out = gguf::write_lora(
+                &staged.path().join(&file),
+                &src,
+                req.options.quant,
+                sink,
+                cancel,
+            )?;
             warnings.extend(out.warnings);
             hashed.extend(out.hash);
         }
@@ -351,7 +373,7 @@ pub fn export(
         total_bytes: manifest.files.iter().map(|f| f.bytes).sum(),
         files: manifest.files,
         dir: dest,
-        format: req.format,
+        format: req.options.format,
         warnings,
         fallbacks,
         ollama_create,
@@ -393,14 +415,18 @@ impl Plan {
     fn new(req: &ExportRequest, src: &Source) -> Result<Self, ExportError> {
         let weights = src.weights()?;
         let params: u64 = weights.parameter_count()?;
-        let (bytes, warnings) = match req.format {
+        let (bytes, warnings) = match req.options.format {
             Format::Peft => (src.lora()?.bytes(), Vec::new()),
             Format::Merged => {
-                let per = if req.dtype == Dtype::F32 { 4 } else { 2 };
+                let per = if req.options.dtype == Dtype::F32 {
+                    4
+                } else {
+                    2
+                };
                 (params * per, Vec::new())
             }
             Format::Gguf | Format::Ollama => {
-                let plan = gguf::plan_model(src, req.quant)?;
+                let plan = gguf::plan_model(src, req.options.quant)?;
                 (plan.bytes, plan.warnings)
             }
             Format::GgufLora => (src.lora()?.bytes(), Vec::new()),

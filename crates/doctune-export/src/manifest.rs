@@ -24,7 +24,7 @@ pub struct ExportedFile {
 }
 
 /// `manifest.json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub schema: u32,
@@ -42,6 +42,19 @@ pub struct Manifest {
     pub fallbacks: Vec<Fallback>,
     /// Every file but the manifest itself.
     pub files: Vec<ExportedFile>,
+}
+
+/// The largest `manifest.json` [`read`] accepts.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+/// The manifest of the export in `dir`.
+pub fn read(dir: &Path) -> Result<Manifest, ExportError> {
+    let p = dir.join(MANIFEST);
+    let bytes = doctune_core::read_limited(&p, MAX_MANIFEST_BYTES).map_err(io(&p))?;
+    serde_json::from_slice(&bytes).map_err(|e| ExportError::Input {
+        path: p,
+        message: format!("not an export manifest: {e}"),
+    })
 }
 
 /// A file's sha256 and size, as it was written.
@@ -160,16 +173,16 @@ pub(crate) fn write(
     hashed: &[FileHash],
 ) -> Result<Manifest, ExportError> {
     let gguf = matches!(
-        req.format,
+        req.options.format,
         crate::Format::Gguf | crate::Format::Ollama | crate::Format::GgufLora
     );
     let m = Manifest {
         schema: 1,
         created_at: doctune_core::now_rfc3339(),
         doctune_version: env!("CARGO_PKG_VERSION").into(),
-        format: req.format,
-        quant: gguf.then_some(req.quant),
-        dtype: (req.format == crate::Format::Merged).then_some(req.dtype),
+        format: req.options.format,
+        quant: gguf.then_some(req.options.quant),
+        dtype: (req.options.format == crate::Format::Merged).then_some(req.options.dtype),
         run_id: src.run.id.clone(),
         step: src.step,
         base_model: src.base_name(req.base_name.as_deref()),

@@ -9,7 +9,7 @@
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
-use doctune_export::{export, Dtype, ExportError, ExportRequest, Format, Quant};
+use doctune_export::{export, Dtype, ExportError, ExportOptions, ExportRequest, Format, Quant};
 use doctune_models::{LoadOptions, Target};
 use doctune_train::Method;
 use std::path::{Path, PathBuf};
@@ -45,19 +45,26 @@ fn lora() -> Method {
 fn request(run: &Path, out: &Path, format: Format) -> ExportRequest {
     ExportRequest {
         run_dir: run.to_path_buf(),
-        format,
-        quant: Quant::F16,
-        dtype: Dtype::F32,
-        checkpoint: None,
         out: out.to_path_buf(),
-        overwrite: false,
-        system: None,
         base_name: Some("org/tiny".into()),
+        options: ExportOptions {
+            format,
+            quant: Quant::F16,
+            dtype: Dtype::F32,
+            checkpoint: None,
+            system: None,
+            overwrite: false,
+        },
     }
 }
 
 fn unknown_disk(_: &Path) -> Option<u64> {
     None
+}
+
+/// `req` exported with no disk check, no progress and no cancel.
+fn export_now(req: &ExportRequest) -> Result<doctune_export::ExportReport, ExportError> {
+    export(req, &unknown_disk, &NullSink, &CancelToken::new())
 }
 
 fn ids() -> Tensor {
@@ -80,13 +87,7 @@ fn merged_and_peft_exports_reproduce_the_adapted_model_for_every_family() {
         let adapted = logits(&fixture(family), Some(&run.join("adapter")));
 
         let merged = d.path().join("merged");
-        let r = export(
-            &request(&run, &merged, Format::Merged),
-            &unknown_disk,
-            &NullSink,
-            &CancelToken::new(),
-        )
-        .unwrap();
+        let r = export_now(&request(&run, &merged, Format::Merged)).unwrap();
         let diff = doctune_testkit::max_abs_diff(&logits(&merged, None), &adapted);
         assert!(
             diff < 1e-4,
@@ -114,13 +115,7 @@ fn merged_and_peft_exports_reproduce_the_adapted_model_for_every_family() {
         }
 
         let peft = d.path().join("peft");
-        export(
-            &request(&run, &peft, Format::Peft),
-            &unknown_disk,
-            &NullSink,
-            &CancelToken::new(),
-        )
-        .unwrap();
+        export_now(&request(&run, &peft, Format::Peft)).unwrap();
         let diff = doctune_testkit::max_abs_diff(&logits(&fixture(family), Some(&peft)), &adapted);
         assert!(diff < 1e-6, "{family}: exported adapter differs by {diff}");
         let cfg: serde_json::Value =
@@ -139,8 +134,8 @@ fn merged_dtypes_checkpoints_and_full_runs() {
     // bf16: config says so, tensors are bf16, logits close to f32's.
     let out = d.path().join("bf16");
     let mut req = request(&run, &out, Format::Merged);
-    req.dtype = Dtype::Bf16;
-    export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+    req.options.dtype = Dtype::Bf16;
+    export_now(&req).unwrap();
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["dtype"], "bfloat16");
@@ -149,22 +144,14 @@ fn merged_dtypes_checkpoints_and_full_runs() {
     // A checkpoint exports its own weights, not the final ones.
     let early = d.path().join("step2");
     let mut req = request(&run, &early, Format::Merged);
-    req.checkpoint = Some(2);
-    export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+    req.options.checkpoint = Some(2);
+    export_now(&req).unwrap();
     let final_dir = d.path().join("final");
-    export(
-        &request(&run, &final_dir, Format::Merged),
-        &unknown_disk,
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    export_now(&request(&run, &final_dir, Format::Merged)).unwrap();
     assert!(doctune_testkit::max_abs_diff(&logits(&early, None), &logits(&final_dir, None)) > 1e-6);
     let mut req = request(&run, &d.path().join("nope"), Format::Merged);
-    req.checkpoint = Some(3);
-    let e = export(&req, &unknown_disk, &NullSink, &CancelToken::new())
-        .unwrap_err()
-        .to_string();
+    req.options.checkpoint = Some(3);
+    let e = export_now(&req).unwrap_err().to_string();
     assert!(
         e.contains("no checkpoint of step 3") && e.contains("2, 4"),
         "{e}"
@@ -174,13 +161,7 @@ fn merged_dtypes_checkpoints_and_full_runs() {
     let d2 = tempfile::tempdir().unwrap();
     let full = train_run(d2.path(), "llama_tied", Method::Full, 2);
     let out = d2.path().join("full");
-    export(
-        &request(&full, &out, Format::Merged),
-        &unknown_disk,
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    export_now(&request(&full, &out, Format::Merged)).unwrap();
     let got = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
     let ckpt = candle_core::safetensors::load(
         full.join("checkpoints/step-00000002/trainable.safetensors"),
@@ -190,14 +171,9 @@ fn merged_dtypes_checkpoints_and_full_runs() {
     for (name, t) in &ckpt {
         assert_eq!(doctune_testkit::max_abs_diff(&got[name], t), 0.0, "{name}");
     }
-    let e = export(
-        &request(&full, &d2.path().join("p"), Format::Peft),
-        &unknown_disk,
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = export_now(&request(&full, &d2.path().join("p"), Format::Peft))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("full fine-tuning run has no adapter"), "{e}");
 }
 
@@ -229,19 +205,13 @@ fn gguf_files_hold_the_merged_weights_and_llama_cpps_metadata() {
         let d = tempfile::tempdir().unwrap();
         let run = train_run(d.path(), family, lora(), 4);
         let merged = d.path().join("merged");
-        export(
-            &request(&run, &merged, Format::Merged),
-            &unknown_disk,
-            &NullSink,
-            &CancelToken::new(),
-        )
-        .unwrap();
+        export_now(&request(&run, &merged, Format::Merged)).unwrap();
         let cfg = doctune_models::ModelConfig::load(&merged).unwrap();
         for quant in [Quant::F16, Quant::Q8_0, Quant::Q4KM] {
             let out = d.path().join(format!("gguf-{}", quant.label()));
             let mut req = request(&run, &out, Format::Gguf);
-            req.quant = quant;
-            let report = export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+            req.options.quant = quant;
+            let report = export_now(&req).unwrap();
             let file = report
                 .files
                 .iter()
@@ -406,8 +376,8 @@ fn q4_k_m_follows_llama_cpps_mix_on_a_model_of_real_widths() {
     let run = support::train_on(d.path(), &base, lora(), 1);
     let out = d.path().join("q4");
     let mut req = request(&run, &out, Format::Gguf);
-    req.quant = Quant::Q4KM;
-    let report = export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+    req.options.quant = Quant::Q4KM;
+    let report = export_now(&req).unwrap();
     assert!(report.fallbacks.is_empty(), "{:?}", report.fallbacks);
     let (c, _) = read_gguf(
         &out.join(
@@ -444,11 +414,11 @@ fn the_gguf_lora_adds_up_to_the_merged_model() {
         let d = tempfile::tempdir().unwrap();
         let run = train_run(d.path(), family, lora(), 4);
         let mut req = request(&run, &d.path().join("base"), Format::Gguf);
-        req.quant = Quant::F32;
-        let merged = export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+        req.options.quant = Quant::F32;
+        let merged = export_now(&req).unwrap();
         let mut lreq = request(&run, &d.path().join("lora"), Format::GgufLora);
-        lreq.quant = Quant::F32;
-        let lora_out = export(&lreq, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+        lreq.options.quant = Quant::F32;
+        let lora_out = export_now(&lreq).unwrap();
         let (mc, mut mf) = read_gguf(
             &d.path().join("base").join(
                 &merged
@@ -658,9 +628,9 @@ fn ollama_exports_write_a_modelfile_beside_the_gguf() {
     let run = train_run(d.path(), "qwen2", lora(), 2);
     let out = d.path().join("My Model");
     let mut req = request(&run, &out, Format::Ollama);
-    req.quant = Quant::Q8_0;
-    req.system = Some("Answer from the handbook.".into());
-    let r = export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+    req.options.quant = Quant::Q8_0;
+    req.options.system = Some("Answer from the handbook.".into());
+    let r = export_now(&req).unwrap();
     let mf = std::fs::read_to_string(out.join("Modelfile")).unwrap();
     let gguf = r.files.iter().find(|f| f.path.ends_with(".gguf")).unwrap();
     assert!(mf.contains(&format!("FROM ./{}\n", gguf.path)), "{mf}");
@@ -702,21 +672,9 @@ fn exports_are_atomic_refuse_to_overwrite_and_check_the_disk() {
     let run = train_run(d.path(), "qwen3", lora(), 2);
     let exports = d.path().join("exports");
     let out = exports.join("e1");
-    export(
-        &request(&run, &out, Format::Merged),
-        &unknown_disk,
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    export_now(&request(&run, &out, Format::Merged)).unwrap();
     let before = std::fs::read(out.join("model.safetensors")).unwrap();
-    let e = export(
-        &request(&run, &out, Format::Gguf),
-        &unknown_disk,
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap_err();
+    let e = export_now(&request(&run, &out, Format::Gguf)).unwrap_err();
     assert!(matches!(e, ExportError::Exists { .. }), "{e}");
     assert_eq!(
         std::fs::read(out.join("model.safetensors")).unwrap(),
@@ -724,8 +682,8 @@ fn exports_are_atomic_refuse_to_overwrite_and_check_the_disk() {
     );
     // Overwrite when asked: the old export is replaced whole.
     let mut req = request(&run, &out, Format::Gguf);
-    req.overwrite = true;
-    export(&req, &unknown_disk, &NullSink, &CancelToken::new()).unwrap();
+    req.options.overwrite = true;
+    export_now(&req).unwrap();
     assert!(!out.join("model.safetensors").exists());
     // Not enough disk: refused before anything is written.
     let tiny = |_: &Path| Some(1024u64);
@@ -789,13 +747,7 @@ fn a_diverged_run_is_refused_by_name_and_leaves_nothing() {
     candle_core::safetensors::save(&tensors, &weights).unwrap();
     let exports = d.path().join("exports");
     for format in [Format::Gguf, Format::Merged] {
-        let e = export(
-            &request(&run, &exports.join("e"), format),
-            &unknown_disk,
-            &NullSink,
-            &CancelToken::new(),
-        )
-        .unwrap_err();
+        let e = export_now(&request(&run, &exports.join("e"), format)).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("model.layers.1.mlp.down_proj.weight") && msg.contains("NaN"),

@@ -17,7 +17,7 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const VERSION: u32 = 3;
 
 /// A ggml tensor type DocTune writes, with its on-disk id and block geometry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum GgmlType {
     F32,
