@@ -23,7 +23,23 @@ pub struct Rotary {
     scaling: f64,
 }
 
-fn base_inv_freq(theta: f64, rot_dim: usize) -> Vec<f64> {
+/// Llama 3 rope scaling's weight of the unscaled frequency `freq` (transformers'
+/// `_compute_llama3_parameters`): 1 for wavelengths shorter than `old / high`, 0 for those
+/// longer than `old / low` (divided by the full factor), linear in `old / wavelength` between.
+/// Shared with the GGUF export, which stores the resulting divisors as `rope_freqs`.
+pub fn llama3_smooth(freq: f64, low: f64, high: f64, old: f64) -> f64 {
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < old / high {
+        1.0
+    } else if wavelen > old / low {
+        0.0
+    } else {
+        (old / wavelen - low) / (high - low)
+    }
+}
+
+/// The unscaled inverse frequencies of a model (`1 / theta^(2i / rot_dim)`).
+pub fn base_inv_freq(theta: f64, rot_dim: usize) -> Vec<f64> {
     (0..rot_dim / 2)
         .map(|i| 1.0 / theta.powf((2 * i) as f64 / rot_dim as f64))
         .collect()
@@ -50,22 +66,15 @@ impl Rotary {
                 high_freq_factor,
                 original_max_position_embeddings: old,
             } => {
-                let low_wavelen = old / low_freq_factor;
-                let high_wavelen = old / high_freq_factor;
                 let inv_freq = base
                     .iter()
-                    .map(|&f| {
-                        let wavelen = 2.0 * std::f64::consts::PI / f;
-                        if wavelen < high_wavelen {
-                            f
-                        } else if wavelen > low_wavelen {
-                            f / factor
-                        } else {
-                            let smooth = (old / wavelen - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
-                            (1.0 - smooth) * f / factor + smooth * f
-                        }
-                    })
+                    .map(
+                        |&f| match llama3_smooth(f, *low_freq_factor, *high_freq_factor, *old) {
+                            1.0 => f,
+                            0.0 => f / factor,
+                            smooth => (1.0 - smooth) * f / factor + smooth * f,
+                        },
+                    )
                     .collect();
                 Self {
                     inv_freq,

@@ -280,21 +280,20 @@ pub fn hparams(
             }
             // `rope_freqs.weight`: the factor each frequency is divided by (the converter's
             // `generate_extra_tensors`).
-            let (low_wl, high_wl) = (old / low_freq_factor, old / high_freq_factor);
-            let data = (0..rot / 2)
-                .map(|i| {
-                    let freq = 1.0 / cfg.rope_theta.powf((2 * i) as f64 / rot as f64);
-                    let wavelen = 2.0 * std::f64::consts::PI / freq;
-                    let f = if wavelen < high_wl {
-                        1.0
-                    } else if wavelen > low_wl {
-                        *factor
-                    } else {
-                        let smooth = (old / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
-                        1.0 / ((1.0 - smooth) / factor + smooth)
+            let data = doctune_models::rope::base_inv_freq(cfg.rope_theta, rot)
+                .into_iter()
+                .map(|f| {
+                    let divisor = match doctune_models::rope::llama3_smooth(
+                        f,
+                        *low_freq_factor,
+                        *high_freq_factor,
+                        *old,
+                    ) {
+                        1.0 => 1.0,
+                        0.0 => *factor,
+                        smooth => 1.0 / ((1.0 - smooth) / factor + smooth),
                     };
-                    f as f32
+                    divisor as f32
                 })
                 .collect();
             extras.push(Extra {
