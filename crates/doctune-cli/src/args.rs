@@ -334,10 +334,10 @@ pub struct ExportArgs {
     pub format: doctune_api::export::Format,
     /// GGUF types: f16, bf16, q8_0, q4_0, q4_k_m, q5_k_m, q6_k or f32 (gguf-lora: f32, f16,
     /// bf16 or q8_0).
-    #[arg(long, default_value = "q4_k_m")]
+    #[arg(long, default_value_t = Default::default())]
     pub quant: doctune_api::export::Quant,
     /// The merged model's dtype: f32, bf16 or f16.
-    #[arg(long, default_value = "bf16")]
+    #[arg(long, default_value_t = Default::default())]
     pub dtype: doctune_api::export::Dtype,
     /// Export this checkpoint's step instead of the final weights.
     #[arg(long, value_name = "STEP")]

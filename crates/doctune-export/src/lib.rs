@@ -147,6 +147,17 @@ pub enum Dtype {
     F16,
 }
 
+/// The name `--dtype` and the API take (`bf16`).
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        })
+    }
+}
+
 impl std::str::FromStr for Dtype {
     type Err = ExportError;
     fn from_str(s: &str) -> Result<Self, ExportError> {

@@ -54,6 +54,13 @@ impl std::str::FromStr for Quant {
     }
 }
 
+/// The name `--quant` and the API take (`q4_k_m`).
+impl std::fmt::Display for Quant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label().to_ascii_lowercase())
+    }
+}
+
 impl Quant {
     pub const ALL: [Quant; 8] = [
         Quant::F32,
@@ -425,6 +432,16 @@ mod tests {
                     + if i % 211 == 0 { 0.15 } else { 0.0 }
             })
             .collect()
+    }
+
+    #[test]
+    fn names_parse_back() {
+        for q in Quant::ALL {
+            assert_eq!(q.to_string().parse::<Quant>().unwrap(), q);
+        }
+        for d in [crate::Dtype::F32, crate::Dtype::Bf16, crate::Dtype::F16] {
+            assert_eq!(d.to_string().parse::<crate::Dtype>().unwrap(), d);
+        }
     }
 
     #[test]
