@@ -306,7 +306,7 @@ pub fn export(
     }
 
     let staged = StagedDir::new_in(&parent, &name).map_err(io(&parent))?;
-    let mut warnings = plan.warnings.clone();
+    let mut warnings = Vec::new();
     let mut fallbacks = Vec::new();
     let mut ollama_create = None;
     let mut hashed = Vec::new();
@@ -316,13 +316,10 @@ pub fn export(
         Format::Merged => hashed = hf::write(staged.path(), &src, req.options.dtype, sink, cancel)?,
         Format::Gguf | Format::Ollama => {
             let file = format!("{stem}-{}.gguf", req.options.quant.label());
-            let out = gguf::write_model(
-                &staged.path().join(&file),
-                &src,
-                req.options.quant,
-                sink,
-                cancel,
-            )?;
+            let model = plan.model.ok_or_else(|| {
+                ExportError::Invalid("a GGUF export was planned without its GGUF plan".into())
+            })?;
+            let out = gguf::write_model(&staged.path().join(&file), &src, model, sink, cancel)?;
             warnings.extend(out.warnings);
             fallbacks = out.fallbacks;
             hashed.extend(out.hash);
@@ -416,36 +413,37 @@ fn file_stem(src: &Source) -> String {
     }
 }
 
-/// The export's expected size and what it already knows the user should hear.
+/// The export's expected size and, for a merged GGUF, the file's plan (made once: it reads the
+/// vocabulary and every tensor's header, and the writer follows it).
 struct Plan {
     bytes: u64,
-    warnings: Vec<String>,
+    model: Option<gguf::ModelPlan>,
 }
 
 impl Plan {
     fn new(req: &ExportRequest, src: &Source) -> Result<Self, ExportError> {
         let weights = src.weights()?;
         let params: u64 = weights.parameter_count()?;
-        let (bytes, warnings) = match req.options.format {
-            Format::Peft => (src.lora()?.bytes(), Vec::new()),
+        let (bytes, model) = match req.options.format {
+            Format::Peft => (src.lora()?.bytes(), None),
             Format::Merged => {
                 let per = if req.options.dtype == Dtype::F32 {
                     4
                 } else {
                     2
                 };
-                (params * per, Vec::new())
+                (params * per, None)
             }
             Format::Gguf | Format::Ollama => {
                 let plan = gguf::plan_model(src, req.options.quant)?;
-                (plan.bytes, plan.warnings)
+                (plan.bytes, Some(plan))
             }
-            Format::GgufLora => (src.lora()?.bytes(), Vec::new()),
+            Format::GgufLora => (src.lora()?.bytes(), None),
         };
         let tokenizer = src.tokenizer_bytes();
         Ok(Self {
             bytes: bytes + tokenizer,
-            warnings,
+            model,
         })
     }
 }

@@ -212,6 +212,15 @@ fn gguf_files_hold_the_merged_weights_and_llama_cpps_metadata() {
             let mut req = request(&run, &out, Format::Gguf);
             req.options.quant = quant;
             let report = export_now(&req).unwrap();
+            let mut unique = report.warnings.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                report.warnings.len(),
+                "{family}: a warning repeated: {:?}",
+                report.warnings
+            );
             let file = report
                 .files
                 .iter()

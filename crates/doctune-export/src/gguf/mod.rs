@@ -173,15 +173,14 @@ pub fn plan_model(src: &Source, quant: Quant) -> Result<ModelPlan, ExportError> 
     })
 }
 
-/// Writes the merged model of `src` as a GGUF file at `path`.
+/// Writes the merged model of `src` as a GGUF file at `path`, as [`plan_model`] planned it.
 pub fn write_model(
     path: &Path,
     src: &Source,
-    quant: Quant,
+    plan: ModelPlan,
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<GgufOutput, ExportError> {
-    let plan = plan_model(src, quant)?;
     let weights = src.weights()?;
     let arch = Arch::of(&src.config);
     let infos: Vec<TensorInfo> = plan.tensors.iter().map(|t| t.info.clone()).collect();
