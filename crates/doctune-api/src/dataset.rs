@@ -82,7 +82,7 @@ fn new_id(datasets: &Path, mode: Mode) -> String {
 }
 
 /// The project's extracted documents (those with a current extraction), for pretraining.
-fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
+pub(crate) fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
     let project = projects::open(project_dir)?;
     let mut out = Vec::new();
     let mut missing = 0;

@@ -27,7 +27,7 @@ fn library_name(home: &Home, base: &Path) -> Option<String> {
         }
         Some(match m.source {
             models::ModelSource::Hub { repo, .. } => repo,
-            models::ModelSource::Local { .. } => m.name,
+            models::ModelSource::Local { .. } | models::ModelSource::Scratch { .. } => m.name,
         })
     })
 }

@@ -7,6 +7,7 @@
 //! <home>/hub/             models pulled from the Hub, in Hugging Face's cache layout
 //! <home>/models/<id>/     private copies of imported model folders
 //! <home>/models.json      the model library
+//! <home>/demo/            the built-in demo's documents, written out to be added
 //! <home>/.lock            held while models.json changes
 //! ```
 
@@ -56,6 +57,11 @@ impl Home {
     /// Private copies of imported model folders.
     pub fn models_dir(&self) -> PathBuf {
         self.root.join("models")
+    }
+
+    /// Where the built-in demo writes its documents before adding them to its project.
+    pub fn demo_dir(&self) -> PathBuf {
+        self.root.join("demo")
     }
 
     /// The model library.

@@ -10,6 +10,9 @@
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
 //! - [`dataset`]: build a project's datasets (pretraining or instruction), list and preview them.
 //! - [`train`]: start, resume and list training runs.
+//! - [`scratch`]: a new model for a project (its own tokenizer and a small Llama), and
+//!   `--method scratch` runs.
+//! - [`demo`]: the built-in demo — the whole job on DocTune's own user guide.
 //! - [`export`](mod@export): export a run (PEFT, merged, GGUF, GGUF LoRA, Ollama) and list exports.
 //! - [`generate`](mod@generate): generate text with a base model (and a LoRA adapter), streamed.
 //! - [`Jobs`]: long jobs the app can cancel.
@@ -18,6 +21,7 @@
 //! Nothing here knows about Tauri; everything here is exercised by `cargo test -p doctune-api`.
 
 pub mod dataset;
+pub mod demo;
 pub mod doctor;
 pub mod documents;
 mod error;
@@ -31,6 +35,7 @@ mod lock;
 pub mod models;
 pub mod project_file;
 pub mod projects;
+pub mod scratch;
 pub mod token;
 pub mod train;
 

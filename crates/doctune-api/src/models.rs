@@ -25,6 +25,14 @@ pub enum ModelSource {
     },
     #[serde(rename_all = "camelCase")]
     Local { from: String, copied: bool },
+    /// A new model made by DocTune for a project: a tokenizer trained on its documents and
+    /// freshly initialised weights ([`crate::scratch`]).
+    #[serde(rename_all = "camelCase")]
+    Scratch {
+        project: String,
+        size: String,
+        documents: usize,
+    },
 }
 
 /// One model of the library.
@@ -96,7 +104,7 @@ pub fn require_in_library(home: &Home, id: &str) -> Result<(), ApiError> {
 }
 
 /// Adds or refreshes the entry for `info` (one entry per folder).
-fn register(
+pub(crate) fn register(
     home: &Home,
     name: &str,
     info: &ModelFolderInfo,

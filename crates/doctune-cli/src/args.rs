@@ -68,7 +68,7 @@ pub enum Command {
     /// Fine-tune a model on a dataset (LoRA or all weights); `train resume RUN_DIR` continues a
     /// run from its newest checkpoint. Prints the run folder; with --json, one JSON object per
     /// metrics line as training goes, then the summary.
-    Train(TrainCli),
+    Train(Box<TrainCli>),
     /// A project's training runs.
     Runs {
         #[command(subcommand)]
@@ -85,6 +85,27 @@ pub enum Command {
     /// Generate text with a model (and a LoRA adapter), streamed to standard output. With
     /// --json, prints one object: {"tokenIds": [generated ids, prompt excluded], "text", ...}.
     Generate(GenerateArgs),
+    /// The whole job on DocTune's own user guide: a project, its documents, a tiny model
+    /// trained from scratch on the CPU, an Ollama export and a sample. Reuses what an earlier
+    /// demo made. With --json, one object per progress event, then the report.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Keep everything the demo makes under DIR (a DocTune data folder of its own) instead of
+    /// DocTune's data folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Optimiser steps of the training run.
+    #[arg(long, value_name = "N", default_value_t = doctune_api::demo::DEFAULT_STEPS)]
+    pub steps: u64,
+    /// The prompt the trained model continues.
+    #[arg(long, value_name = "TEXT", default_value = doctune_api::demo::PROMPT)]
+    pub prompt: String,
+    /// Threads for the computation (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -111,6 +132,17 @@ pub enum TrainSub {
 pub enum MethodArg {
     Lora,
     Full,
+    /// A new model: a tokenizer trained on the project's documents, a small Llama of --size,
+    /// every weight trained (no --model or --dataset).
+    Scratch,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SizeArg {
+    /// About 6M parameters, a 4,096-token vocabulary.
+    Tiny,
+    /// About 36M parameters, an 8,192-token vocabulary.
+    Small,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -129,12 +161,21 @@ pub struct TrainArgs {
     /// The project: its folder, or its id or name.
     #[arg(long, value_name = "DIR", required = true)]
     pub project: Option<String>,
-    /// The base model (a folder or a library id).
-    #[arg(long, value_name = "MODEL_DIR", required = true)]
+    /// The base model (a folder or a library id); not with --method scratch.
+    #[arg(long, value_name = "MODEL_DIR")]
     pub model: Option<String>,
-    /// The dataset (a dataset id of the project or a dataset folder).
-    #[arg(long, value_name = "DIR", required = true)]
+    /// The dataset (a dataset id of the project or a dataset folder); not with --method scratch.
+    #[arg(long, value_name = "DIR")]
     pub dataset: Option<String>,
+    /// --method scratch: the new model's size preset.
+    #[arg(long, value_enum, conflicts_with_all = ["model", "dataset"])]
+    pub size: Option<SizeArg>,
+    /// --method scratch: the most tokens of the new vocabulary (default: the size's).
+    #[arg(long, value_name = "N")]
+    pub vocab_size: Option<usize>,
+    /// --method scratch: tokens per training example.
+    #[arg(long, value_name = "N")]
+    pub seq_len: Option<usize>,
     /// Start from a preset scaled to the dataset (quick, balanced, thorough).
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
@@ -192,6 +233,28 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// With --method scratch: the new model to make, with the run's dataset options.
+    pub fn scratch(&self) -> Option<doctune_api::scratch::ScratchTrainRequest> {
+        use doctune_api::scratch::{ScratchRequest, ScratchSize};
+        if !matches!(self.method, Some(MethodArg::Scratch)) && self.size.is_none() {
+            return None;
+        }
+        let size = match self.size {
+            Some(SizeArg::Small) => ScratchSize::Small,
+            _ => ScratchSize::Tiny,
+        };
+        Some(doctune_api::scratch::ScratchTrainRequest {
+            model: ScratchRequest {
+                size,
+                dims: None,
+                vocab_size: self.vocab_size,
+                seed: self.seed.unwrap_or(0),
+            },
+            seq_len: self.seq_len,
+            overrides: RunOverrides::default(),
+        })
+    }
+
     /// The preset named, if any.
     pub fn preset(&self) -> Option<Preset> {
         self.preset.map(|p| match p {
@@ -211,7 +274,7 @@ impl TrainArgs {
         Ok(RunOverrides {
             method: self.method.map(|m| match m {
                 MethodArg::Lora => MethodKind::Lora,
-                MethodArg::Full => MethodKind::Full,
+                MethodArg::Full | MethodArg::Scratch => MethodKind::Full,
             }),
             lora_rank: self.lora_rank,
             lora_alpha: self.lora_alpha,

@@ -145,6 +145,7 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
             show(cli, &report, print::export_report)?;
         }
         Command::Train(t) => train(cli, &home, t)?,
+        Command::Demo(a) => demo(cli, a)?,
         Command::Runs {
             command: RunsCommand::List { project },
         } => {
@@ -173,19 +174,31 @@ fn train(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
             set_threads(*threads);
             train::resume(run_dir, &sink, &CancelToken::new())?
         }
-        (None, Some(a)) => {
+        (None, Some(a)) if a.scratch().is_some() => {
             set_threads(a.threads);
             let dir = projects::locate(home, a.project.as_deref().unwrap_or_default())?;
-            let dataset = train::resolve_dataset(&dir, a.dataset.as_deref().unwrap_or_default())?;
-            let mut config = train::settings(&dataset, a.preset(), &a.overrides()?)?;
-            config.base_model = a.model.clone().unwrap_or_default().into();
-            let mut started = |p: &std::path::Path| {
-                if json {
-                    println!("{}", serde_json::json!({ "runDir": p }));
-                } else {
-                    println!("{}", p.display());
-                }
+            let mut req = a.scratch().unwrap_or_default();
+            req.overrides = a.overrides()?;
+            let mut started = |p: &std::path::Path| print_run_dir(json, p);
+            doctune_api::scratch::train(home, &dir, &req, &sink, &CancelToken::new(), &mut started)?
+        }
+        (None, Some(a)) => {
+            if a.vocab_size.is_some() || a.seq_len.is_some() {
+                return Err(ApiError::invalid(
+                    "--vocab-size and --seq-len are settings of --method scratch",
+                ));
+            }
+            set_threads(a.threads);
+            let dir = projects::locate(home, a.project.as_deref().unwrap_or_default())?;
+            let (Some(model), Some(dataset)) = (&a.model, &a.dataset) else {
+                return Err(ApiError::invalid(
+                    "give --model and --dataset (or --method scratch to make a new model)",
+                ));
             };
+            let dataset = train::resolve_dataset(&dir, dataset)?;
+            let mut config = train::settings(&dataset, a.preset(), &a.overrides()?)?;
+            config.base_model = model.into();
+            let mut started = |p: &std::path::Path| print_run_dir(json, p);
             train::start(home, &dir, config, &sink, &CancelToken::new(), &mut started)?
         }
         (None, None) => {
@@ -198,6 +211,39 @@ fn train(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
         println!("{}", serde_json::to_string(&summary).unwrap_or_default());
     } else {
         print::run_summary(&summary);
+    }
+    Ok(())
+}
+
+/// A new run's folder, as soon as it exists.
+fn print_run_dir(json: bool, p: &std::path::Path) {
+    if json {
+        println!("{}", serde_json::json!({ "runDir": p }));
+    } else {
+        println!("{}", p.display());
+    }
+}
+
+fn demo(cli: &Cli, a: &crate::args::DemoArgs) -> Result<(), ApiError> {
+    set_threads(a.threads);
+    let home = match &a.out {
+        Some(out) => Home::at(out),
+        None => home(cli)?,
+    };
+    let json = cli.json;
+    let sink = move |e: JobEvent| print::demo_event(json, e);
+    let opts = doctune_api::demo::DemoOptions {
+        steps: a.steps,
+        prompt: a.prompt.clone(),
+        ..Default::default()
+    };
+    let mut on_run = |_: &std::path::Path| {};
+    let report = doctune_api::demo::run(&home, &opts, &sink, &CancelToken::new(), &mut on_run)?;
+    if json {
+        // One line, after the event lines, as `train --json` ends.
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print::demo_report(&report);
     }
     Ok(())
 }

@@ -70,6 +70,66 @@ pub fn train_event(json: bool, e: JobEvent) {
     }
 }
 
+/// The demo's progress: its stages and training's metrics on stderr (text), or every event as
+/// one JSON object per line on stdout.
+pub fn demo_event(json: bool, e: JobEvent) {
+    if json {
+        if let Ok(line) = serde_json::to_string(&e) {
+            println!("{line}");
+        }
+        return;
+    }
+    match e {
+        JobEvent::Progress {
+            current,
+            total,
+            unit,
+            message: Some(m),
+        } if unit == "stages" => eprintln!("[{}/{total}] {m}", current + 1),
+        JobEvent::Metrics { step, .. } if step % 25 != 0 => {}
+        e @ (JobEvent::Metrics { .. } | JobEvent::Warning { .. }) => train_event(false, e),
+        _ => {}
+    }
+}
+
+pub fn demo_report(r: &doctune_api::demo::DemoReport) {
+    println!();
+    println!(
+        "DocTune demo: {} documents, a {}-parameter model ({} tokens of vocabulary) trained from scratch for {} steps in {:.0} s{}",
+        r.documents,
+        r.parameters,
+        r.vocab_size,
+        r.steps,
+        r.seconds,
+        if r.reused.is_empty() {
+            String::new()
+        } else {
+            format!(" (reused: {})", r.reused.join(", "))
+        }
+    );
+    println!("validation loss     {:.3} nats/token", r.val_loss);
+    println!(
+        "  unigram baseline  {:.3}  (the best a model that ignores context can do)",
+        r.unigram_entropy
+    );
+    println!("  untrained model   {:.3}", r.untrained_loss);
+    println!();
+    println!("{}{}", r.prompt, r.sample);
+    println!();
+    println!("project   {}", r.project_dir);
+    println!("GGUF      {}", r.gguf);
+    println!("Modelfile {}", r.modelfile);
+    println!("merged    {}", r.merged_dir);
+    println!();
+    println!("next:");
+    println!("  {}", r.ollama_create);
+    println!(
+        "  doctune generate --model {} --prompt \"To export a model,\"",
+        r.merged_dir
+    );
+    println!("  or train on your own documents: doctune project new Notes; doctune ingest --project Notes FILES…; doctune train --project Notes --method scratch");
+}
+
 pub fn run_summary(summary: &RunSummary) {
     println!(
         "{} {} of {} steps; loss {}; eval loss {} (perplexity {}); output {}",

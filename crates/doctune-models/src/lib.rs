@@ -9,6 +9,7 @@
 //!   projection ([`Target`], [`LoraSpec`]), full fine-tuning, gradient checkpointing.
 //! - [`causal_lm_loss`] is transformers' shifted cross-entropy with an optional loss mask.
 //! - [`adapter`] reads and writes PEFT adapters; [`generate()`] generates with a KV cache.
+//! - [`scratch`] writes a new Llama model folder (size presets, transformers' initialisation).
 //!
 //! - [`DeviceKind`] and [`Precision`] name where a model computes and in what dtype (mixed
 //!   precision: half-precision base, f32 trained values).
@@ -32,6 +33,7 @@ pub mod model;
 pub mod ops;
 pub mod rng;
 pub mod rope;
+pub mod scratch;
 mod target;
 
 pub use adapter::{adapter_config, load_adapter, read_adapter_config, save_adapter, AdapterInfo};

@@ -5,11 +5,13 @@
 //! - [`hub`]: tiny model folders and a loopback server in the Hugging Face Hub's layout (the
 //!   `fake-hub` binary runs it as a process for the app's end-to-end tests);
 //! - [`models`]: random Llama-style model folders of any size;
+//! - [`demo_corpus`]: the demo corpus's PDF and DOCX, made from its Markdown pages;
 //! - [`bench`]: the benchmarks' peak-memory reading, worker runner and options;
 //! - [`max_abs_diff`]: the largest difference between two tensors, which the numerical tests of
 //!   several crates compare by.
 
 pub mod bench;
+pub mod demo_corpus;
 pub mod hub;
 pub mod models;
 

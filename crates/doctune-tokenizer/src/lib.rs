@@ -10,10 +10,13 @@
 //!   (`trim_blocks`, `lstrip_blocks`, loop controls, Python string methods, `raise_exception`,
 //!   and a `tojson` that prints as Python's `json.dumps` does).
 //!
+//! - [`train`] trains a new byte-level BPE tokenizer on a person's text and writes its files.
+//!
 //! Every file is size-limited ([`MAX_TOKENIZER_BYTES`], [`MAX_SMALL_FILE_BYTES`]) and every
 //! error names the file.
 
 mod template;
+pub mod train;
 
 pub use template::{ChatTemplate, Message};
 

@@ -69,6 +69,25 @@ pub struct RunConfig {
     pub initial_loss_scale: f64,
 }
 
+impl RunConfig {
+    /// The defaults for a model trained from scratch (every weight, from a random start): a
+    /// learning rate ten times LoRA's with a warmup, weight decay 0.1, larger batches and
+    /// several epochs, as small GPT-style models are trained. Everything else as
+    /// [`RunConfig::default`].
+    pub fn from_scratch() -> Self {
+        Self {
+            method: Method::Full,
+            epochs: 10.0,
+            micro_batch: 8,
+            lr: 2e-3,
+            warmup_steps: 20,
+            weight_decay: 0.1,
+            eval_every: Some(50),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for RunConfig {
     /// DocTune's defaults, the one source of them: the CLI's flags, the presets and the
     /// Train view all start here.

@@ -149,6 +149,22 @@ pub fn train(
     runner.run(sink, cancel)
 }
 
+/// The mean validation loss (per trained token, in nats) of the model in `model_dir` on the
+/// first `max_examples` examples of the dataset's validation split, on the CPU in f32: what a
+/// run's evaluation measures, for a model outside a run (an untrained model's baseline, an
+/// export). `None` when the split holds no trained token.
+pub fn evaluate(
+    model_dir: &Path,
+    dataset_dir: &Path,
+    max_examples: usize,
+) -> Result<Option<f64>, TrainError> {
+    let model = doctune_models::load_model(model_dir, &doctune_models::LoadOptions::default())?;
+    let mut val =
+        doctune_dataset::DatasetDir::at(dataset_dir).index(doctune_dataset::Split::Val)?;
+    let n = val.len().min(max_examples);
+    runner::mean_loss(&model, &mut val, n, 8)
+}
+
 /// Continues the run in `run_dir` from its newest checkpoint (or from the start if it has none).
 pub fn resume(
     run_dir: &Path,

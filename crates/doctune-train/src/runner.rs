@@ -42,6 +42,33 @@ pub(crate) struct StepOutcome {
     pub tokens: u64,
 }
 
+/// The mean loss per trained token of `model` over the first `n` examples of `split`, in
+/// batches of `micro_batch`; `None` when they hold no trained token.
+pub(crate) fn mean_loss(
+    model: &CausalLm,
+    split: &mut SplitReader,
+    n: usize,
+    micro_batch: usize,
+) -> Result<Option<f64>, TrainError> {
+    let (mut sum, mut count) = (0f64, 0f64);
+    let mut i = 0;
+    while i < n {
+        let records: Vec<Record> = (i..(i + micro_batch.max(1)).min(n))
+            .map(|k| split.read(k))
+            .collect::<Result<_, _>>()?;
+        i += records.len();
+        let b = Batch::new(&records, model.device())?;
+        if b.targets == 0.0 {
+            continue;
+        }
+        let logits = model.forward_eval(&b.ids)?;
+        let loss = causal_lm_loss(&logits, &b.ids, Some(&b.mask))?.to_scalar::<f32>()?;
+        sum += f64::from(loss) * b.targets;
+        count += b.targets;
+    }
+    Ok((count > 0.0).then(|| sum / count))
+}
+
 pub(crate) struct Runner {
     pub run: RunDir,
     pub cfg: RunConfig,
@@ -185,26 +212,7 @@ impl Runner {
     /// The mean loss over (up to `eval_max_examples` of) the validation split.
     fn evaluate(&mut self) -> Result<Option<f64>, TrainError> {
         let n = self.val.len().min(self.cfg.eval_max_examples);
-        if n == 0 {
-            return Ok(None);
-        }
-        let (mut sum, mut count) = (0f64, 0f64);
-        let mut i = 0;
-        while i < n {
-            let records: Vec<Record> = (i..(i + self.cfg.micro_batch).min(n))
-                .map(|k| self.val.read(k))
-                .collect::<Result<_, _>>()?;
-            i += records.len();
-            let b = Batch::new(&records, self.model.device())?;
-            if b.targets == 0.0 {
-                continue;
-            }
-            let logits = self.model.forward_eval(&b.ids)?;
-            let loss = causal_lm_loss(&logits, &b.ids, Some(&b.mask))?.to_scalar::<f32>()?;
-            sum += f64::from(loss) * b.targets;
-            count += b.targets;
-        }
-        Ok((count > 0.0).then(|| sum / count))
+        mean_loss(&self.model, &mut self.val, n, self.cfg.micro_batch)
     }
 
     /// One optimiser step: `grad_accum` micro-batches, the loss masked and normalised over the

@@ -171,7 +171,8 @@ export interface TokenStatus {
 
 export type ModelSource =
   | { kind: "hub"; repo: string; revision: string; commit: string }
-  | { kind: "local"; from: string; copied: boolean };
+  | { kind: "local"; from: string; copied: boolean }
+  | { kind: "scratch"; project: string; size: string; documents: number };
 
 export interface ModelEntry {
   id: string;
