@@ -15,7 +15,7 @@ mkdir -p "$CARGO_TARGET_DIR" "$npm_config_cache" "$TOOLS"
 # headless (Xvfb, WebKitWebDriver, a D-Bus session, GNOME Keyring).
 BUILD_PKGS=(libwebkit2gtk-4.1-dev build-essential curl wget file libxdo-dev libssl-dev
   libayatana-appindicator3-dev librsvg2-dev libdbus-1-dev pkg-config)
-RUN_PKGS=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools)
+RUN_PKGS=(xvfb xauth x11-utils webkit2gtk-driver dbus dbus-x11 gnome-keyring libsecret-tools)
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 

@@ -35,6 +35,8 @@ fn main() {
             "start_export",
             "list_exports",
             "train_estimate",
+            "start_demo",
+            "launch_options",
         ]),
     ))
     .expect("tauri-build failed");

@@ -352,3 +352,40 @@ async fn blocking<T: Send + 'static>(
         )
     })?
 }
+
+/// Runs the built-in demo (`doctune_api::demo`) as a job: its stages, the run's metrics, and
+/// its report as the result. The demo writes only under DocTune's own data folder.
+#[tauri::command]
+pub fn start_demo(
+    state: State<'_, AppState>,
+    on_event: Channel<JobEvent>,
+) -> Result<JobId, ApiError> {
+    let home = state.home.clone();
+    let sink = Arc::new(move |e: JobEvent| {
+        let _ = on_event.send(e);
+    });
+    Ok(state.jobs.start("demo", sink, move |sink, cancel| {
+        doctune_api::demo::run(
+            &home,
+            &doctune_api::demo::DemoOptions::default(),
+            sink,
+            cancel,
+            &mut |_| {},
+        )
+    }))
+}
+
+/// How the window was started.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchOptions {
+    /// Start the demo now (`--demo`).
+    pub demo: bool,
+}
+
+#[tauri::command]
+pub fn launch_options(state: State<'_, AppState>) -> LaunchOptions {
+    LaunchOptions {
+        demo: state.demo_at_launch,
+    }
+}

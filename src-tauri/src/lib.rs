@@ -17,6 +17,9 @@ pub struct AppState {
     pub secrets: Arc<dyn SecretStore>,
     /// The model the Playground last used, kept loaded.
     pub models: doctune_api::ModelCache,
+    /// Started with `--demo` (what `scripts/run` does with a display): the window starts the
+    /// built-in demo and shows its run live.
+    pub demo_at_launch: bool,
 }
 
 impl AppState {
@@ -28,6 +31,7 @@ impl AppState {
             jobs: Jobs::default(),
             secrets: Arc::new(doctune_api::Keychain),
             models: Default::default(),
+            demo_at_launch: false,
         }
     }
 }
@@ -79,6 +83,8 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
             commands::start_export,
             commands::list_exports,
             commands::train_estimate,
+            commands::start_demo,
+            commands::launch_options,
         ])
 }
 
@@ -97,7 +103,9 @@ pub fn run() {
             std::process::exit(1);
         }
     };
-    builder::<tauri::Wry>(AppState::new(home))
+    let mut state = AppState::new(home);
+    state.demo_at_launch = std::env::args().skip(1).any(|a| a == "--demo");
+    builder::<tauri::Wry>(state)
         .run(context())
         .unwrap_or_else(|e| {
             eprintln!("doctune: the window could not start: {e}");

@@ -30,6 +30,7 @@ fn app(home: &std::path::Path) -> (tauri::App<MockRuntime>, tauri::WebviewWindow
         jobs: Jobs::default(),
         secrets: Arc::new(MemoryStore::default()),
         models: Default::default(),
+        demo_at_launch: false,
     };
     let app = doctune_app::builder::<MockRuntime>(state)
         .build(doctune_app::context())
@@ -236,6 +237,18 @@ fn export_commands_take_ids_not_paths() {
 }
 
 #[test]
+fn the_demo_takes_nothing_from_the_window() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    // Started normally, the window is not told to start the demo; `--demo` is read from the
+    // app's own command line only.
+    assert_eq!(
+        invoke(&w, "launch_options", json!({})).unwrap(),
+        json!({ "demo": false })
+    );
+}
+
+#[test]
 fn commands_not_granted_to_the_window_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let (_app, w) = app(d.path());
@@ -268,7 +281,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 31, "{commands:?}");
+    assert_eq!(commands.len(), 33, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

@@ -343,6 +343,25 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("Try the demo trains a model from scratch and the Train view shows its run live", async () => {
+    await browser.$('[data-testid="try-demo"]').click();
+    // The demo creates its project, extracts its guide, trains a tokenizer and a tiny model,
+    // then the window switches to the Train view with the run live.
+    const live = browser.$('[data-testid="train-live"]');
+    await browser.waitUntil(async () => /step ([2-9]|\d\d)/.test(await live.getText().catch(() => "")), {
+      timeout: 180_000,
+      timeoutMsg: "the demo's run did not show live in the Train view",
+    });
+    assert.match(await browser.$('[data-testid="demo-stage"]').getText(), /training/);
+    const item = await browser.$$('[data-testid="project-item"]').map((i) => i.getText());
+    assert.ok(item.some((t) => /DocTune demo/.test(t)), JSON.stringify(item));
+    await shot("12-demo-train");
+    // Pause stops the demo; its run keeps its checkpoint for the next demo to resume.
+    await browser.$('[data-testid="train-pause"]').click();
+    await browser.waitUntil(async () => !(await live.isExisting()), { timeout: 30_000 });
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("under WebDriver, the app listens only on the automation socket WebDriver asked for", async () => {
     // WebKitWebDriver drives the browser through WebKit's inspector server, which it asks for
     // with WEBKIT_INSPECTOR_SERVER; that socket is the harness's. standalone.test.mjs proves the

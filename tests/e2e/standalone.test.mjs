@@ -1,8 +1,10 @@
-// The app started the way a user starts it (no WebDriver, no inspector): once its window and
-// webview are up, no process of it listens on any TCP, UDP or Unix socket.
+// The app started the way a user starts it (no WebDriver, no inspector): its window, titled
+// "DocTune", comes up, and once its webview runs no process of it listens on any TCP, UDP or
+// Unix socket. DOCTUNE_APP names the binary: the build's, or the one a .deb installed
+// (tests/package/deb.sh).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -27,6 +29,13 @@ test("the app, started normally, has no listening socket", async () => {
       pids = appProcessTree(APP).filter((p) => p === app.pid || isDescendant(p, app.pid));
     }
     assert.ok(pids.length >= 2, `the app's webview did not start (processes: ${pids})`);
+    // The window is on the display under its title.
+    let titled = false;
+    for (let i = 0; i < 100 && !titled; i++) {
+      titled = /"DocTune"/.test(execFileSync("xwininfo", ["-root", "-tree"], { encoding: "utf8" }));
+      if (!titled) await sleep(100);
+    }
+    assert.ok(titled, "no window titled DocTune on the display");
     await sleep(1500);
     pids = appProcessTree(APP).filter((p) => p === app.pid || isDescendant(p, app.pid));
     const listening = listeningSockets(pids);

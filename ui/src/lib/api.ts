@@ -445,3 +445,45 @@ export interface EstimateReport {
 
 export const trainEstimate = (id: string, request: TrainRequest) =>
   invoke<EstimateReport>("train_estimate", { id, request });
+
+/** What the built-in demo made and measured (`doctune_api::demo::DemoReport`). */
+export interface DemoReport {
+  projectDir: string;
+  documents: number;
+  modelId: string;
+  modelDir: string;
+  parameters: number;
+  vocabSize: number;
+  datasetDir: string;
+  trainTokens: number;
+  valTokens: number;
+  runDir: string;
+  steps: number;
+  valLoss: number;
+  unigramEntropy: number;
+  untrainedLoss: number;
+  exportDir: string;
+  gguf: string;
+  modelfile: string;
+  mergedDir: string;
+  ollamaCreate: string;
+  prompt: string;
+  sample: string;
+  reused: string[];
+  seconds: number;
+}
+
+/** The demo project's name (`doctune_api::demo::PROJECT_NAME`). */
+export const DEMO_PROJECT = "DocTune demo";
+/** Runs the built-in demo as a job. */
+export const startDemo = (onEvent: (e: JobEvent) => void) =>
+  invoke<string>("start_demo", { onEvent: channelFor(onEvent) });
+/** How the window was started (`--demo`: start the demo now). */
+export const launchOptions = () => invoke<{ demo: boolean }>("launch_options");
+
+/** The demo job's events, for the views that follow it (the Train view shows its run live). */
+export const demoEvents = new EventTarget();
+export interface DemoFollow {
+  job: string;
+  event: JobEvent;
+}
