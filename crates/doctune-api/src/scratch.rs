@@ -65,6 +65,19 @@ pub fn create_model(
         )));
     }
     let vocab_wanted = req.vocab_size.unwrap_or(req.size.vocab_size());
+    let mut new = NewLlama {
+        dims: req.dims.unwrap_or(req.size.dims()),
+        vocab_size: vocab_wanted,
+        bos_token_id: bpe::BOS_ID,
+        eos_token_ids: vec![bpe::EOS_ID, bpe::END_OF_TURN_ID],
+        pad_token_id: Some(bpe::PAD_ID),
+        initializer_range: 0.02,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        tie_word_embeddings: true,
+    };
+    // The dimensions are checked before the tokenizer is trained.
+    new.validate()?;
     sink.emit(JobEvent::progress(
         0,
         3,
@@ -77,17 +90,7 @@ pub fn create_model(
     if cancel.is_cancelled() {
         return Err(ApiError::new(doctune_core::Code::Cancelled, "cancelled"));
     }
-    let new = NewLlama {
-        dims: req.dims.unwrap_or(req.size.dims()),
-        vocab_size: tok.get_vocab_size(true),
-        bos_token_id: bpe::BOS_ID,
-        eos_token_ids: vec![bpe::EOS_ID, bpe::END_OF_TURN_ID],
-        pad_token_id: Some(bpe::PAD_ID),
-        initializer_range: 0.02,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        tie_word_embeddings: true,
-    };
+    new.vocab_size = tok.get_vocab_size(true);
     new.validate()?;
     sink.emit(JobEvent::progress(
         1,

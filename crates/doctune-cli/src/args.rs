@@ -176,6 +176,10 @@ pub struct TrainArgs {
     /// --method scratch: tokens per training example.
     #[arg(long, value_name = "N")]
     pub seq_len: Option<usize>,
+    /// --method scratch: explicit dimensions instead of the size preset's, as
+    /// HIDDEN,LAYERS,HEADS,KV_HEADS,INTERMEDIATE,CONTEXT (e.g. 384,8,6,2,1024,1024).
+    #[arg(long, value_name = "H,L,A,KV,I,C")]
+    pub dims: Option<String>,
     /// Start from a preset scaled to the dataset (quick, balanced, thorough).
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
@@ -232,11 +236,36 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
 }
 
+/// `--dims H,L,A,KV,I,C`.
+pub fn parse_dims(s: &str) -> Result<doctune_api::scratch::ScratchDims, ApiError> {
+    let n: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| ApiError::invalid(format!("--dims {s}: not six whole numbers")))?;
+    let [hidden, layers, heads, kv_heads, intermediate, context] = n[..] else {
+        return Err(ApiError::invalid(format!(
+            "--dims {s}: give six numbers, HIDDEN,LAYERS,HEADS,KV_HEADS,INTERMEDIATE,CONTEXT"
+        )));
+    };
+    Ok(doctune_api::scratch::ScratchDims {
+        hidden,
+        layers,
+        heads,
+        kv_heads,
+        intermediate,
+        context,
+    })
+}
+
 impl TrainArgs {
     /// With --method scratch: the new model to make, with the run's dataset options.
     pub fn scratch(&self) -> Option<doctune_api::scratch::ScratchTrainRequest> {
         use doctune_api::scratch::{ScratchRequest, ScratchSize};
-        if !matches!(self.method, Some(MethodArg::Scratch)) && self.size.is_none() {
+        if !matches!(self.method, Some(MethodArg::Scratch))
+            && self.size.is_none()
+            && self.dims.is_none()
+        {
             return None;
         }
         let size = match self.size {
@@ -246,7 +275,7 @@ impl TrainArgs {
         Some(doctune_api::scratch::ScratchTrainRequest {
             model: ScratchRequest {
                 size,
-                dims: None,
+                dims: self.dims.as_deref().and_then(|d| parse_dims(d).ok()),
                 vocab_size: self.vocab_size,
                 seed: self.seed.unwrap_or(0),
             },

@@ -175,6 +175,9 @@ fn train(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
             train::resume(run_dir, &sink, &CancelToken::new())?
         }
         (None, Some(a)) if a.scratch().is_some() => {
+            if let Some(d) = &a.dims {
+                crate::args::parse_dims(d)?;
+            }
             set_threads(a.threads);
             let dir = projects::locate(home, a.project.as_deref().unwrap_or_default())?;
             let mut req = a.scratch().unwrap_or_default();
@@ -185,7 +188,7 @@ fn train(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
         (None, Some(a)) => {
             if a.vocab_size.is_some() || a.seq_len.is_some() {
                 return Err(ApiError::invalid(
-                    "--vocab-size and --seq-len are settings of --method scratch",
+                    "--vocab-size, --seq-len and --dims are settings of --method scratch",
                 ));
             }
             set_threads(a.threads);

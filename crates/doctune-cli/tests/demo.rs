@@ -192,8 +192,79 @@ fn train_method_scratch_makes_a_model_from_the_projects_documents() {
     // Every weight was trained: the run is a full one on that model.
     let run = Path::new(summary["runDir"].as_str().unwrap());
     let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["hidden_size"], 256, "the tiny preset");
+    let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(cfg["config"]["method"]["kind"], "full");
+}
+
+#[test]
+fn explicit_dimensions_and_their_mistakes() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    assert!(doctune(&home, &["project", "new", "Notes"])
+        .status
+        .success());
+    let docs = doctune_testkit::demo_corpus::corpus_dir();
+    let doc = docs.join("04-training.md");
+    assert!(doctune(
+        &home,
+        &["ingest", "--project", "Notes", doc.to_str().unwrap()]
+    )
+    .status
+    .success());
+    let train = |dims: &str| {
+        doctune(
+            &home,
+            &[
+                "train",
+                "--project",
+                "Notes",
+                "--method",
+                "scratch",
+                "--dims",
+                dims,
+                "--vocab-size",
+                "400",
+                "--seq-len",
+                "32",
+                "--steps",
+                "1",
+                "--micro-batch",
+                "2",
+            ],
+        )
+    };
+    let o = train("64,2,4,2,128,64");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = doctune(&home, &["model", "list", "--json"]);
+    let models: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(models[0]["source"]["size"], "custom");
+    let dir = Path::new(models[0]["path"].as_str().unwrap());
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            cfg["hidden_size"].as_u64(),
+            cfg["num_hidden_layers"].as_u64(),
+            cfg["num_key_value_heads"].as_u64()
+        ),
+        (Some(64), Some(2), Some(2))
+    );
+    for (bad, says) in [
+        ("64,2,4", "six numbers"),
+        ("64,2,3,1,128,64", "heads"),
+        ("x,2,4,2,128,64", "whole numbers"),
+    ] {
+        let o = train(bad);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(says) && err.lines().count() == 1,
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -325,6 +325,9 @@ export const datasetPreview = (id: string, dataset: string, n: number) =>
 export type LoraTarget = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
 
 export interface RunConfig {
+  /** The base model's folder and the dataset's (paths as Rust resolved them). */
+  baseModel: string;
+  dataset: string;
   method: { kind: "lora"; rank: number; alpha: number; dropout: number; rslora: boolean; targets: LoraTarget[] } | { kind: "full" };
   maxSteps: number | null;
   epochs: number;
