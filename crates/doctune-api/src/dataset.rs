@@ -82,7 +82,7 @@ fn new_id(datasets: &Path, mode: Mode) -> String {
 }
 
 /// The project's extracted documents (those with a current extraction), for pretraining.
-pub(crate) fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
+fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
     let project = projects::open(project_dir)?;
     let mut out = Vec::new();
     let mut missing = 0;
@@ -98,6 +98,33 @@ pub(crate) fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), 
         }
     }
     Ok((out, missing))
+}
+
+/// The project's extracted documents for `purpose` ("train on"): an error naming the project
+/// when there is none, a warning when some are not extracted yet.
+pub(crate) fn extracted_documents(
+    project_dir: &Path,
+    purpose: &str,
+    sink: &dyn ProgressSink,
+) -> Result<Vec<TextSource>, ApiError> {
+    let (docs, missing) = documents(project_dir)?;
+    if docs.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "{}: no extracted document to {purpose}{} — add and extract documents first",
+            project_dir.display(),
+            if missing > 0 {
+                format!(" ({missing} not extracted yet)")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    if missing > 0 {
+        sink.emit(doctune_core::JobEvent::Warning {
+            message: format!("{missing} documents are not extracted yet and are left out"),
+        });
+    }
+    Ok(docs)
 }
 
 /// The project's documents that an instruction dataset can be built from (the data formats
@@ -143,23 +170,7 @@ pub fn build(
     let datasets = ProjectDir::open(project_dir)?.area(Area::Datasets)?;
     let inputs = match req.options.mode {
         Mode::Pretrain => {
-            let (docs, missing) = documents(project_dir)?;
-            if docs.is_empty() {
-                return Err(ApiError::invalid(format!(
-                    "{}: no extracted document to train on{} — extract the documents first",
-                    project_dir.display(),
-                    if missing > 0 {
-                        format!(" ({missing} not extracted yet)")
-                    } else {
-                        String::new()
-                    }
-                )));
-            }
-            if missing > 0 {
-                sink.emit(doctune_core::JobEvent::Warning {
-                    message: format!("{missing} documents are not extracted yet and are left out"),
-                });
-            }
+            let docs = extracted_documents(project_dir, "train on", sink)?;
             Inputs::Documents(docs)
         }
         Mode::Instruct => {

@@ -52,18 +52,7 @@ pub fn create_model(
     cancel: &CancelToken,
 ) -> Result<ModelEntry, ApiError> {
     let project = projects::open(project_dir)?;
-    let (docs, missing) = dataset::documents(project_dir)?;
-    if docs.is_empty() {
-        return Err(ApiError::invalid(format!(
-            "{}: no extracted document to train a tokenizer on{} — add and extract documents first",
-            project_dir.display(),
-            if missing > 0 {
-                format!(" ({missing} not extracted yet)")
-            } else {
-                String::new()
-            }
-        )));
-    }
+    let docs = dataset::extracted_documents(project_dir, "train a tokenizer on", sink)?;
     let vocab_wanted = req.vocab_size.unwrap_or(req.size.vocab_size());
     let mut new = NewLlama {
         dims: req.dims.unwrap_or(req.size.dims()),

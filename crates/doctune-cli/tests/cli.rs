@@ -3,14 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn doctune(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_doctune"))
-        .args(args)
-        .env("DOCTUNE_HOME", home)
-        .env_remove("DOCTUNE_LOG")
-        .output()
-        .unwrap()
-}
+mod support;
+use support::doctune;
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)

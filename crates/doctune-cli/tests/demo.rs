@@ -4,16 +4,10 @@
 //! its script makes.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn doctune(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_doctune"))
-        .args(args)
-        .env("DOCTUNE_HOME", home)
-        .env_remove("DOCTUNE_LOG")
-        .output()
-        .unwrap()
-}
+mod support;
+use support::doctune;
 
 /// The last line of stdout, as JSON (`--json` prints events first, then the result).
 fn last_json(o: &Output) -> serde_json::Value {

@@ -73,17 +73,6 @@ impl ScratchSize {
     }
 }
 
-impl std::str::FromStr for ScratchSize {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tiny" => Ok(Self::Tiny),
-            "small" => Ok(Self::Small),
-            _ => Err(format!("unknown size {s:?} (tiny or small)")),
-        }
-    }
-}
-
 /// Everything `config.json` says of a new model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLlama {

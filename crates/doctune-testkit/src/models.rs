@@ -25,38 +25,26 @@ pub fn write_random_llama(dir: &Path, m: &RandomLlama) -> std::io::Result<()> {
         "torch_dtype": "float32",
     });
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&cfg)?)?;
-    let (h, i) = (m.hidden, m.intermediate);
-    let mut shapes: Vec<(String, Vec<usize>)> =
-        vec![("model.embed_tokens.weight".into(), vec![m.vocab, h])];
-    for l in 0..m.layers {
-        let p = format!("model.layers.{l}");
-        for name in ["q_proj", "k_proj", "v_proj", "o_proj"] {
-            shapes.push((format!("{p}.self_attn.{name}.weight"), vec![h, h]));
-        }
-        shapes.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
-        shapes.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
-        shapes.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
-        shapes.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        shapes.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-    }
-    shapes.push(("model.norm.weight".into(), vec![h]));
-    let tensors = shapes
-        .into_iter()
-        .enumerate()
-        .map(|(k, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let v: Vec<f32> = if shape.len() == 1 {
-                vec![1.0; n]
-            } else {
-                doctune_models::rng::normal_vec(n, 0.02, k as u64)
-            };
-            Ok((
-                name,
-                candle_core::Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?,
-            ))
-        })
-        .collect::<candle_core::Result<Vec<_>>>()
-        .map_err(std::io::Error::other)?;
+    // The weights as a new model's: N(0, 0.02) matrices (seeded per tensor), norms one.
+    let new = doctune_models::scratch::NewLlama {
+        dims: doctune_models::scratch::ScratchDims {
+            hidden: m.hidden,
+            layers: m.layers,
+            heads: m.heads,
+            kv_heads: m.heads,
+            intermediate: m.intermediate,
+            context: 2048,
+        },
+        vocab_size: m.vocab,
+        bos_token_id: 0,
+        eos_token_ids: Vec::new(),
+        pad_token_id: None,
+        initializer_range: 0.02,
+        rms_norm_eps: 1e-6,
+        rope_theta: 10_000.0,
+        tie_word_embeddings: true,
+    };
+    let tensors = new.init(0).map_err(std::io::Error::other)?;
     doctune_models::save_safetensors(&dir.join("model.safetensors"), &tensors)
         .map_err(std::io::Error::other)
 }
