@@ -79,9 +79,11 @@ pub struct AddReport {
     pub cancelled: bool,
 }
 
-/// A file to copy: the path to open, and the path to show (as the user gave it, or as found).
+/// A file to copy: the path to open, the scope it was found in (the chosen folder; none for a
+/// file chosen itself), and the path to show (as the user gave it, or as found).
 struct Candidate {
     open: PathBuf,
+    scope: Option<Scope>,
     shown: String,
 }
 
@@ -207,7 +209,15 @@ fn expand(
         }
     };
     if meta.is_file() {
-        push(out, chosen.to_path_buf(), chosen, limits)?;
+        // The file chosen itself (a link the user chose is followed once, here).
+        let real = match chosen.canonicalize() {
+            Ok(r) => r,
+            Err(e) => {
+                report.failed.push(failure(chosen, Code::NotFound, e));
+                return Ok(());
+            }
+        };
+        push(out, real, None, chosen, limits)?;
     } else if meta.is_dir() {
         let scope = match Scope::new(chosen) {
             Ok(s) => s,
@@ -321,7 +331,7 @@ fn walk(
                 report,
             )?;
         } else if meta.is_file() {
-            push(out, resolved, &shown, limits)?;
+            push(out, resolved, Some(scope), &shown, limits)?;
         } else {
             report.failed.push(failure(
                 &shown,
@@ -336,6 +346,7 @@ fn walk(
 fn push(
     out: &mut Vec<Candidate>,
     open: PathBuf,
+    scope: Option<&Scope>,
     shown: &Path,
     limits: &Limits,
 ) -> Result<(), ApiError> {
@@ -348,6 +359,7 @@ fn push(
     }
     out.push(Candidate {
         open,
+        scope: scope.cloned(),
         shown: shown.display().to_string(),
     });
     Ok(())
@@ -359,25 +371,34 @@ enum Copied {
     Cancelled,
 }
 
-/// Opens `path` for reading only if it is a regular file. On Unix the open does not block even if
-/// the path was swapped for a FIFO after it was checked; the type is checked on the open handle.
-fn open_regular(path: &Path) -> io::Result<File> {
-    let mut o = fs::OpenOptions::new();
-    o.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.custom_flags(libc::O_NONBLOCK);
+/// Opens a candidate for copying, checked on the open handle: never through a link in its last
+/// component, never a FIFO or device (the open does not block), and for a file found in a chosen
+/// folder, only while it is still the file inside that folder that the walk found — a file or
+/// folder swapped for a link after the walk is refused, its target never read.
+fn open_candidate(c: &Candidate) -> Result<File, AddFailure> {
+    let shown = Path::new(&c.shown);
+    let io_failure = |e: io::Error| match e.kind() {
+        io::ErrorKind::NotFound => failure(shown, Code::NotFound, "no such file"),
+        io::ErrorKind::PermissionDenied => failure(
+            shown,
+            Code::NotARegularFile,
+            "not readable (permission denied)",
+        ),
+        _ => failure(shown, Code::NotARegularFile, e),
+    };
+    match &c.scope {
+        Some(scope) => scope.open(&c.open).map(|(f, _)| f).map_err(|e| match e {
+            doctune_core::ScopeError::Io { source, .. } => io_failure(source),
+            other => failure(
+                shown,
+                Code::OutsideScope,
+                format!("{other}; nothing was copied"),
+            ),
+        }),
+        None => doctune_core::open::open_regular(&c.open)
+            .map(|(f, _)| f)
+            .map_err(io_failure),
     }
-    let f = o.open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{}, not a regular file", kind_of(&meta)),
-        ));
-    }
-    Ok(f)
 }
 
 /// A file name safe to create inside `documents/`: no separators, no control characters, no
@@ -426,15 +447,7 @@ fn copy_in(
     cancel: &CancelToken,
 ) -> Result<Copied, AddFailure> {
     let shown = Path::new(&c.shown);
-    let mut src = open_regular(&c.open).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => failure(shown, Code::NotFound, "no such file"),
-        io::ErrorKind::PermissionDenied => failure(
-            shown,
-            Code::NotARegularFile,
-            "not readable (permission denied)",
-        ),
-        _ => failure(shown, Code::NotARegularFile, e),
-    })?;
+    let mut src = open_candidate(c)?;
     let size = src
         .metadata()
         .map_err(|e| failure(shown, Code::Internal, e))?

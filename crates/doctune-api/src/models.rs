@@ -273,10 +273,29 @@ pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiE
     }
     let staging = StagedDir::new_in(scope.root(), "import")
         .map_err(|e| ApiError::io(&models, "cannot create", &e))?;
+    // Copied from handles opened through the folder's scope: a file swapped for a link out of
+    // the folder after the check above is refused, never copied.
+    let source = Scope::of_model_folder(folder)?;
     for f in &info.files {
         let src = folder.join(f);
         let dst = scope.resolve(staging.path().join(f))?;
-        std::fs::copy(&src, &dst).map_err(|e| ApiError::io(&src, "cannot copy", &e))?;
+        let (mut from, _) = source.open(&src)?;
+        let copied = doctune_core::open::create_new(&dst)
+            .and_then(|mut to| std::io::copy(&mut from, &mut to).and_then(|_| to.sync_all()));
+        copied.map_err(|e| {
+            if doctune_core::open::is_no_space(&e) {
+                ApiError::new(
+                    Code::NoSpace,
+                    format!(
+                        "{}: the disk holding {} is full; nothing was imported",
+                        src.display(),
+                        models.display()
+                    ),
+                )
+            } else {
+                ApiError::io(&src, "cannot copy", &e)
+            }
+        })?;
     }
     // Validate the copy itself, then move it into place in one rename.
     doctune_hub::inspect_folder(staging.path())?;

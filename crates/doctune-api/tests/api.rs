@@ -229,6 +229,71 @@ fn folders_are_walked_and_links_out_of_them_refused() {
     }
 }
 
+/// A file and a folder swapped for links out of the chosen folder again and again while the
+/// folder is being added: whatever moment a swap lands on (between the walk's check and the
+/// copy's open), nothing outside the folder is ever copied.
+#[test]
+fn files_swapped_for_links_while_a_folder_is_added_are_never_followed_out() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (d, h) = home();
+    let chosen = d.path().join("chosen");
+    fs::create_dir_all(chosen.join("sub")).unwrap();
+    for i in 0..40 {
+        fs::write(chosen.join(format!("f{i:02}.txt")), format!("document {i}")).unwrap();
+    }
+    fs::write(chosen.join("sub/inner.txt"), "inner").unwrap();
+    let outside = d.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("inner.txt"), "SECRET outside").unwrap();
+    fs::write(d.path().join("secret.txt"), "SECRET outside").unwrap();
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, chosen, d) = (stop.clone(), chosen.clone(), d.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for i in (0..40).step_by(3) {
+                    let f = chosen.join(format!("f{i:02}.txt"));
+                    let kept = chosen.join(format!(".f{i:02}.kept"));
+                    if fs::rename(&f, &kept).is_ok() {
+                        let _ = std::os::unix::fs::symlink(d.join("secret.txt"), &f);
+                        std::thread::yield_now();
+                        let _ = fs::remove_file(&f);
+                        let _ = fs::rename(&kept, &f);
+                    }
+                }
+                let sub = chosen.join("sub");
+                let kept = chosen.join(".sub.kept");
+                if fs::rename(&sub, &kept).is_ok() {
+                    let _ = std::os::unix::fs::symlink(d.join("outside"), &sub);
+                    std::thread::yield_now();
+                    let _ = fs::remove_file(&sub);
+                    let _ = fs::rename(&kept, &sub);
+                }
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let mut added = 0;
+    for round in 0..25 {
+        let dir = PathBuf::from(projects::create(&h, &format!("p{round}")).unwrap().path);
+        let r = add(&dir, std::slice::from_ref(&chosen));
+        added += r.added.len();
+        for e in fs::read_dir(dir.join("documents")).unwrap() {
+            let bytes = fs::read(e.unwrap().path()).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains("SECRET"),
+                "round {round}: a file outside the chosen folder was copied: {r:#?}"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(swaps > 0 && added > 0, "swaps {swaps}, added {added}");
+}
+
 #[test]
 fn limits_are_enforced() {
     let (d, h) = home();

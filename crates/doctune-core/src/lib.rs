@@ -6,6 +6,8 @@
 //! - [`ProjectDir`] and [`Area`]: the one owner of a project folder's layout; [`id`]: folder
 //!   ids (checked, stamped with the time) and the RFC 3339 clock.
 //! - [`JobEvent`], [`ProgressSink`], [`CancelToken`]: how long jobs report and are stopped.
+//! - [`open`]: opening without following links, handle checks, bounded reads of an open file.
+//! - [`space`]: free disk space, checked against an estimate before a large write.
 //! - [`Code`]: the small set of error codes a caller (the UI) branches on.
 //! - [`Family`]: the model families DocTune supports, by `config.json` architecture.
 
@@ -15,8 +17,10 @@ pub mod families;
 pub mod id;
 pub mod job;
 pub mod layout;
+pub mod open;
 pub mod read;
 pub mod scope;
+pub mod space;
 pub mod staged;
 pub mod units;
 

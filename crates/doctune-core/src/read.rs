@@ -1,26 +1,18 @@
-//! Reading small files whole, with a size limit checked before reading, so a hostile or broken
-//! folder (a multi-gigabyte `config.json`) cannot exhaust memory.
+//! Reading small files whole, with a size limit checked before reading and enforced while
+//! reading, on a handle opened without following links, so a hostile or broken folder (a
+//! multi-gigabyte `config.json`, a file swapped for a link) cannot exhaust memory or redirect
+//! the read.
 
 use std::io;
 use std::path::Path;
 
 /// The file's bytes, if it is a regular file of at most `limit` bytes; otherwise an error that
-/// says which limit it broke (`InvalidData`) or why it could not be read.
+/// says which limit it broke (`InvalidData`) or why it could not be read. A link in the last
+/// component is refused (callers that allow links inside a folder resolve them through a
+/// [`Scope`](crate::Scope) first and pass the resolved path).
 pub fn read_limited(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "is not a regular file",
-        ));
-    }
-    if meta.len() > limit {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("is {} bytes; the limit is {limit} bytes", meta.len()),
-        ));
-    }
-    std::fs::read(path)
+    let (mut file, meta) = crate::open::open_regular(path)?;
+    crate::open::read_checked(&mut file, meta.len(), limit)
 }
 
 #[cfg(test)]

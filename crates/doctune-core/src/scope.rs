@@ -5,6 +5,7 @@
 //! it that exists is canonicalised (following symlinks) and must stay under the root; the part that
 //! does not exist yet (a file about to be written) must be plain names.
 
+use std::fs::{File, Metadata};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -20,6 +21,8 @@ pub enum ScopeError {
     },
     #[error("{path}: not a folder")]
     RootNotDir { path: PathBuf },
+    #[error("{path}: changed while it was being opened (a file or folder on the way was replaced); nothing was read")]
+    Changed { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -113,6 +116,104 @@ impl Scope {
             });
         }
         Ok(resolved)
+    }
+
+    /// The scope a model folder's files are read through: the folder itself, or for a snapshot
+    /// in Hugging Face's cache layout (`…/models--org--name/snapshots/<commit>`) the repository's
+    /// cache folder, so that the snapshot's links into its `blobs/` stay allowed and every other
+    /// link out of the folder is refused.
+    pub fn of_model_folder(dir: impl AsRef<Path>) -> Result<Self, ScopeError> {
+        let dir = dir.as_ref();
+        let canonical = dir.canonicalize().map_err(|source| ScopeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let repo = canonical
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+            .and_then(Path::parent)
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("models--"))
+            });
+        Self::new(repo.unwrap_or(&canonical))
+    }
+
+    /// Opens the file `path` of a model folder (its parent) through that folder's scope
+    /// ([`Self::of_model_folder`]): the folder's own path may be any spelling of it (relative,
+    /// with `..`); the file inside it may not lead out of it except into a Hub snapshot's blobs.
+    pub fn open_model_file(path: impl AsRef<Path>) -> Result<(File, Metadata), ScopeError> {
+        let path = path.as_ref();
+        let io = |source| ScopeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (dir, name) = match (path.parent(), path.file_name()) {
+            (Some(d), Some(n)) => (
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                },
+                n,
+            ),
+            _ => {
+                return Err(io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a file path",
+                )))
+            }
+        };
+        let dir = dir.canonicalize().map_err(io)?;
+        Self::of_model_folder(&dir)?.open(dir.join(name))
+    }
+
+    /// The bytes of a model folder's file, at most `limit` (see [`Self::open_model_file`]).
+    pub fn read_model_file(path: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>, ScopeError> {
+        let path = path.as_ref();
+        let (mut file, meta) = Self::open_model_file(path)?;
+        Self::read_open(path, &mut file, &meta, limit)
+    }
+
+    /// Opens the regular file `path` resolves to for reading, and checks that the open handle is
+    /// still the file the path names inside the root (see [`crate::open`]): a link swapped in
+    /// anywhere on the way between the check and the open is refused, never followed out.
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<(File, Metadata), ScopeError> {
+        let path = path.as_ref();
+        let resolved = self.resolve(path)?;
+        let io = |source| ScopeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (file, meta) = crate::open::open_regular(&resolved).map_err(io)?;
+        let again = self.resolve(path)?;
+        let now = again.symlink_metadata().map_err(io)?;
+        if again != resolved || !crate::open::same_file(&meta, &now) {
+            return Err(ScopeError::Changed {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok((file, meta))
+    }
+
+    /// The bytes of the regular file `path` inside the root, at most `limit` (see [`Self::open`]).
+    pub fn read_limited(&self, path: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>, ScopeError> {
+        let path = path.as_ref();
+        let (mut file, meta) = self.open(path)?;
+        Self::read_open(path, &mut file, &meta, limit)
+    }
+
+    fn read_open(
+        path: &Path,
+        file: &mut File,
+        meta: &Metadata,
+        limit: u64,
+    ) -> Result<Vec<u8>, ScopeError> {
+        crate::open::read_checked(file, meta.len(), limit).map_err(|source| ScopeError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Whether `path` resolves inside the root.
@@ -219,5 +320,42 @@ mod tests {
             Scope::new(d.path().join("missing")),
             Err(ScopeError::Io { .. })
         ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn model_folders_allow_their_hub_blobs_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("hub/models--org--m");
+        let snap = repo.join("snapshots/0123");
+        fs::create_dir_all(&snap).unwrap();
+        fs::create_dir_all(repo.join("blobs")).unwrap();
+        fs::write(repo.join("blobs/abc"), b"{}").unwrap();
+        std::os::unix::fs::symlink("../../blobs/abc", snap.join("config.json")).unwrap();
+        fs::write(d.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink(d.path().join("secret"), snap.join("README.md")).unwrap();
+        let s = Scope::of_model_folder(&snap).unwrap();
+        assert_eq!(s.read_limited(snap.join("config.json"), 10).unwrap(), b"{}");
+        assert!(matches!(
+            s.read_limited(snap.join("README.md"), 10),
+            Err(ScopeError::Escapes { .. })
+        ));
+        // A plain folder is its own scope: a link to a sibling folder's file is outside.
+        let plain = d.path().join("plain");
+        fs::create_dir_all(&plain).unwrap();
+        std::os::unix::fs::symlink(repo.join("blobs/abc"), plain.join("config.json")).unwrap();
+        let s = Scope::of_model_folder(&plain).unwrap();
+        assert!(s.read_limited(plain.join("config.json"), 10).is_err());
+        let e = s.read_limited(plain.join("missing"), 10).unwrap_err();
+        assert!(matches!(e, ScopeError::Io { .. }), "{e}");
+    }
+
+    #[test]
+    fn open_reads_through_the_handle_with_a_limit() {
+        let (_d, s) = setup();
+        assert_eq!(s.read_limited("documents/a.txt", 1).unwrap(), b"a");
+        let e = s.read_limited("documents/a.txt", 0).unwrap_err();
+        assert!(e.to_string().contains("limit is 0 bytes"), "{e}");
+        assert!(s.open("documents").is_err());
     }
 }

@@ -15,7 +15,7 @@ pub const CARD: &str = "README.md";
 /// The base model's licence: the `license:` of its model card's front matter, else the name of
 /// a licence file in its folder.
 fn licence(base: &Path) -> String {
-    if let Ok(text) = doctune_core::read_limited(&base.join("README.md"), 1 << 20) {
+    if let Ok(text) = doctune_core::Scope::read_model_file(base.join("README.md"), 1 << 20) {
         let text = String::from_utf8_lossy(&text);
         if let Some(front) = text.strip_prefix("---") {
             if let Some(end) = front.find("\n---") {

@@ -17,6 +17,12 @@ pub enum ModelError {
     NoWeights { dir: PathBuf },
     #[error("{}: {message}", path.display())]
     Weights { path: PathBuf, message: String },
+    #[error("{}: cannot write: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the weights have no tensor `{name}`, which the config requires")]
     MissingTensor { name: String },
     #[error("tensor `{name}` has shape {found:?}; the config implies {expected:?}")]

@@ -180,7 +180,13 @@ fn read_header(
         path: path.to_path_buf(),
         message,
     };
-    let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot be opened: {e}")))?;
+    // Through the folder's scope: a shard that links out of the model folder is refused.
+    let (mut f, _) = doctune_core::Scope::open_model_file(path).map_err(|e| {
+        bad(match e {
+            doctune_core::ScopeError::Io { source, .. } => format!("cannot be opened: {source}"),
+            other => format!("cannot be opened: {other}"),
+        })
+    })?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
         .map_err(|e| bad(format!("cannot be read as safetensors: {e}")))?;
@@ -364,9 +370,9 @@ pub fn save_safetensors(
             message: format!("cannot be written as safetensors: {e}"),
         }
     })?;
-    doctune_core::write_atomic(path, &bytes).map_err(|e| ModelError::Weights {
+    doctune_core::write_atomic(path, &bytes).map_err(|source| ModelError::Write {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 

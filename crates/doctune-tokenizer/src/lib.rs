@@ -72,11 +72,16 @@ impl std::fmt::Debug for ModelTokenizer {
     }
 }
 
-/// Reads a file of at most `limit` bytes ([`doctune_core::read_limited`]); errors name it.
+/// Reads a file of a model folder, at most `limit` bytes, through the folder's scope
+/// ([`Scope::of_model_folder`](doctune_core::Scope::of_model_folder): a link out of the folder is
+/// refused, a Hub snapshot's links into its blobs are followed); errors name the file.
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    doctune_core::read_limited(path, limit).map_err(|e| TokenizerError::File {
+    doctune_core::Scope::read_model_file(path, limit).map_err(|e| TokenizerError::File {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: match e {
+            doctune_core::ScopeError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        },
     })
 }
 
