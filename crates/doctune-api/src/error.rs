@@ -56,7 +56,9 @@ impl std::error::Error for ApiError {}
 impl From<ScopeError> for ApiError {
     fn from(e: ScopeError) -> Self {
         let code = match &e {
-            ScopeError::ParentComponent { .. } | ScopeError::Escapes { .. } => Code::OutsideScope,
+            ScopeError::ParentComponent { .. }
+            | ScopeError::Escapes { .. }
+            | ScopeError::Changed { .. } => Code::OutsideScope,
             ScopeError::RootNotDir { .. } => Code::InvalidInput,
             ScopeError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 Code::NotFound
@@ -87,6 +89,14 @@ impl From<doctune_train::TrainError> for ApiError {
         use doctune_train::TrainError as E;
         let code = match &e {
             E::OutOfMemory { .. } => Code::NoSpace,
+            E::Model(doctune_models::ModelError::Write { source, .. })
+                if source.kind() == std::io::ErrorKind::StorageFull =>
+            {
+                Code::NoSpace
+            }
+            E::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                Code::NoSpace
+            }
             E::Io { .. } | E::Candle(_) | E::Corrupt { .. } => Code::Internal,
             E::Dataset(d) => {
                 return dataset_code(d).map_or_else(
@@ -104,6 +114,9 @@ fn dataset_code(e: &doctune_dataset::DatasetError) -> Option<Code> {
     use doctune_dataset::DatasetError as E;
     match e {
         E::Cancelled => Some(Code::Cancelled),
+        E::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            Some(Code::NoSpace)
+        }
         E::Io { .. } => Some(Code::Internal),
         _ => None,
     }
@@ -125,11 +138,13 @@ impl From<doctune_hub::HubError> for ApiError {
             E::Cancelled => Code::Cancelled,
             E::NoSpace { .. } => Code::NoSpace,
             E::NotFound { .. } => Code::NotFound,
+            E::Scope(_) => Code::OutsideScope,
             E::PickleOnly { .. }
             | E::RemoteCode { .. }
             | E::NotAModel { .. }
             | E::InvalidModel { .. }
             | E::TokenRequired { .. }
+            | E::Endpoint { .. }
             | E::AccessDenied { .. } => Code::InvalidInput,
             _ => Code::Internal,
         };
@@ -143,6 +158,10 @@ impl From<doctune_models::ModelError> for ApiError {
         let code = match &e {
             E::Cancelled => Code::Cancelled,
             E::Candle(_) => Code::Internal,
+            E::Write { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                Code::NoSpace
+            }
+            E::Write { .. } => Code::Internal,
             _ => Code::InvalidInput,
         };
         Self::new(code, e.to_string())

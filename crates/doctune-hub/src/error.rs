@@ -43,6 +43,12 @@ pub enum HubError {
         file: String,
         detail: String,
     },
+    #[error("{what} cannot be trusted: it gave {detail}; the pull stopped and nothing was written outside DocTune's hub folder")]
+    Untrusted { what: String, detail: String },
+    #[error("HF_ENDPOINT {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error(transparent)]
+    Scope(#[from] doctune_core::ScopeError),
     #[error("cannot reach {endpoint}: {detail}")]
     Network { endpoint: String, detail: String },
     #[error("{path}: {reason}")]

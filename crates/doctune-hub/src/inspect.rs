@@ -21,7 +21,6 @@ use doctune_core::{Family, Scope};
 use safetensors::tensor::Metadata;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -51,7 +50,7 @@ pub fn inspect_folder(dir: &Path) -> Result<ModelFolderInfo, HubError> {
     if !dir.is_dir() {
         return Err(HubError::invalid(dir, "not a folder"));
     }
-    let scope = Scope::new(scope_root(dir)).map_err(|e| HubError::invalid(dir, e.to_string()))?;
+    let scope = Scope::of_model_folder(dir).map_err(|e| HubError::invalid(dir, e.to_string()))?;
     let resolve = |name: &str| -> Result<PathBuf, HubError> {
         if !is_plain_name(name) {
             return Err(HubError::invalid(
@@ -242,8 +241,10 @@ pub fn check_config(config: &serde_json::Value, path: &Path) -> Result<(String, 
 /// Reads and validates the header of the safetensors file at `path` (see the module docs).
 pub fn read_safetensors_header(path: &Path) -> Result<Metadata, HubError> {
     let bad = |reason: String| HubError::invalid(path, reason);
-    let mut f = File::open(path).map_err(|e| HubError::io(path, e))?;
-    let len = f.metadata().map_err(|e| HubError::io(path, e))?.len();
+    // Not through a link: callers pass the path their scope resolved.
+    let (mut f, meta) =
+        doctune_core::open::open_regular(path).map_err(|e| HubError::io(path, e))?;
+    let len = meta.len();
     let mut n_bytes = [0u8; 8];
     f.read_exact(&mut n_bytes)
         .map_err(|_| bad(format!("too short to be safetensors ({len} bytes)")))?;
@@ -350,24 +351,6 @@ fn dtype_bytes(dtype: &str) -> u64 {
 
 fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != ".."
-}
-
-/// The folder reads are confined to: the folder itself, or for a Hugging Face cache snapshot
-/// (`models--org--name/snapshots/<commit>`), the repository's cache folder, whose `blobs/` the
-/// snapshot's files link into.
-fn scope_root(dir: &Path) -> &Path {
-    let parent = dir.parent();
-    match (parent, parent.and_then(Path::parent)) {
-        (Some(p), Some(repo))
-            if p.file_name().is_some_and(|n| n == "snapshots")
-                && repo
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("models--")) =>
-        {
-            repo
-        }
-        _ => dir,
-    }
 }
 
 /// The largest `config.json` or index DocTune reads.

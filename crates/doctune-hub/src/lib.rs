@@ -5,13 +5,16 @@
 //! - [`inspect`]: validation of a model folder — `config.json`, a supported architecture, no
 //!   remote code, and safetensors headers checked (bounds, offsets, sizes, index coverage,
 //!   shapes against the config) before anything maps a byte of weights.
-//! - [`remote`]: [`HubClient`], which lists a repository with each file's hash, downloads through
-//!   `hf-hub` (resumable, chunked) and checks every file against its hash itself, since `hf-hub`
-//!   stores a body whose hash does not match without complaint.
+//! - [`remote`]: [`HubClient`], which lists a repository with each file's hash, downloads the
+//!   allowed files itself (resumable; every header and body of the answer checked as untrusted
+//!   input) and checks every file against its hash.
+//! - [`cache`]: the one owner of the `hub/` folder's layout (Hugging Face's cache layout); every
+//!   name that reaches a path there is checked, every write goes through its scope.
 //!
 //! The access token comes in as a [`Sensitive`](doctune_secrets::Sensitive) and goes only into
 //! the HTTP client's `Authorization` header.
 
+pub mod cache;
 mod error;
 pub mod files;
 pub mod inspect;
@@ -19,4 +22,4 @@ pub mod remote;
 
 pub use error::HubError;
 pub use inspect::{inspect_folder, ModelFolderInfo};
-pub use remote::{HubClient, Pulled, RemoteFile, DEFAULT_ENDPOINT};
+pub use remote::{check_endpoint, HubClient, Pulled, RemoteFile, DEFAULT_ENDPOINT};

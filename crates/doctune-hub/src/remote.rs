@@ -1,27 +1,34 @@
-//! The Hub: list a repository with every file's hash, download the allowed files through
-//! `hf-hub` (chunked, resumable: an interrupted pull continues from the last whole chunk), and
-//! check each file against its hash — sha256 for LFS files, the git blob id for small ones.
-//! A mismatch deletes the file and fails. Progress is reported in bytes with speed and ETA;
-//! the [`CancelToken`] is checked ten times a second.
+//! The Hub: list a repository with every file's hash, download the allowed files (resumable:
+//! an interrupted pull continues from the last byte written), and check each file against its
+//! hash — sha256 for LFS files, the git blob id for small ones. A mismatch deletes the file and
+//! fails. Progress is reported in bytes with speed and ETA; the [`CancelToken`] is checked ten
+//! times a second.
+//!
+//! Every answer is untrusted input. `hf-hub` builds the listing request and the URLs, but DocTune
+//! downloads the files itself: `hf-hub` 0.4 joins the server's `X-Repo-Commit` header and ETag
+//! into cache paths unchecked (a header of `../../x` or an absolute path writes outside the cache)
+//! and buffers each chunk's body without a bound. Here the commit must be 40 hex characters and
+//! equal the listing's, ETags must be hashes, the listing's hashes name the blobs, bodies never
+//! pass the listed size, redirects are followed by hand (https only; the token never leaves the
+//! endpoint's origin), and every write goes through [`RepoCache`]'s scope.
 
+use crate::cache::{check_blob_hash, check_commit, check_repo_id, check_revision, RepoCache};
 use crate::files;
 use crate::inspect::{check_config, inspect_folder, ModelFolderInfo};
 use crate::HubError;
 use doctune_core::units::human_bytes;
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
 use doctune_secrets::Sensitive;
-use hf_hub::api::tokio::{Api, ApiBuilder, ApiError};
+use hf_hub::api::tokio::{Api, ApiBuilder};
 use hf_hub::{Cache, Repo, RepoType};
 use serde::{Deserialize, Serialize};
 use sha1::Digest as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-/// Bytes per resumable chunk: an interrupted download loses at most this much.
+/// Bytes written between syncs of a partial download: a crash loses at most this much.
 pub const DEFAULT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// One file of a repository listing.
@@ -48,13 +55,28 @@ pub struct Pulled {
     pub info: ModelFolderInfo,
 }
 
-/// A Hub client with DocTune's settings.
-#[derive(Debug, Clone)]
+impl RemoteFile {
+    /// The listed hash (sha256 for LFS files, else the git blob id): the file's blob name.
+    pub fn hash(&self) -> &str {
+        self.sha256
+            .as_deref()
+            .or(self.git_oid.as_deref())
+            .unwrap_or("")
+    }
+}
+
+/// A Hub client with DocTune's settings. Its `Debug` is redacted (see below).
+#[derive(Clone)]
 pub struct HubClient {
     api: Api,
+    /// Requests to the endpoint's own origin: the token, no automatic redirects.
+    http: reqwest::Client,
+    /// Requests to the storage the Hub redirects to: no token, no automatic redirects.
+    storage: reqwest::Client,
     endpoint: String,
     cache_dir: PathBuf,
     has_token: bool,
+    chunk_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -79,9 +101,11 @@ struct Lfs {
 }
 
 impl HubClient {
-    /// A client for `endpoint` (`HF_ENDPOINT`, else the public Hub, when `None`) that keeps its
-    /// downloads in `cache_dir` (Hugging Face's cache layout). The token is used only for the
-    /// `Authorization` header; no token is ever read from a file.
+    /// A client for `endpoint` (`HF_ENDPOINT`, else the public Hub, when `None`; checked with
+    /// [`check_endpoint`]) that keeps its downloads in `cache_dir` (Hugging Face's cache layout).
+    /// The token is used only for the `Authorization` header to the endpoint's origin. (`hf-hub`
+    /// reads `<cache_dir>/../token` when its builder is made; DocTune replaces that value with
+    /// the keychain's token or none, so such a file is read but never sent.)
     pub fn new(
         endpoint: Option<String>,
         cache_dir: &Path,
@@ -93,6 +117,7 @@ impl HubClient {
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
             .trim_end_matches('/')
             .to_string();
+        check_endpoint(&endpoint)?;
         std::fs::create_dir_all(cache_dir).map_err(|e| HubError::io(cache_dir, e))?;
         let api = ApiBuilder::from_cache(Cache::new(cache_dir.to_path_buf()))
             .with_endpoint(endpoint.clone())
@@ -105,11 +130,40 @@ impl HubClient {
                 endpoint: endpoint.clone(),
                 detail: e.to_string(),
             })?;
+        let user_agent = concat!("doctune/", env!("CARGO_PKG_VERSION"));
+        let build = |token: Option<&Sensitive<String>>| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(t) = token {
+                let mut v =
+                    reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
+                        .map_err(|_| HubError::Network {
+                            endpoint: endpoint.clone(),
+                            detail: "the stored token has characters an HTTP header cannot carry"
+                                .into(),
+                        })?;
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+            reqwest::Client::builder()
+                .user_agent(user_agent)
+                .default_headers(headers)
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| HubError::Network {
+                    endpoint: endpoint.clone(),
+                    detail: e.to_string(),
+                })
+        };
+        let (http, storage) = (build(token)?, build(None)?);
         Ok(Self {
             api,
+            http,
+            storage,
             endpoint,
             cache_dir: cache_dir.to_path_buf(),
             has_token: token.is_some(),
+            chunk_bytes: chunk_bytes.max(1),
         })
     }
 
@@ -141,35 +195,6 @@ impl HubClient {
         }
     }
 
-    fn map_err(&self, e: ApiError, repo: &str, file: &str) -> HubError {
-        match e {
-            ApiError::RequestError(r) => {
-                if let Some(err) = r
-                    .status()
-                    .and_then(|s| self.status_error(repo, None, s.as_u16()))
-                {
-                    return err;
-                }
-                if r.is_connect() || r.is_timeout() && !r.is_body() {
-                    self.network(r)
-                } else {
-                    HubError::Interrupted {
-                        repo: repo.into(),
-                        file: file.into(),
-                        detail: r.to_string(),
-                    }
-                }
-            }
-            ApiError::TooManyRetries(inner) => self.map_err(*inner, repo, file),
-            ApiError::IoError(io) => HubError::io(&self.cache_dir, io),
-            other => HubError::Interrupted {
-                repo: repo.into(),
-                file: file.into(),
-                detail: other.to_string(),
-            },
-        }
-    }
-
     /// The files of `repo` at `revision`, with sizes and hashes, and the commit it resolves to.
     pub async fn list(
         &self,
@@ -193,7 +218,11 @@ impl HubClient {
         let body = resp.bytes().await.map_err(|e| self.network(e))?;
         let listing: Listing = serde_json::from_slice(&body)
             .map_err(|e| self.network(format!("unexpected listing for {repo}: {e}")))?;
-        let files = listing
+        check_commit(&listing.sha).map_err(|detail| HubError::Untrusted {
+            what: format!("{}'s listing of {repo}", self.endpoint),
+            detail,
+        })?;
+        let files: Vec<RemoteFile> = listing
             .siblings
             .into_iter()
             .map(|s| match s.lfs {
@@ -211,6 +240,13 @@ impl HubClient {
                 },
             })
             .collect();
+        // The hashes of the files DocTune would take name blobs in the cache: check them now.
+        for f in files.iter().filter(|f| files::is_allowed(&f.name)) {
+            check_blob_hash(f.hash()).map_err(|d| HubError::Untrusted {
+                what: format!("{}'s listing of {repo}", self.endpoint),
+                detail: format!("{d} for {}", crate::cache::shown(&f.name)),
+            })?;
+        }
         Ok((listing.sha, files))
     }
 
@@ -243,7 +279,9 @@ impl HubClient {
     }
 
     /// Downloads the allowed files of `repo` at `revision` into the cache and validates the
-    /// result. `free_space` tells the free bytes of the disk holding a path.
+    /// result. `free_space` tells the free bytes of the disk holding a path; where it cannot
+    /// (`None`), the pull goes ahead and a write that fails for lack of space stops it with
+    /// [`HubError::NoSpace`], the partial file kept for the next pull to resume.
     pub async fn pull(
         &self,
         repo: &str,
@@ -252,24 +290,34 @@ impl HubClient {
         sink: &dyn ProgressSink,
         cancel: &CancelToken,
     ) -> Result<Pulled, HubError> {
+        check_repo_id(repo)?;
+        check_revision(repo, revision)?;
         let (commit, listing) = self.list(repo, revision).await?;
         let allowed = files::select(repo, listing.iter().map(|f| f.name.as_str()))?;
         let mut wanted: Vec<&RemoteFile> = listing
             .iter()
             .filter(|f| allowed.contains(&f.name))
             .collect();
+        wanted.dedup_by(|a, b| a.name == b.name);
         // config.json first: it decides whether the rest is worth fetching.
         wanted.sort_by_key(|f| (f.name != "config.json", f.name.clone()));
 
-        let pinned = Self::repo(repo, &commit);
-        let cache = Cache::new(self.cache_dir.clone()).repo(pinned.clone());
+        let cache = RepoCache::new(&self.cache_dir, repo)?;
         let mut todo = Vec::new();
         for f in &wanted {
-            match cache.get(&f.name) {
-                Some(p) if verify(&p, f).is_ok() => {}
-                Some(p) => remove_cached(&p),
-                None => todo.push(*f),
+            let hash = f.hash();
+            if let Some(p) = cache.get(&commit, &f.name) {
+                if verify(&cache, &p, f).is_ok() {
+                    continue;
+                }
+                cache.remove(hash, Some((&commit, &f.name)));
+            } else if let Ok(blob) = cache.blob(hash) {
+                if blob.is_file() && verify(&cache, &blob, f).is_ok() {
+                    cache.link(&commit, &f.name, hash)?;
+                    continue;
+                }
             }
+            todo.push(*f);
         }
         let total: u64 = todo.iter().map(|f| f.size).sum();
         if let Some(free) = free_space(&self.cache_dir) {
@@ -283,28 +331,31 @@ impl HubClient {
             }
         }
 
-        let api_repo = self.api.repo(pinned);
+        let api_repo = self.api.repo(Self::repo(repo, &commit));
         let started = Instant::now();
         let mut done_before = 0u64;
         for f in &todo {
-            let counter = Counter::default();
-            let fut = api_repo.download_with_progress(&f.name, counter.clone());
-            tokio::pin!(fut);
-            let mut tick = tokio::time::interval(Duration::from_millis(100));
-            let path = loop {
-                tokio::select! {
-                    r = &mut fut => break r.map_err(|e| self.map_err(e, repo, &f.name))?,
-                    _ = tick.tick() => {
-                        if cancel.is_cancelled() {
-                            return Err(HubError::Cancelled);
-                        }
-                        let done = done_before + counter.get().min(f.size);
-                        sink.emit(progress_event(&f.name, done, total, started));
-                    }
-                }
+            let url = api_repo.url(&f.name);
+            let hash = f.hash();
+            let partial = cache.partial(hash)?;
+            let fetch = Fetch {
+                client: self,
+                repo,
+                commit: &commit,
+                file: f,
             };
-            if let Err((algo, expected, actual)) = verify(&path, f) {
-                remove_cached(&path);
+            fetch
+                .run(&url, &partial, &mut |got| {
+                    if cancel.is_cancelled() {
+                        return Err(HubError::Cancelled);
+                    }
+                    sink.emit(progress_event(&f.name, done_before + got, total, started));
+                    Ok(())
+                })
+                .await
+                .map_err(|e| self.no_space(e, repo, f.size))?;
+            if let Err((algo, expected, actual)) = verify(&cache, &partial, f) {
+                let _ = std::fs::remove_file(&partial);
                 return Err(HubError::Corrupt {
                     repo: repo.into(),
                     file: f.name.clone(),
@@ -313,9 +364,11 @@ impl HubClient {
                     actual,
                 });
             }
+            let blob = cache.blob(hash)?;
+            std::fs::rename(&partial, &blob).map_err(|e| HubError::io(&blob, e))?;
+            let path = cache.link(&commit, &f.name, hash)?;
             if f.name == "config.json" {
-                let config: serde_json::Value = std::fs::read(&path)
-                    .ok()
+                let config: serde_json::Value = read_cached(&cache, &path)
                     .and_then(|b| serde_json::from_slice(&b).ok())
                     .ok_or_else(|| HubError::NotAModel {
                         repo: repo.into(),
@@ -335,13 +388,14 @@ impl HubClient {
             done_before += f.size;
             sink.emit(progress_event(&f.name, done_before, total, started));
         }
-        let dir = cache
-            .get("config.json")
-            .and_then(|p| p.parent().map(Path::to_path_buf))
-            .ok_or_else(|| HubError::NotAModel {
+        let dir = cache.snapshot_dir(&commit)?;
+        if cache.get(&commit, "config.json").is_none() {
+            return Err(HubError::NotAModel {
                 repo: repo.into(),
                 reason: "config.json is missing from the download".into(),
-            })?;
+            });
+        }
+        cache.write_ref(revision, &commit)?;
         let info = inspect_folder(&dir)?;
         Ok(Pulled {
             repo: repo.into(),
@@ -351,24 +405,283 @@ impl HubClient {
             info,
         })
     }
-}
 
-/// Counts bytes as hf-hub reports them.
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
-
-impl Counter {
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    /// A write that failed for lack of space, as [`HubError::NoSpace`].
+    fn no_space(&self, e: HubError, repo: &str, needed: u64) -> HubError {
+        match e {
+            HubError::Io { path, source } if doctune_core::open::is_no_space(&source) => {
+                HubError::NoSpace {
+                    repo: repo.into(),
+                    needed,
+                    free: 0,
+                    path,
+                }
+            }
+            other => other,
+        }
     }
 }
 
-impl hf_hub::api::tokio::Progress for Counter {
-    async fn init(&mut self, _size: usize, _filename: &str) {}
-    async fn update(&mut self, size: usize) {
-        self.0.fetch_add(size as u64, Ordering::Relaxed);
+impl std::fmt::Debug for HubClient {
+    /// Redacted: the HTTP clients' `Debug` would print their default headers, which carry the
+    /// token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubClient")
+            .field("endpoint", &self.endpoint)
+            .field("cache_dir", &self.cache_dir)
+            .field("has_token", &self.has_token)
+            .finish_non_exhaustive()
     }
-    async fn finish(&mut self) {}
+}
+
+/// The endpoint DocTune talks to: `https://`, or plain `http://` only on a loopback address
+/// (a local mirror or a test server), with no credentials, query or fragment in the URL.
+pub fn check_endpoint(endpoint: &str) -> Result<(), HubError> {
+    let bad = |reason: &str| HubError::Endpoint {
+        endpoint: crate::cache::shown(endpoint),
+        reason: reason.into(),
+    };
+    let url = reqwest::Url::parse(endpoint).map_err(|e| bad(&format!("not a URL ({e})")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not carry a user name or password"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must not have a query or fragment"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
+        "http" => Err(bad(
+            "plain http would send your token and receive models unencrypted; use https:// (http:// is accepted only for a loopback address: 127.0.0.1, ::1 or localhost)",
+        )),
+        _ => Err(bad("must be an https:// URL")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some(h) if h.eq_ignore_ascii_case("localhost") => true,
+        Some(h) => h
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// A value of a header, as text.
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// An ETag without its weak marker and quotes.
+fn normalize_etag(e: &str) -> &str {
+    e.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// One file's download: the Hub's answer checked, then the body streamed into the partial file
+/// (appended to, so a broken-off download resumes where it stopped), never past the listed size.
+struct Fetch<'a> {
+    client: &'a HubClient,
+    repo: &'a str,
+    commit: &'a str,
+    file: &'a RemoteFile,
+}
+
+/// At most this many redirects per file (the Hub sends one, to its storage).
+const MAX_REDIRECTS: usize = 5;
+
+impl Fetch<'_> {
+    fn untrusted(&self, detail: String) -> HubError {
+        HubError::Untrusted {
+            what: format!("{}'s answer for {}", self.client.endpoint, self.file.name),
+            detail,
+        }
+    }
+
+    fn interrupted(&self, detail: impl std::fmt::Display) -> HubError {
+        HubError::Interrupted {
+            repo: self.repo.into(),
+            file: self.file.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Checks the headers only the Hub itself sends (a storage server's ETags are its own).
+    fn check_hub_headers(&self, r: &reqwest::Response) -> Result<(), HubError> {
+        if let Some(c) = header(r, "x-repo-commit") {
+            check_commit(c).map_err(|d| self.untrusted(d))?;
+            if c != self.commit {
+                return Err(self.untrusted(format!(
+                    "commit {c} for a download pinned to commit {}",
+                    self.commit
+                )));
+            }
+        }
+        for name in ["x-linked-etag", "etag"] {
+            if let Some(e) = header(r, name) {
+                check_blob_hash(normalize_etag(e))
+                    .map_err(|d| self.untrusted(format!("{d} as its {name}")))?;
+            }
+        }
+        if let (Some(e), Some(sha)) = (header(r, "x-linked-etag"), &self.file.sha256) {
+            if normalize_etag(e) != sha {
+                return Err(self.untrusted(format!(
+                    "a file whose sha256 ({}) is not the one it listed ({sha})",
+                    normalize_etag(e)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the request for bytes `start..` and follows redirects by hand, checking each hop.
+    async fn request(&self, url: &str, start: u64) -> Result<reqwest::Response, HubError> {
+        let c = self.client;
+        let mut url = reqwest::Url::parse(url).map_err(|e| c.network(e))?;
+        let origin = url.origin();
+        for _ in 0..=MAX_REDIRECTS {
+            // The token goes only to the Hub's own origin, never to the storage it redirects to.
+            let http = if url.origin() == origin {
+                &c.http
+            } else {
+                &c.storage
+            };
+            let mut req = http.get(url.clone());
+            if start > 0 {
+                req = req.header(reqwest::header::RANGE, format!("bytes={start}-"));
+            }
+            let r = req.send().await.map_err(|e| {
+                if e.is_connect() || e.is_timeout() {
+                    c.network(e)
+                } else {
+                    self.interrupted(e)
+                }
+            })?;
+            if url.origin() == origin {
+                self.check_hub_headers(&r)?;
+            }
+            let status = r.status().as_u16();
+            if let Some(err) = c.status_error(self.repo, None, status) {
+                return Err(err);
+            }
+            if r.status().is_redirection() {
+                let loc = header(&r, "location")
+                    .ok_or_else(|| self.untrusted("a redirect without a location".into()))?;
+                let next = url
+                    .join(loc)
+                    .map_err(|e| self.untrusted(format!("a redirect to a bad URL ({e})")))?;
+                if next.scheme() != "https" && !(next.scheme() == "http" && is_loopback(&next)) {
+                    return Err(self.untrusted(format!(
+                        "a redirect to {}, which is not https",
+                        crate::cache::shown(next.as_str())
+                    )));
+                }
+                url = next;
+                continue;
+            }
+            if status == 416 && start == self.file.size {
+                return Ok(r);
+            }
+            if !r.status().is_success() {
+                return Err(c.network(format!("{} answered HTTP {status}", self.file.name)));
+            }
+            return Ok(r);
+        }
+        Err(self.untrusted(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// Downloads into `partial` (resuming from its length); `tick(bytes so far)` runs about ten
+    /// times a second and stops the download when it returns an error (a cancel).
+    async fn run(
+        &self,
+        url: &str,
+        partial: &Path,
+        tick: &mut dyn FnMut(u64) -> Result<(), HubError>,
+    ) -> Result<(), HubError> {
+        use std::io::Write as _;
+        let size = self.file.size;
+        let mut out = match doctune_core::open::open_append(partial) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                doctune_core::open::create_new(partial).map_err(|e| HubError::io(partial, e))?
+            }
+            Err(e) => return Err(HubError::io(partial, e)),
+        };
+        let io = |e| HubError::io(partial, e);
+        let mut have = out.metadata().map_err(io)?.len();
+        if have > size {
+            out.set_len(0).map_err(io)?;
+            have = 0;
+        }
+        if have == size {
+            return Ok(());
+        }
+        tick(have)?;
+        let mut resp = self.request(url, have).await?;
+        match resp.status().as_u16() {
+            206 => {
+                let range = header(&resp, "content-range").unwrap_or("");
+                let expect = format!("bytes {have}-{}/{size}", size - 1);
+                if range != expect {
+                    return Err(self.untrusted(format!(
+                        "the range {} where {expect} was asked for",
+                        crate::cache::shown(range)
+                    )));
+                }
+            }
+            _ => {
+                // The whole file (the server ignored the range): start again from its first byte.
+                out.set_len(0).map_err(io)?;
+                have = 0;
+            }
+        }
+        if let Some(len) = resp.content_length() {
+            if len > size - have {
+                return Err(self.untrusted(format!(
+                    "a body of {len} bytes where the listing leaves {} to fetch",
+                    size - have
+                )));
+            }
+        }
+        let chunk_bytes = self.client.chunk_bytes as u64;
+        let mut unsynced = 0u64;
+        let mut timer = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let chunk = tokio::select! {
+                c = resp.chunk() => c.map_err(|e| self.interrupted(e))?,
+                _ = timer.tick() => {
+                    tick(have)?;
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else { break };
+            if have + chunk.len() as u64 > size {
+                return Err(self.untrusted(format!(
+                    "more than the {size} bytes its listing gave for this file"
+                )));
+            }
+            out.write_all(&chunk).map_err(io)?;
+            have += chunk.len() as u64;
+            unsynced += chunk.len() as u64;
+            if unsynced >= chunk_bytes {
+                out.sync_data().map_err(io)?;
+                unsynced = 0;
+            }
+        }
+        out.sync_data().map_err(io)?;
+        if have < size {
+            return Err(self.interrupted(format!("the body ended at {have} of {size} bytes")));
+        }
+        tick(have)
+    }
+}
+
+/// A cached file's bytes (at most the JSON limit), read through the cache's scope.
+fn read_cached(cache: &RepoCache, path: &Path) -> Option<Vec<u8>> {
+    let mut f = cache.open(path).ok()?;
+    doctune_core::open::read_to_end_limited(&mut f, crate::inspect::MAX_JSON_BYTES).ok()
 }
 
 fn progress_event(file: &str, done: u64, total: u64, started: Instant) -> JobEvent {
@@ -382,9 +695,14 @@ fn progress_event(file: &str, done: u64, total: u64, started: Instant) -> JobEve
 }
 
 /// Checks a downloaded file against the listing: `Err((algorithm, expected, actual))`.
-fn verify(path: &Path, f: &RemoteFile) -> Result<(), (&'static str, String, String)> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| ("file", "readable".into(), e.to_string()))?;
+fn verify(
+    cache: &RepoCache,
+    path: &Path,
+    f: &RemoteFile,
+) -> Result<(), (&'static str, String, String)> {
+    let mut file = cache
+        .open(path)
+        .map_err(|e| ("file", "readable".into(), e.to_string()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     if len != f.size {
         return Err(("size", f.size.to_string(), len.to_string()));
@@ -422,12 +740,4 @@ fn verify(path: &Path, f: &RemoteFile) -> Result<(), (&'static str, String, Stri
         };
     }
     Err(("hash", "a hash in the listing".into(), "none listed".into()))
-}
-
-/// Removes a cached file: the snapshot link and the blob it points to.
-fn remove_cached(pointer: &Path) {
-    if let Ok(blob) = pointer.canonicalize() {
-        let _ = std::fs::remove_file(blob);
-    }
-    let _ = std::fs::remove_file(pointer);
 }

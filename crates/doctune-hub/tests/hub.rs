@@ -232,7 +232,7 @@ fn pull_in_own_runtime(c: &HubClient, repo: &str) -> Result<doctune_hub::Pulled,
     out
 }
 
-/// The bytes hf-hub has committed in a partial download (the last 8 bytes of `*.sync.part`).
+/// The bytes a partial download holds (`blobs/<hash>.incomplete`, appended to as they arrive).
 fn committed(cache: &Path) -> u64 {
     fn find(dir: &Path) -> Option<PathBuf> {
         for e in std::fs::read_dir(dir).ok()?.flatten() {
@@ -241,15 +241,13 @@ fn committed(cache: &Path) -> u64 {
                 if let Some(f) = find(&p) {
                     return Some(f);
                 }
-            } else if p.to_string_lossy().ends_with(".sync.part") {
+            } else if p.to_string_lossy().ends_with(".incomplete") {
                 return Some(p);
             }
         }
         None
     }
-    let Some(part) = find(cache) else { return 0 };
-    let bytes = std::fs::read(part).unwrap();
-    u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().unwrap())
+    find(cache).map_or(0, |p| std::fs::metadata(p).unwrap().len())
 }
 
 #[test]
@@ -259,8 +257,8 @@ fn a_dropped_connection_fails_clearly_and_the_next_pull_resumes() {
     hub.set_drop("org/flaky", Some(("model.safetensors".into(), 2500)));
     let d = tempfile::tempdir().unwrap();
     let c = client(&hub, d.path(), None, 1024);
-    // hf-hub commits whole chunks as it collects them; a failure can be seen before the chunks
-    // that finished are committed, so try until some are (each try resumes the last).
+    // Bytes are kept as they arrive; try until some arrived before the break (each try resumes
+    // the last).
     let mut done = 0;
     for _ in 0..5 {
         let e = pull_in_own_runtime(&c, "org/flaky").unwrap_err();
@@ -347,6 +345,134 @@ async fn missing_repos_no_network_no_space_and_cancel() {
             .starts_with(&format!("cannot reach http://127.0.0.1:{closed}")),
         "{e}"
     );
+}
+
+/// Every path under `dir` (links not followed), for before/after comparisons.
+fn tree(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.insert(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hostile_hub_cannot_write_outside_the_cache() {
+    let hub = FakeHub::start();
+    let base = tempfile::tempdir().unwrap();
+    let cache = base.path().join("a/b/c/d/hub");
+    std::fs::create_dir_all(&cache).unwrap();
+    let outside = base.path().join("pwned");
+    let hostile = [
+        support::Hostile::ListingSha("../../../../../../pwned".into()),
+        support::Hostile::ListingSha(outside.display().to_string()),
+        support::Hostile::CommitHeader("../../../../../../pwned".into()),
+        support::Hostile::CommitHeader(outside.display().to_string()),
+        support::Hostile::Etag("../../../../../../pwned".into()),
+        support::Hostile::Etag(outside.display().to_string()),
+        support::Hostile::LongBody(1 << 20),
+        support::Hostile::RedirectTo("file:///etc/passwd".into()),
+    ];
+    for (i, h) in hostile.iter().enumerate() {
+        let id = format!("evil/m{i}");
+        hub.add_repo(
+            &id,
+            FakeRepo {
+                files: tiny_llama(1),
+                hostile: Some(h.clone()),
+                ..Default::default()
+            },
+        );
+        let before = tree(base.path());
+        let c = client(&hub, &cache, Some("hf_hostileSECRET"), 1 << 20);
+        let e = pull_in_own_runtime(&c, &id).unwrap_err();
+        // Neither the error nor anything written holds the token.
+        assert!(!format!("{e} {e:?} {c:?}").contains("SECRET"), "{e:?}");
+        assert!(
+            matches!(e, HubError::Untrusted { .. }),
+            "{h:?} was not refused as untrusted: {e}"
+        );
+        assert!(e.to_string().contains("cannot be trusted"), "{e}");
+        let after = tree(base.path());
+        let outside_cache: Vec<_> = after
+            .symmetric_difference(&before)
+            .filter(|p| !p.starts_with(&cache))
+            .collect();
+        assert!(
+            outside_cache.is_empty(),
+            "{h:?}: created, renamed or deleted outside hub/: {outside_cache:?}"
+        );
+        assert!(!outside.exists());
+        // Nothing in the cache is a link that leads out of it.
+        for p in tree(&cache) {
+            if let Ok(real) = p.canonicalize() {
+                assert!(real.starts_with(cache.canonicalize().unwrap()), "{p:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn endpoints_must_be_https_or_loopback_and_the_client_debug_hides_the_token() {
+    let d = tempfile::tempdir().unwrap();
+    let token = Sensitive::new("hf_debugSECRET".to_string());
+    for ok in [
+        "https://huggingface.co",
+        "https://mirror.example.org/hf",
+        "http://127.0.0.1:8080",
+        "http://localhost:9",
+        "http://[::1]:9",
+    ] {
+        let c = HubClient::new(Some(ok.into()), d.path(), Some(&token), 1024).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+        assert!(dbg.contains("has_token: true"), "{dbg}");
+    }
+    for bad in [
+        "http://huggingface.co",
+        "http://10.0.0.5:8080",
+        "ftp://huggingface.co",
+        "file:///tmp",
+        "https://user:pw@huggingface.co",
+        "not a url",
+    ] {
+        let e = HubClient::new(Some(bad.into()), d.path(), Some(&token), 1024).unwrap_err();
+        assert!(matches!(e, HubError::Endpoint { .. }), "{bad}: {e}");
+        assert!(e.to_string().starts_with("HF_ENDPOINT"), "{e}");
+        assert!(!e.to_string().contains("SECRET"));
+    }
+    let e = HubClient::new(Some("http://example.com".into()), d.path(), None, 1024).unwrap_err();
+    assert!(e.to_string().contains("use https://"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_repo_ids_and_revisions_are_refused_before_any_request() {
+    let hub = FakeHub::start();
+    hub.add_files("org/tiny", tiny_llama(1));
+    let d = tempfile::tempdir().unwrap();
+    let c = client(&hub, d.path(), None, 1 << 20);
+    for (repo, rev) in [
+        ("../x", "main"),
+        ("org/..", "main"),
+        ("/etc", "main"),
+        ("org/tiny", "../../x"),
+        ("org/tiny", "/abs"),
+        ("org/tiny", "a\\b"),
+    ] {
+        let e = c
+            .pull(repo, rev, &plenty, &NullSink, &CancelToken::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HubError::NotAModel { .. }), "{repo}@{rev}: {e}");
+    }
+    assert!(hub.log().is_empty(), "{:?}", hub.log());
 }
 
 // ---- folder validation ----

@@ -130,6 +130,23 @@ pub struct FakeRepo {
     pub corrupt: HashSet<String>,
     /// While set: serving this file breaks off the connection at this byte offset.
     pub drop_at: Option<(String, usize)>,
+    /// A hostile server: what it lies about.
+    pub hostile: Option<Hostile>,
+}
+
+/// The lies of a hostile or spoofed Hub, each aimed at a file name in the client's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hostile {
+    /// The listing's `sha` (the commit) is this (`../../x`, an absolute path, …).
+    ListingSha(String),
+    /// Every file's `X-Repo-Commit` header is this.
+    CommitHeader(String),
+    /// Every file's `ETag` (and `X-Linked-Etag`) is this.
+    Etag(String),
+    /// Each file's body is this many bytes longer than its listing says.
+    LongBody(usize),
+    /// Every file answer redirects here (absolute URL).
+    RedirectTo(String),
 }
 
 #[derive(Default)]
@@ -373,8 +390,12 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
                 v
             })
             .collect();
+        let sha = match &repo.hostile {
+            Some(Hostile::ListingSha(s)) => s.clone(),
+            _ => COMMIT.to_string(),
+        };
         let body = serde_json::to_vec(
-            &serde_json::json!({"id": repo_id, "sha": COMMIT, "siblings": siblings}),
+            &serde_json::json!({"id": repo_id, "sha": sha, "siblings": siblings}),
         )
         .unwrap();
         return respond(
@@ -396,6 +417,12 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     if repo.corrupt.contains(&file) {
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0xFF;
+    }
+    if let Some(Hostile::RedirectTo(to)) = &repo.hostile {
+        return respond(&mut conn, "302 Found", &[("location", to.clone())], b"");
+    }
+    if let Some(Hostile::LongBody(n)) = &repo.hostile {
+        bytes.extend(std::iter::repeat_n(b'x', *n));
     }
     let len = bytes.len();
     let (start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
@@ -426,6 +453,17 @@ fn handle(mut conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     if is_lfs(&file) {
         hdrs.push(("x-linked-etag", format!("\"{etag_value}\"")));
         hdrs.push(("x-linked-size", len.to_string()));
+    }
+    match &repo.hostile {
+        Some(Hostile::CommitHeader(c)) => hdrs[0].1 = c.clone(),
+        Some(Hostile::Etag(e)) => {
+            for h in hdrs.iter_mut() {
+                if h.0 == "etag" || h.0 == "x-linked-etag" {
+                    h.1 = format!("\"{e}\"");
+                }
+            }
+        }
+        _ => {}
     }
     let body = &bytes[start..=end];
     if let Some((f, at)) = &repo.drop_at {
