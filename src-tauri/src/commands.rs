@@ -2,6 +2,7 @@
 //! resolve what the UI named through `doctune-api`, call the use case, return its result or
 //! its `{ code, message }` error.
 
+use crate::grants::GrantedPath;
 use crate::AppState;
 use doctune_api::dataset::{self, AppDatasetRequest};
 use doctune_api::train::{self, AppTrainRequest};
@@ -34,14 +35,17 @@ pub fn open_project(state: State<'_, AppState>, id: String) -> Result<Project, A
     projects::open(&projects::dir_of(&state.home, &id)?)
 }
 
-/// What a drop on the window and the file dialog both end in: add these paths to project `id`.
+/// What a drop on the window and the file dialog both end in: add the granted files and folders
+/// (`grants`, ids from a drop or a dialog of this window) to project `id`.
 #[tauri::command]
-pub async fn add_documents(
+pub async fn add_documents<R: tauri::Runtime>(
+    window: tauri::Window<R>,
     state: State<'_, AppState>,
     id: String,
-    paths: Vec<PathBuf>,
+    grants: Vec<String>,
     on_event: Channel<JobEvent>,
 ) -> Result<AddReport, ApiError> {
+    let paths = state.grants.resolve(window.label(), &grants)?;
     let dir = projects::dir_of(&state.home, &id)?;
     let sink = move |e: JobEvent| {
         let _ = on_event.send(e);
@@ -52,21 +56,38 @@ pub async fn add_documents(
     .await
 }
 
-/// Opens the native file dialog; returns the chosen files (empty if the user cancelled).
+/// Opens the native file dialog; returns grants of the chosen files (empty if the user
+/// cancelled).
 #[tauri::command]
 pub async fn choose_documents<R: tauri::Runtime>(
-    app: tauri::AppHandle<R>,
-) -> Result<Vec<PathBuf>, ApiError> {
-    let picked = app
-        .dialog()
-        .file()
-        .set_title("Add documents to the project")
-        .blocking_pick_files()
-        .unwrap_or_default();
+    window: tauri::Window<R>,
+    state: State<'_, AppState>,
+) -> Result<Vec<GrantedPath>, ApiError> {
+    let picked = match test_choice() {
+        Some(p) => p,
+        None => window
+            .dialog()
+            .file()
+            .set_parent(&window)
+            .set_title("Add documents to the project")
+            .blocking_pick_files()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.into_path().ok())
+            .collect(),
+    };
     Ok(picked
         .into_iter()
-        .filter_map(|p| p.into_path().ok())
+        .map(|p| state.grants.grant(window.label(), p))
         .collect())
+}
+
+/// The e2e build's stand-in for a dialog's answer (see `e2e.rs`); none in every other build.
+fn test_choice() -> Option<Vec<PathBuf>> {
+    #[cfg(feature = "e2e")]
+    return crate::e2e::next_choice();
+    #[cfg(not(feature = "e2e"))]
+    None
 }
 
 #[tauri::command]
@@ -124,22 +145,37 @@ pub fn cancel_job(state: State<'_, AppState>, id: JobId) -> bool {
     state.jobs.cancel(&id)
 }
 
-/// Opens the native folder dialog; returns the chosen folder, if any.
+/// Opens the native folder dialog; returns a grant of the chosen folder, if any.
 #[tauri::command]
-pub async fn choose_model_folder<R: tauri::Runtime>(app: tauri::AppHandle<R>) -> Option<PathBuf> {
-    app.dialog()
-        .file()
-        .set_title("Import a model folder")
-        .blocking_pick_folder()
-        .and_then(|p| p.into_path().ok())
+pub async fn choose_model_folder<R: tauri::Runtime>(
+    window: tauri::Window<R>,
+    state: State<'_, AppState>,
+) -> Result<Option<GrantedPath>, ApiError> {
+    let picked = match test_choice() {
+        Some(p) => p.into_iter().next(),
+        None => window
+            .dialog()
+            .file()
+            .set_parent(&window)
+            .set_title("Import a model folder")
+            .blocking_pick_folder()
+            .and_then(|p| p.into_path().ok()),
+    };
+    Ok(picked.map(|p| state.grants.grant(window.label(), p)))
 }
 
+/// Imports the model folder behind `grant` (from `choose_model_folder` or a drop on this window).
 #[tauri::command]
-pub async fn import_model(
+pub async fn import_model<R: tauri::Runtime>(
+    window: tauri::Window<R>,
     state: State<'_, AppState>,
-    path: PathBuf,
+    grant: String,
     copy: bool,
 ) -> Result<ModelEntry, ApiError> {
+    let path = state
+        .grants
+        .resolve(window.label(), std::slice::from_ref(&grant))?
+        .remove(0);
     let home = state.home.clone();
     blocking(move || models::import(&home, &path, copy)).await
 }
@@ -152,7 +188,7 @@ pub fn start_generate(
     request: GenerateRequest,
     on_event: Channel<JobEvent>,
 ) -> Result<JobId, ApiError> {
-    generate::confine_to_library(&state.home, &request)?;
+    let request = generate::confine_to_library(&state.home, request)?;
     let (home, cache) = (state.home.clone(), state.models.clone());
     let sink = Arc::new(move |e: JobEvent| {
         let _ = on_event.send(e);

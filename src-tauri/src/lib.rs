@@ -1,12 +1,16 @@
 //! DocTune's desktop shell. It owns the window, the menu, the capability set and the managed
 //! state; every command in [`commands`] is a thin wrapper over `doctune-api`. There is no HTTP
-//! server and no dev server: the UI is embedded and served over Tauri's custom protocol.
+//! server and no dev server: the UI is embedded and served over Tauri's custom protocol. Paths
+//! the user drops or chooses are held in Rust as [`grants`]; the UI refers to them by id.
 
 pub mod commands;
+#[cfg(feature = "e2e")]
+pub mod e2e;
+pub mod grants;
 
 use doctune_api::{Home, Jobs, SecretStore};
 use std::sync::Arc;
-use tauri::Runtime;
+use tauri::{Manager, Runtime};
 
 /// What every command can reach.
 pub struct AppState {
@@ -20,6 +24,8 @@ pub struct AppState {
     /// Started with `--demo` (what `scripts/run` does with a display): the window starts the
     /// built-in demo and shows its run live.
     pub demo_at_launch: bool,
+    /// The files and folders each window's user dropped or chose.
+    pub grants: grants::Grants,
 }
 
 impl AppState {
@@ -32,6 +38,7 @@ impl AppState {
             secrets: Arc::new(doctune_api::Keychain),
             models: Default::default(),
             demo_at_launch: false,
+            grants: Default::default(),
         }
     }
 }
@@ -51,6 +58,24 @@ pub fn builder<R: Runtime>(state: AppState) -> tauri::Builder<R> {
         .plugin(tauri_plugin_dialog::init())
         .manage(state)
         .menu(tauri::menu::Menu::default)
+        .on_window_event(|window, event| match event {
+            // A drop is received here, in Rust: the paths become grants of this window and the
+            // UI is sent their ids (the UI's own drag-drop listener only draws the drop zone).
+            tauri::WindowEvent::DragDrop(tauri::DragDropEvent::Drop { paths, .. }) => {
+                let state = window.state::<AppState>();
+                grants::dropped(window, &state.grants, paths.clone());
+            }
+            tauri::WindowEvent::Destroyed => window
+                .state::<AppState>()
+                .grants
+                .forget_window(window.label()),
+            _ => {}
+        })
+        .setup(|_app| {
+            #[cfg(feature = "e2e")]
+            e2e::start(_app.handle());
+            Ok(())
+        })
         .invoke_handler(tauri::generate_handler![
             commands::list_projects,
             commands::create_project,

@@ -31,6 +31,7 @@ fn app(home: &std::path::Path) -> (tauri::App<MockRuntime>, tauri::WebviewWindow
         secrets: Arc::new(MemoryStore::default()),
         models: Default::default(),
         demo_at_launch: false,
+        grants: Default::default(),
     };
     let app = doctune_app::builder::<MockRuntime>(state)
         .build(doctune_app::context())
@@ -105,7 +106,12 @@ fn token_and_model_commands_over_ipc() {
     assert_eq!(invoke(&w, "list_models", json!({})).unwrap(), json!([]));
     let folder = d.path().join("tiny");
     support::write_folder(&folder, &support::tiny_llama(1));
-    let m = invoke(&w, "import_model", json!({"path": folder, "copy": false})).unwrap();
+    let m = invoke(
+        &w,
+        "import_model",
+        json!({"grant": grant(&w, &folder), "copy": false}),
+    )
+    .unwrap();
     assert_eq!(m["family"], "llama");
     assert_eq!(m["source"]["kind"], "local");
     assert_eq!(
@@ -119,7 +125,7 @@ fn token_and_model_commands_over_ipc() {
     let err = invoke(
         &w,
         "import_model",
-        json!({"path": d.path().join("missing"), "copy": false}),
+        json!({"grant": grant(&w, &d.path().join("missing")), "copy": false}),
     )
     .unwrap_err();
     assert!(
@@ -130,6 +136,77 @@ fn token_and_model_commands_over_ipc() {
         invoke(&w, "cancel_job", json!({"id": "pull-none"})).unwrap(),
         false
     );
+}
+
+/// What a drop on the window or a dialog does in Rust: the path becomes a grant of the window.
+fn grant(w: &tauri::WebviewWindow<MockRuntime>, path: &std::path::Path) -> String {
+    w.state::<AppState>()
+        .grants
+        .grant(w.label(), path.to_path_buf())
+        .id
+}
+
+#[test]
+fn paths_never_granted_are_refused_for_documents_and_model_import() {
+    let d = tempfile::tempdir().unwrap();
+    let (_app, w) = app(d.path());
+    invoke(&w, "create_project", json!({"name": "P"})).unwrap();
+    let secret = d.path().join("id_rsa");
+    std::fs::write(&secret, "PRIVATE KEY").unwrap();
+    // A compromised page names a path (or an id it made up) instead of a grant.
+    for bogus in [secret.display().to_string(), "0123456789abcdef".into()] {
+        let err = invoke(
+            &w,
+            "add_documents",
+            json!({"id": "p", "grants": [bogus], "onEvent": "__CHANNEL__:1"}),
+        )
+        .unwrap_err();
+        assert_eq!(err["code"], "outsideScope", "{err}");
+        let err = invoke(&w, "import_model", json!({"grant": bogus, "copy": true})).unwrap_err();
+        assert_eq!(err["code"], "outsideScope", "{err}");
+    }
+    // The old path argument is not accepted at all.
+    let err = invoke(
+        &w,
+        "add_documents",
+        json!({"id": "p", "paths": [secret], "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("grants"), "{err}");
+    let docs = d.path().join("projects/p/documents");
+    assert_eq!(
+        std::fs::read_dir(&docs).unwrap().count(),
+        0,
+        "nothing copied"
+    );
+    assert!(
+        !std::fs::read_to_string(d.path().join("projects/p/project.json"))
+            .unwrap()
+            .contains("id_rsa")
+    );
+
+    // A grant of another window is refused too; this window's grant works.
+    let other = w
+        .state::<AppState>()
+        .grants
+        .grant("other-window", secret.clone())
+        .id;
+    let err = invoke(
+        &w,
+        "add_documents",
+        json!({"id": "p", "grants": [other], "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "outsideScope", "{err}");
+    let notes = d.path().join("notes.md");
+    std::fs::write(&notes, "# Notes\n\nHello.\n").unwrap();
+    let report = invoke(
+        &w,
+        "add_documents",
+        json!({"id": "p", "grants": [grant(&w, &notes)], "onEvent": "__CHANNEL__:1"}),
+    )
+    .unwrap();
+    assert_eq!(report["added"].as_array().unwrap().len(), 1, "{report}");
 }
 
 #[test]
@@ -150,6 +227,28 @@ fn generate_takes_library_models_only() {
         .as_str()
         .unwrap()
         .contains("not a model of the library"));
+    // An adapter must be a run's or an export's inside DocTune's projects.
+    let model = d.path().join("tiny");
+    support::write_folder(&model, &support::tiny_llama(1));
+    let m = invoke(
+        &w,
+        "import_model",
+        json!({"grant": grant(&w, &model), "copy": false}),
+    )
+    .unwrap();
+    for adapter in [
+        d.path().join("elsewhere").display().to_string(),
+        "../elsewhere".to_string(),
+        d.path().join("projects").display().to_string(),
+    ] {
+        let err = invoke(
+            &w,
+            "start_generate",
+            json!({"request": {"model": m["id"], "adapter": adapter, "prompt": "Hi"}, "onEvent": "__CHANNEL__:1"}),
+        )
+        .unwrap_err();
+        assert_eq!(err["code"], "outsideScope", "{adapter}: {err}");
+    }
 }
 
 #[test]

@@ -23,6 +23,7 @@ const FAKE_HUB = process.env.FAKE_HUB ?? "";
 let driver;
 let browser;
 let work;
+let INBOX;
 let fakeHub;
 
 async function waitForPort(port, ms) {
@@ -46,17 +47,56 @@ async function shot(name) {
   await browser.saveScreenshot(path.join(ARTIFACTS, `${name}.png`));
 }
 
-/** Calls the function a real drop on the window calls, and waits for its report. */
+let inboxSeq = 0;
+/**
+ * Hands the app a user action WebDriver cannot perform (src-tauri/src/e2e.rs, built with the
+ * `e2e` feature): a drop on the window, or the answer of the next native dialog.
+ */
+async function userAction(action) {
+  const name = path.join(INBOX, `${String(++inboxSeq).padStart(6, "0")}.json`);
+  fs.writeFileSync(`${name}.tmp`, JSON.stringify(action));
+  fs.renameSync(`${name}.tmp`, name);
+  // Taken in by the app (a dialog's answer must be queued before the button opens the dialog).
+  await browser.waitUntil(async () => !fs.existsSync(name), {
+    timeout: 10_000,
+    timeoutMsg: `the app did not take ${name}`,
+  });
+}
+
+/** How many times the window's counter `name` has moved (adds or imports finished). */
+const counter = (name) => browser.execute((n) => {
+  const v = window[n];
+  return Array.isArray(v) ? v.length : (v ?? 0);
+}, name);
+
+/** Drops `paths` on the window (received in Rust as a real drop is) and waits for the report. */
 async function dropPaths(paths) {
-  return browser.executeAsync((p, done) => {
-    window.__doctuneAddPaths(p).then(done, (e) => done({ thrown: String(e) }));
-  }, paths);
+  const before = await counter("__doctuneAddReports");
+  await userAction({ drop: paths });
+  await browser.waitUntil(async () => (await counter("__doctuneAddReports")) > before, {
+    timeout: 20_000,
+    timeoutMsg: `no add report after dropping ${paths.join(", ")}`,
+  });
+  return browser.execute(() => window.__doctuneAddReports.at(-1));
+}
+
+/** Chooses `dir` in the model-folder dialog the Import button opens, and waits for the import. */
+async function importFolder(dir) {
+  const before = await counter("__doctuneImports");
+  await userAction({ choose: [dir] });
+  await browser.$('[data-testid="import"]').click();
+  await browser.waitUntil(async () => (await counter("__doctuneImports")) > before, {
+    timeout: 20_000,
+    timeoutMsg: `no import finished for ${dir}`,
+  });
 }
 
 before(async () => {
   assert.ok(fs.existsSync(APP), `DOCTUNE_APP must point at the built app (got ${APP})`);
   work = fs.mkdtempSync(path.join(os.tmpdir(), "doctune-e2e-"));
   const home = path.join(work, "doctune-home");
+  INBOX = path.join(work, "inbox");
+  fs.mkdirSync(INBOX);
   // The loopback test Hub (crates/doctune-hub/tests/support): its endpoint is its first line.
   assert.ok(fs.existsSync(FAKE_HUB), `FAKE_HUB must point at the fake-hub example (got ${FAKE_HUB})`);
   fakeHub = spawn(FAKE_HUB, [], { stdio: ["pipe", "pipe", "inherit"] });
@@ -65,7 +105,7 @@ before(async () => {
     fakeHub.once("error", reject);
   });
   driver = spawn(DRIVER, ["--port", String(PORT)], {
-    env: { ...process.env, DOCTUNE_HOME: home, HF_ENDPOINT: endpoint },
+    env: { ...process.env, DOCTUNE_HOME: home, HF_ENDPOINT: endpoint, DOCTUNE_E2E_INBOX: INBOX },
     stdio: ["ignore", "inherit", "inherit"],
   });
   const exited = new Promise((_, reject) => {
@@ -188,6 +228,14 @@ describe("DocTune window", () => {
     assert.match(await browser.$('[data-testid="status"]').getText(), /3 files could not be added/);
     // Still two documents: nothing of the bad paths was copied.
     assert.equal((await documentRows()).length, 2);
+    // The page itself cannot name a file: a path instead of a grant is refused.
+    const refused = await browser.executeAsync((p, done) => {
+      window.__TAURI_INTERNALS__.invoke("import_model", { grant: p, copy: true }).then(
+        () => done({ code: "accepted" }),
+        (e) => done(e),
+      );
+    }, path.join(work, "secret.txt"));
+    assert.equal(refused.code, "outsideScope", JSON.stringify(refused));
     await shot("04-bad-paths");
   });
 
@@ -226,9 +274,7 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="models-view"]').waitForDisplayed({ timeout: 10_000 });
     const dir = path.join(work, "tiny-model");
     writeTinyModel(dir);
-    await browser.executeAsync((p, done) => {
-      window.__doctuneImportModel(p).then(done, done);
-    }, dir);
+    await importFolder(dir);
     const row = await browser.$('[data-testid="model-row"]');
     await row.waitForDisplayed({ timeout: 10_000 });
     const cells = await row.$$("td").map((c) => c.getText());
@@ -238,9 +284,7 @@ describe("DocTune window", () => {
     fs.mkdirSync(pickle);
     fs.writeFileSync(path.join(pickle, "config.json"), JSON.stringify({ architectures: ["LlamaForCausalLM"] }));
     fs.writeFileSync(path.join(pickle, "pytorch_model.bin"), "\x80\x02");
-    await browser.executeAsync((p, done) => {
-      window.__doctuneImportModel(p).then(done, done);
-    }, pickle);
+    await importFolder(pickle);
     const err = await browser.$('[data-testid="models-error"]');
     await err.waitForDisplayed({ timeout: 10_000 });
     assert.match(await err.getText(), /has only PyTorch pickle weights \(pytorch_model\.bin\)/);
@@ -270,9 +314,7 @@ describe("DocTune window", () => {
     // A tiny random Qwen3 (crates/doctune-models/tests/fixtures): real tokenizer and template.
     const fixture = path.resolve(import.meta.dirname, "../../crates/doctune-models/tests/fixtures/qwen3");
     await browser.$('[data-testid="nav-models"]').click();
-    await browser.executeAsync((p, done) => {
-      window.__doctuneImportModel(p).then(done, done);
-    }, fixture);
+    await importFolder(fixture);
     await browser.$('[data-testid="nav-playground"]').click();
     await browser.$('[data-testid="playground-view"]').waitForDisplayed({ timeout: 10_000 });
     await browser.$('[data-testid="playground-model"]').selectByVisibleText("qwen3 · Qwen3");

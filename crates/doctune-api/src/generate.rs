@@ -86,14 +86,41 @@ pub fn device(name: Option<&str>) -> Result<Device, ApiError> {
 }
 
 /// What the app's UI may ask for: a model of the library (by id, not an arbitrary folder) and an
-/// adapter inside DocTune's home (a run's adapter), resolved through a [`Scope`] on the home.
-/// The CLI, run by the user, may name any folder.
-pub fn confine_to_library(home: &Home, req: &GenerateRequest) -> Result<(), ApiError> {
+/// adapter that is a run's or an export's inside DocTune's home
+/// (`projects/<project>/runs|exports/<id>/…`), resolved through a [`Scope`] on the projects
+/// folder. The request comes back with the adapter as the absolute path that was checked, so it
+/// is loaded exactly as checked (not relative to the working folder). The CLI, run by the user,
+/// may name any folder.
+pub fn confine_to_library(
+    home: &Home,
+    mut req: GenerateRequest,
+) -> Result<GenerateRequest, ApiError> {
     models::require_in_library(home, &req.model)?;
     if let Some(a) = &req.adapter {
-        doctune_core::Scope::new(home.root())?.resolve(a)?;
+        let outside = || {
+            ApiError::new(
+                Code::OutsideScope,
+                format!("{a}: not a run's or an export's adapter folder inside DocTune's projects"),
+            )
+        };
+        let projects = home.projects_dir();
+        if !projects.is_dir() {
+            return Err(outside());
+        }
+        let scope = doctune_core::Scope::new(&projects)?;
+        // Relative adapter paths are relative to the projects folder, as the scope resolves them.
+        let resolved = scope.resolve(a)?;
+        let rel = resolved.strip_prefix(scope.root()).unwrap_or(&resolved);
+        let parts: Vec<_> = rel.components().map(|c| c.as_os_str().to_owned()).collect();
+        let area_ok = parts.len() >= 3
+            && (parts[1] == doctune_core::Area::Runs.dir_name()
+                || parts[1] == doctune_core::Area::Exports.dir_name());
+        if !area_ok || !resolved.join("adapter_config.json").is_file() {
+            return Err(outside());
+        }
+        req.adapter = Some(resolved.display().to_string());
     }
-    Ok(())
+    Ok(req)
 }
 
 impl ModelCache {

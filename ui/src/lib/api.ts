@@ -151,17 +151,30 @@ export function asApiError(e: unknown): ApiError {
 export const listProjects = () => invoke<ProjectSummary[]>("list_projects");
 export const createProject = (name: string) => invoke<ProjectSummary>("create_project", { name });
 export const openProject = (id: string) => invoke<Project>("open_project", { id });
-export const chooseDocuments = () => invoke<string[]>("choose_documents");
+/**
+ * A file or folder the user dropped on the window or chose in a dialog, as Rust granted it: the
+ * UI passes the id back; it never sends a path of its own.
+ */
+export interface GrantedPath {
+  id: string;
+  /** The path as the user chose it, to show. */
+  name: string;
+}
+
+/** The event a drop on the window ends in: the dropped paths' grants. */
+export const DROPPED_EVENT = "doctune://dropped";
+
+export const chooseDocuments = () => invoke<GrantedPath[]>("choose_documents");
 export const doctor = () => invoke<DoctorReport>("doctor");
 
 export function addDocuments(
   id: string,
-  paths: string[],
+  grants: string[],
   onEvent: (e: JobEvent) => void,
 ): Promise<AddReport> {
   const channel = new Channel<JobEvent>();
   channel.onmessage = onEvent;
-  return invoke<AddReport>("add_documents", { id, paths, onEvent: channel });
+  return invoke<AddReport>("add_documents", { id, grants, onEvent: channel });
 }
 
 export interface TokenStatus {
@@ -195,9 +208,9 @@ export const deleteToken = () => invoke<void>("delete_token");
 export const testToken = () => invoke<string>("test_token");
 export const listModels = () => invoke<ModelEntry[]>("list_models");
 export const cancelJob = (id: string) => invoke<boolean>("cancel_job", { id });
-export const chooseModelFolder = () => invoke<string | null>("choose_model_folder");
-export const importModel = (path: string, copy: boolean) =>
-  invoke<ModelEntry>("import_model", { path, copy });
+export const chooseModelFolder = () => invoke<GrantedPath | null>("choose_model_folder");
+export const importModel = (grant: string, copy: boolean) =>
+  invoke<ModelEntry>("import_model", { grant, copy });
 
 /** Starts a pull; returns the job id. Events end with finished, failed or cancelled. */
 export function startPull(
