@@ -2,8 +2,11 @@
 //! case as the desktop app; `--json` prints machine-readable output (camelCase, the API's own
 //! types); any error exits non-zero with one line that names the file and the problem.
 //!
-//! `args.rs` is the grammar, `print.rs` what people see; this file only dispatches.
+//! `args.rs` is the grammar, `print.rs` what people see, `term.rs` keeps what a file controls
+//! from acting on the terminal; this file only dispatches.
 
+#[macro_use]
+mod term;
 mod args;
 mod print;
 

@@ -245,7 +245,7 @@ pub fn ingest_report(report: &IngestReport) {
                 } else {
                     "warnings"
                 },
-                r.path,
+                crate::term::value(&r.path),
                 r.format.label(),
                 if r.pages > 0 {
                     format!("{} pages, ", r.pages)
@@ -260,7 +260,7 @@ pub fn ingest_report(report: &IngestReport) {
         }
     }
     for group in &report.duplicate_texts {
-        println!("same text: {}", group.join(", "));
+        println!("same text: {}", crate::term::value(&group.join(", ")));
     }
     if report.repeated_paragraphs > 0 {
         println!(
@@ -298,7 +298,7 @@ pub fn add_failures(report: &AddReport) -> bool {
 pub fn model(m: &ModelEntry) {
     println!(
         "{:<36} {:<8} {:>7}M params {:<5} {:>10}  {}",
-        m.name,
+        crate::term::value(&m.name),
         m.family_label,
         m.parameters / 1_000_000,
         m.dtype,
@@ -311,7 +311,7 @@ pub fn add_report(r: &AddReport) {
     for d in &r.added {
         println!(
             "added      {} ({}, {}, sha256 {})",
-            d.name,
+            crate::term::value(&d.name),
             d.format.label(),
             human_bytes(d.size_bytes),
             &d.sha256[..12]
@@ -323,7 +323,8 @@ pub fn add_report(r: &AddReport) {
     for d in &r.duplicates {
         println!(
             "duplicate  {}: same content as {}, not copied again",
-            d.path, d.existing
+            crate::term::value(&d.path),
+            crate::term::value(&d.existing)
         );
     }
     if r.skipped_hidden > 0 {

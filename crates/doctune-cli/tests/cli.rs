@@ -83,6 +83,56 @@ fn errors_exit_non_zero_with_one_line_naming_the_file() {
 }
 
 #[test]
+fn control_characters_from_file_names_never_reach_the_terminal() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    doctune(&home, &["project", "new", "p"]);
+    // A title-changing OSC sequence, a C1 control and a bidi override in one file name.
+    let f = d
+        .path()
+        .join("report\u{1b}]0;pwned\u{7}\u{9b}2J\u{202e}txt.md");
+    std::fs::write(&f, "# Notes\n\nHello.\n").unwrap();
+    let missing = d.path().join("gone\u{1b}[31m.pdf");
+    for args in [
+        vec!["add", "--project", "p", f.to_str().unwrap()],
+        vec![
+            "add",
+            "--project",
+            "p",
+            f.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        ],
+        vec!["ingest", "--project", "p"],
+        vec!["project", "show", "p"],
+    ] {
+        let o = doctune(&home, &args);
+        for (stream, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(
+                !text.contains(['\u{1b}', '\u{7}', '\u{9b}', '\u{202e}']),
+                "{args:?} {stream}: {text:?}"
+            );
+        }
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if args.len() == 5 {
+            // The file's path is shown, escaped (the second add: a duplicate and a missing file).
+            assert!(all.contains("\\u001b"), "{args:?}: {all}");
+        }
+    }
+    // --json keeps the name exact, as JSON escapes.
+    let o = doctune(&home, &["--json", "project", "show", "p"]);
+    assert!(!o.stdout.contains(&0x1b));
+    let v = json(&o);
+    assert!(v["documents"][0]["source"]
+        .as_str()
+        .is_some_and(|p| p.contains('\u{1b}')));
+}
+
+#[test]
 fn doctor_prints_every_reading() {
     let d = tempfile::tempdir().unwrap();
     let o = doctune(d.path(), &["doctor"]);
