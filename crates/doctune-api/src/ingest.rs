@@ -8,7 +8,7 @@ use crate::lock::DirLock;
 use crate::project_file;
 pub use crate::project_file::{ExtractStatus, Extraction};
 use crate::ApiError;
-use doctune_core::{write_json_atomic, Area, CancelToken, Code, JobEvent, ProgressSink, Scope};
+use doctune_core::{Area, CancelToken, Code, JobEvent, ProgressSink, Scope};
 use doctune_ingest::{Document, Format, EXTRACTOR_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -161,8 +161,7 @@ pub fn ingest(
                     ) {
                         Ok(doc) => {
                             let cache = cache_path(&scope, sha)?;
-                            write_json_atomic(&cache, &serde_json::json!({"extractor": EXTRACTOR_VERSION, "document": &doc}))
-                                .map_err(|e| ApiError::io(&cache, "cannot write", &e))?;
+                            write_cache(&cache, &doc)?;
                             (summary(&doc), doc.format, false)
                         }
                         Err(doctune_ingest::IngestError::Cancelled) => {
@@ -307,4 +306,26 @@ pub fn add_and_ingest(
         .collect();
     let ingested = ingest(project_dir, Some(&only), limits, sink, cancel)?;
     Ok(AddAndIngestReport { added, ingested })
+}
+
+/// Free space kept on the disk beyond a cache file, so extraction never fills it to the last byte.
+const CACHE_RESERVE_BYTES: u64 = 16 << 20;
+
+/// Writes a document's cache file atomically, after checking the disk has room for it (see
+/// [`doctune_core::space`]): a full disk stops the extraction with `noSpace` and leaves the
+/// cache and `project.json` as they were.
+fn write_cache(cache: &Path, doc: &doctune_ingest::Document) -> Result<(), ApiError> {
+    let mut bytes = serde_json::to_vec_pretty(
+        &serde_json::json!({"extractor": EXTRACTOR_VERSION, "document": doc}),
+    )
+    .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+    bytes.push(b'\n');
+    let dir = cache.parent().unwrap_or(cache);
+    doctune_core::space::ensure_room(
+        dir,
+        bytes.len() as u64 + CACHE_RESERVE_BYTES,
+        "the text cache",
+    )
+    .and_then(|()| doctune_core::write_atomic(cache, &bytes))
+    .map_err(|e| ApiError::io(cache, "cannot write", &e))
 }

@@ -491,6 +491,16 @@ pub fn build(
             dest.display()
         )));
     }
+    // About 8 bytes a token as JSON (ids and mask) and some per example, checked against the
+    // disk first (see doctune_core::space); a write that still runs out of space removes the
+    // staged folder, so no half dataset is ever left.
+    let estimate: u64 = built
+        .iter()
+        .map(|b| b.record.ids.len() as u64 * 8 + 256)
+        .sum::<u64>()
+        + (1 << 20);
+    doctune_core::space::ensure_room(datasets_dir, estimate, "the dataset")
+        .map_err(io(datasets_dir))?;
     let tmp = StagedDir::new_in(datasets_dir, id).map_err(io(datasets_dir))?;
     let staged = DatasetDir::at(tmp.path());
     let train_path = staged.split_path(Split::Train);

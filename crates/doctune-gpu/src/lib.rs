@@ -139,9 +139,16 @@ pub fn system_info() -> SystemInfo {
     }
 }
 
-/// Free bytes on the filesystem that holds `path` (the mount point with the longest matching
-/// prefix), or `None` if it cannot be told.
+/// Free bytes on the filesystem that holds `path`: `statvfs` where the system has it
+/// ([`doctune_core::space::free_bytes`]), else the mount point with the longest matching prefix
+/// in the system's disk list; `None` if it cannot be told.
 pub fn free_disk_bytes(path: &Path) -> Option<u64> {
+    if doctune_core::space::assume_unknown() {
+        return None;
+    }
+    if let Some(free) = doctune_core::space::free_bytes(path) {
+        return Some(free);
+    }
     let path = path.canonicalize().ok()?;
     let disks = sysinfo::Disks::new_with_refreshed_list();
     disks
@@ -187,6 +194,10 @@ mod tests {
         if let Some(free) = free_disk_bytes(d.path()) {
             assert!(free > 0);
         }
-        assert_eq!(free_disk_bytes(&d.path().join("missing")), None);
+        // A folder not made yet: the free space of the disk it will be made on.
+        assert_eq!(
+            free_disk_bytes(&d.path().join("missing")).is_some(),
+            free_disk_bytes(d.path()).is_some()
+        );
     }
 }

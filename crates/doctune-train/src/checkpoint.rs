@@ -48,6 +48,16 @@ pub(crate) fn write(
     if dest.exists() {
         return Ok(dest);
     }
+    // The trained weights and the optimiser's two moments, checked against the disk first
+    // (see doctune_core::space); a checkpoint that still runs out of space is removed whole and
+    // the previous one stays the newest.
+    let var_bytes: u64 = opt
+        .vars()
+        .iter()
+        .map(|(_, v)| (v.elem_count() * v.dtype().size_in_bytes()) as u64)
+        .sum();
+    doctune_core::space::ensure_room(&dir, 3 * var_bytes + (1 << 20), "the checkpoint")
+        .map_err(io(&dir))?;
     let tmp = StagedDir::new_in(&dir, &name).map_err(io(&dir))?;
     let weights: Vec<(String, Tensor)> = opt
         .vars()

@@ -143,9 +143,11 @@ pub fn train(
     // leaves nothing behind.
     let run_dir = RunDir::at(&dir);
     let mut runner = Runner::open(run_dir.clone(), cfg)?;
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let run_path = run_dir.run_file();
-    doctune_core::write_json_atomic(&run_path, &run).map_err(io(&run_path))?;
+    // The folder appears with its run.json or not at all (a full disk leaves nothing behind).
+    let staged = doctune_core::StagedDir::new_in(runs_dir, id).map_err(io(runs_dir))?;
+    let staged_run = RunDir::at(staged.path()).run_file();
+    doctune_core::write_json_atomic(&staged_run, &run).map_err(io(&staged_run))?;
+    staged.commit(id).map_err(io(&dir))?;
     runner.run(sink, cancel)
 }
 
