@@ -125,6 +125,9 @@ fn f64_list(v: Option<&Value>) -> Option<Vec<f64>> {
 const MAX_DIM: usize = 1 << 20;
 const MAX_LAYERS: usize = 1024;
 const MAX_VOCAB: usize = 1 << 22;
+const MAX_HEADS: usize = 1024;
+const MAX_HEAD_DIM: usize = 2048;
+const MAX_POSITIONS: usize = 1 << 24;
 
 impl ModelConfig {
     /// Reads `config.json` (the path is for error messages).
@@ -154,6 +157,14 @@ impl ModelConfig {
         let num_layers = usize_of(cfg, "num_hidden_layers", path)?;
         let vocab_size = usize_of(cfg, "vocab_size", path)?;
         let intermediate_size = usize_of(cfg, "intermediate_size", path)?;
+        if !(1..=MAX_HEADS).contains(&num_heads) {
+            return Err(err(
+                path,
+                format!(
+                    "`num_attention_heads` is {num_heads}; it must be between 1 and {MAX_HEADS}"
+                ),
+            ));
+        }
         let head_dim = opt_usize(cfg, "head_dim")
             .filter(|&d| d > 0)
             .unwrap_or(hidden_size / num_heads);
@@ -320,7 +331,7 @@ impl ModelConfig {
         .powf(-0.5);
         let tie_default = matches!(family, Family::Gemma2 | Family::Qwen2);
 
-        Ok(ModelConfig {
+        let config = ModelConfig {
             family,
             architecture,
             vocab_size,
@@ -355,7 +366,159 @@ impl ModelConfig {
                 None
             },
             fused_projections: family == Family::Phi3,
-        })
+        };
+        config.check_ranges(path)?;
+        Ok(config)
+    }
+
+    /// Every dimension, ratio and count in a sane range and consistent, checked before anything
+    /// is allocated from them; the error names the field. (A config can pass the weight-shape
+    /// checks and still carry a `partial_rotary_factor` of 1e30 or a NaN epsilon.)
+    fn check_ranges(&self, path: &Path) -> Result<(), ModelError> {
+        let bad = |field: &str, value: String, want: &str| {
+            Err(err(
+                path,
+                format!("`{field}` is {value}; it must be {want}"),
+            ))
+        };
+        for (field, v, max) in [
+            ("hidden_size", self.hidden_size, MAX_DIM),
+            ("intermediate_size", self.intermediate_size, MAX_DIM),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+        ] {
+            if v == 0 || v > max {
+                return bad(field, v.to_string(), &format!("between 1 and {max}"));
+            }
+        }
+        if self.num_kv_heads > self.num_heads {
+            return bad(
+                "num_key_value_heads",
+                self.num_kv_heads.to_string(),
+                "at most num_attention_heads",
+            );
+        }
+        if !matches!(self.num_heads.checked_mul(self.head_dim), Some(n) if n <= MAX_DIM) {
+            return bad(
+                "head_dim",
+                self.head_dim.to_string(),
+                &format!("such that num_attention_heads × head_dim ≤ {MAX_DIM}"),
+            );
+        }
+        let prf = self.partial_rotary_factor;
+        if !(prf.is_finite() && prf > 0.0 && prf <= 1.0) {
+            return bad("partial_rotary_factor", prf.to_string(), "in (0, 1]");
+        }
+        if self.rotary_dim() < 2 {
+            return bad(
+                "partial_rotary_factor",
+                prf.to_string(),
+                "large enough to rotate at least 2 dimensions of head_dim",
+            );
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0 && self.rope_theta <= 1e12) {
+            return bad("rope_theta", self.rope_theta.to_string(), "in (1, 1e12]");
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return bad("rms_norm_eps", self.rms_norm_eps.to_string(), "in (0, 1)");
+        }
+        if !(self.attn_scale.is_finite() && self.attn_scale > 0.0) {
+            return bad(
+                "query_pre_attn_scalar",
+                self.attn_scale.to_string(),
+                "positive (the attention scale is its inverse square root)",
+            );
+        }
+        for (field, cap) in [
+            ("attn_logit_softcapping", self.attn_logit_softcapping),
+            ("final_logit_softcapping", self.final_logit_softcapping),
+        ] {
+            if let Some(c) = cap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+                return bad(field, c.to_string(), "positive");
+            }
+        }
+        if let Some(w) = self
+            .layer_windows
+            .iter()
+            .flatten()
+            .find(|&&w| w > MAX_POSITIONS)
+        {
+            return bad(
+                "sliding_window",
+                w.to_string(),
+                &format!("at most {MAX_POSITIONS}"),
+            );
+        }
+        let factor_ok = |f: f64| f.is_finite() && f > 0.0 && f <= 1e6;
+        let factors: Vec<(&str, f64)> = match &self.rope_scaling {
+            RopeScaling::Default => vec![],
+            RopeScaling::Linear { factor } => vec![("rope_scaling.factor", *factor)],
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let o = *original_max_position_embeddings;
+                if !(o.is_finite() && o >= 1.0 && o <= MAX_POSITIONS as f64) {
+                    return bad(
+                        "rope_scaling.original_max_position_embeddings",
+                        o.to_string(),
+                        &format!("between 1 and {MAX_POSITIONS}"),
+                    );
+                }
+                vec![
+                    ("rope_scaling.factor", *factor),
+                    ("rope_scaling.low_freq_factor", *low_freq_factor),
+                    ("rope_scaling.high_freq_factor", *high_freq_factor),
+                ]
+            }
+            RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                original_max_position_embeddings,
+                attention_factor,
+            } => {
+                let o = *original_max_position_embeddings;
+                if o == 0 || o > MAX_POSITIONS {
+                    return bad(
+                        "rope_scaling.original_max_position_embeddings",
+                        o.to_string(),
+                        &format!("between 1 and {MAX_POSITIONS}"),
+                    );
+                }
+                short_factor
+                    .iter()
+                    .map(|&f| ("rope_scaling.short_factor", f))
+                    .chain(long_factor.iter().map(|&f| ("rope_scaling.long_factor", f)))
+                    .chain([("rope_scaling.attention_factor", *attention_factor)])
+                    .collect()
+            }
+        };
+        if let Some((field, f)) = factors.into_iter().find(|&(_, f)| !factor_ok(f)) {
+            return bad(field, f.to_string(), "a positive, finite number up to 1e6");
+        }
+        if let RopeScaling::Llama3 {
+            low_freq_factor,
+            high_freq_factor,
+            ..
+        } = &self.rope_scaling
+        {
+            if high_freq_factor <= low_freq_factor {
+                return bad(
+                    "rope_scaling.high_freq_factor",
+                    high_freq_factor.to_string(),
+                    "greater than low_freq_factor",
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Reads and parses `dir/config.json`.
@@ -437,6 +600,69 @@ mod tests {
             e.contains("LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn absurd_values_are_refused_by_field_before_anything_is_allocated() {
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "partial_rotary_factor",
+                json!(1e30),
+                "`partial_rotary_factor` is 1000000000000000000000000000000; it must be in (0, 1]",
+            ),
+            (
+                "partial_rotary_factor",
+                json!(-0.5),
+                "`partial_rotary_factor`",
+            ),
+            (
+                "partial_rotary_factor",
+                json!(0.001),
+                "at least 2 dimensions",
+            ),
+            ("head_dim", json!(1u64 << 40), "`head_dim`"),
+            ("num_attention_heads", json!(0), "`num_attention_heads`"),
+            (
+                "num_attention_heads",
+                json!(1u64 << 33),
+                "`num_attention_heads`",
+            ),
+            ("num_key_value_heads", json!(8), "num_key_value_heads"),
+            ("rope_theta", json!(-1.0), "`rope_theta`"),
+            ("rms_norm_eps", json!(0.0), "`rms_norm_eps`"),
+            (
+                "max_position_embeddings",
+                json!(1u64 << 40),
+                "`max_position_embeddings`",
+            ),
+            ("vocab_size", json!(0), "`vocab_size`"),
+            ("num_hidden_layers", json!(0), "`num_hidden_layers`"),
+        ];
+        for (field, value, want) in cases {
+            let mut v = base();
+            v[field] = value.clone();
+            let e = parse(v).expect_err(field).to_string();
+            assert!(e.contains(want), "{field} = {value}: {e}");
+        }
+        let mut v = base();
+        v["num_attention_heads"] = json!(1024);
+        v["head_dim"] = json!(2048);
+        assert!(parse(v)
+            .unwrap_err()
+            .to_string()
+            .contains("num_attention_heads × head_dim"));
+        let mut v = base();
+        v["rope_scaling"] = json!({"rope_type": "linear", "factor": f64::MAX});
+        assert!(parse(v)
+            .unwrap_err()
+            .to_string()
+            .contains("rope_scaling.factor"));
+        let mut v = base();
+        v["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0, "original_max_position_embeddings": 8192});
+        assert!(parse(v)
+            .unwrap_err()
+            .to_string()
+            .contains("high_freq_factor"));
     }
 
     #[test]
