@@ -2,6 +2,12 @@
 //! transformers' `apply_chat_template` configures Jinja2 (`trim_blocks`, `lstrip_blocks`, loop
 //! controls, `raise_exception`, `strftime_now`, a `tojson` that prints as `json.dumps` does, and
 //! Python's string/dict methods through minijinja-contrib's pycompat).
+//!
+//! A template comes from a model's files, so it is bounded like any other input: each render has
+//! [`TEMPLATE_FUEL`] instructions (nested loops that never end stop there) and may write at most
+//! [`MAX_RENDERED_EXTRA_BYTES`] plus [`RENDERED_BYTES_PER_INPUT_BYTE`] × the conversation's
+//! bytes (a template that writes far more than its input stops there), each with an error that
+//! says so.
 
 use crate::{Result, TokenizerError};
 use minijinja::value::Kwargs;
@@ -50,11 +56,40 @@ impl std::fmt::Debug for ChatTemplate {
 
 const NAME: &str = "chat";
 
+/// minijinja instructions one render may run: real templates need a few hundred per message.
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+/// Rendered bytes a template may add to any conversation (system prompts, tool schemas, dates).
+pub const MAX_RENDERED_EXTRA_BYTES: usize = 1 << 20;
+/// Rendered bytes a template may write per byte of the conversation's messages.
+pub const RENDERED_BYTES_PER_INPUT_BYTE: usize = 8;
+
+/// A writer that refuses to grow past its cap.
+struct Capped {
+    buf: Vec<u8>,
+    cap: usize,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + b.len() > self.cap {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the rendered size cap"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl ChatTemplate {
     pub(crate) fn new(source: &str, specials: Specials) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
             Err(Error::new(ErrorKind::InvalidOperation, msg))
@@ -99,23 +134,49 @@ impl ChatTemplate {
             .get_template(NAME)
             .map_err(|e| TokenizerError::Template(e.to_string()))?;
         let s = &self.specials;
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => s.bos_token.clone().unwrap_or_default(),
-            eos_token => s.eos_token.clone().unwrap_or_default(),
-            pad_token => s.pad_token.clone().unwrap_or_default(),
-            unk_token => s.unk_token.clone().unwrap_or_default(),
-        })
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            if let Some(detail) = e.detail() {
-                if !msg.contains(detail) {
-                    msg = format!("{msg}: {detail}");
+        let input: usize = messages
+            .iter()
+            .map(|m| m.content.len() + m.role.len())
+            .sum();
+        let mut out = Capped {
+            buf: Vec::new(),
+            cap: MAX_RENDERED_EXTRA_BYTES
+                .saturating_add(input.saturating_mul(RENDERED_BYTES_PER_INPUT_BYTE)),
+            overflowed: false,
+        };
+        let rendered = tmpl.render_captured_to(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => s.bos_token.clone().unwrap_or_default(),
+                eos_token => s.eos_token.clone().unwrap_or_default(),
+                pad_token => s.pad_token.clone().unwrap_or_default(),
+                unk_token => s.unk_token.clone().unwrap_or_default(),
+            },
+            &mut out,
+        );
+        if out.overflowed {
+            return Err(TokenizerError::Template(format!(
+                "this model's chat template did not finish within its budget: it wrote more than {} bytes for a conversation of {input}",
+                out.cap
+            )));
+        }
+        match rendered {
+            Ok(_) => String::from_utf8(out.buf)
+                .map_err(|e| TokenizerError::Template(format!("rendered text is not UTF-8: {e}"))),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(TokenizerError::Template(format!(
+                "this model's chat template did not finish within its budget of {TEMPLATE_FUEL} steps; it may loop without end"
+            ))),
+            Err(e) => {
+                let mut msg = e.to_string();
+                if let Some(detail) = e.detail() {
+                    if !msg.contains(detail) {
+                        msg = format!("{msg}: {detail}");
+                    }
                 }
+                Err(TokenizerError::Template(msg))
             }
-            TokenizerError::Template(msg)
-        })
+        }
     }
 
     /// The marker the template closes an assistant turn with (`<|eot_id|>`, `<|im_end|>`,
@@ -253,6 +314,36 @@ mod tests {
     use super::*;
 
     const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn templates_that_never_end_or_flood_stop_with_a_clear_error() {
+        // Nested loops: 10^15 iterations, writing nothing.
+        let spin = "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}{% endfor %}{% endfor %}{% endfor %}";
+        let t = ChatTemplate::from_source(spin, None, None).unwrap();
+        let started = std::time::Instant::now();
+        let e = t.render(&[Message::new("user", "Hi")], true).unwrap_err();
+        assert!(
+            e.to_string().contains("did not finish within its budget"),
+            "{e}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        // A flood: far more output than the conversation could need.
+        let flood = "{% for a in range(100000) %}{% for b in range(1000) %}0123456789{% endfor %}{% endfor %}";
+        let t = ChatTemplate::from_source(flood, None, None).unwrap();
+        let e = t.render(&[Message::new("user", "Hi")], true).unwrap_err();
+        assert!(e.to_string().contains("wrote more than"), "{e}");
+        // A real conversation of many long messages still renders.
+        let t = ChatTemplate::from_source(CHATML, None, None).unwrap();
+        let long: Vec<Message> = (0..2000)
+            .map(|i| {
+                Message::new(
+                    if i % 2 == 0 { "user" } else { "assistant" },
+                    &"word ".repeat(500),
+                )
+            })
+            .collect();
+        assert!(t.render(&long, true).unwrap().len() > 2000 * 2500);
+    }
 
     #[test]
     fn renders_chatml_and_finds_its_end_of_turn() {
