@@ -183,6 +183,35 @@ impl IngestError {
     }
 }
 
+/// Warnings kept per document; past this one last line counts the rest, so a file of a million
+/// broken rows cannot grow the document, its cache or `project.json` (which every command reads).
+pub const MAX_WARNINGS_KEPT: usize = 100;
+
+/// Adds a warning to `warnings`, keeping the first [`MAX_WARNINGS_KEPT`] and counting the rest
+/// in one last line.
+pub(crate) fn warn(warnings: &mut Vec<String>, message: String) {
+    const MORE: &str = " more warnings (only the first ";
+    if warnings.len() < MAX_WARNINGS_KEPT {
+        warnings.push(message);
+        return;
+    }
+    let more = warnings
+        .get(MAX_WARNINGS_KEPT)
+        .and_then(|l| {
+            l.strip_prefix("… and ")?
+                .split(MORE)
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    warnings.truncate(MAX_WARNINGS_KEPT);
+    warnings.push(format!(
+        "… and {}{MORE}{MAX_WARNINGS_KEPT} are kept)",
+        more + 1
+    ));
+}
+
 /// Accumulates clean paragraphs and the sections over them.
 #[derive(Debug, Default)]
 pub(crate) struct Builder {
@@ -287,7 +316,16 @@ impl Builder {
             sections: self.sections,
             pages: self.pages,
             records: None,
-            warnings: self.warnings,
+            warnings: {
+                let mut w = self.warnings;
+                if w.len() > MAX_WARNINGS_KEPT + 1 {
+                    let extra: Vec<String> = w.split_off(MAX_WARNINGS_KEPT);
+                    for m in extra {
+                        warn(&mut w, m);
+                    }
+                }
+                w
+            },
         }
     }
 }
@@ -295,6 +333,20 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_keep_the_first_hundred_and_count_the_rest() {
+        let mut w = Vec::new();
+        for i in 0..1_000_000 {
+            warn(&mut w, format!("line {i}: broken"));
+        }
+        assert_eq!(w.len(), MAX_WARNINGS_KEPT + 1);
+        assert_eq!(w[0], "line 0: broken");
+        assert_eq!(
+            w[MAX_WARNINGS_KEPT],
+            "… and 999900 more warnings (only the first 100 are kept)"
+        );
+    }
 
     #[test]
     fn errors_can_name_the_file_as_the_user_knows_it() {

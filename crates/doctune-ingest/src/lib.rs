@@ -23,7 +23,9 @@ mod text;
 mod xml;
 
 pub use detect::{detect, detect_reader, DetectError, Detection, Format};
-pub use document::{Document, IngestError, Limits, Section, SectionKind, EXTRACTOR_VERSION};
+pub use document::{
+    Document, IngestError, Limits, Section, SectionKind, EXTRACTOR_VERSION, MAX_WARNINGS_KEPT,
+};
 
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
 use std::path::Path;

@@ -286,7 +286,7 @@ pub(crate) fn epub(
             continue;
         };
         let Some(chapter) = zip.read(&entry)? else {
-            b.warnings.push(format!("{entry} is missing"));
+            crate::document::warn(&mut b.warnings, format!("{entry} is missing"));
             continue;
         };
         let (s, _) = crate::text::decode(&chapter);

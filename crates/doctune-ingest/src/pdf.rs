@@ -48,7 +48,7 @@ pub(crate) fn extract(
             pdf_extract::output_doc_page(&doc, &mut out, num)
         };
         if let Err(e) = read {
-            warnings.push(format!("page {num} could not be read ({e})"));
+            crate::document::warn(&mut warnings, format!("page {num} could not be read ({e})"));
         }
         page_lines.push(
             s.lines()

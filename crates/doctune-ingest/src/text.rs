@@ -109,7 +109,7 @@ pub(crate) fn delimited(
         }
         match row {
             Ok(r) => b.paragraph(&row_text(&headers, r.iter())),
-            Err(e) => b.warnings.push(format!("row {}: {e}", i + 2)),
+            Err(e) => crate::document::warn(&mut b.warnings, format!("row {}: {e}", i + 2)),
         }
     }
     Ok(b.finish(if delimiter == b'\t' {
@@ -169,7 +169,10 @@ pub(crate) fn jsonl(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Docume
         }
         match serde_json::from_str(line) {
             Ok(v) => records.push(v),
-            Err(e) => warnings.push(format!("line {}: not valid JSON ({e}); skipped", i + 1)),
+            Err(e) => crate::document::warn(
+                &mut warnings,
+                format!("line {}: not valid JSON ({e}); skipped", i + 1),
+            ),
         }
     }
     let mut doc = Builder::with_warnings(warnings).finish(Format::Jsonl);
