@@ -57,8 +57,30 @@ pub(crate) fn append(html: &Html, b: &mut Builder) {
     b.paragraph(&current);
 }
 
+/// What is left to do for the walk: visit a node, or close a cell or a block once its children
+/// are done.
+enum Step<'a> {
+    Visit(ego_tree::NodeRef<'a, Node>),
+    EndCell,
+    EndBlock,
+}
+
+/// Walks `el`'s subtree in document order with an explicit stack, so markup nested millions of
+/// levels deep cannot overflow the thread's stack.
 fn walk(el: ElementRef<'_>, b: &mut Builder, current: &mut String) {
-    for child in el.children() {
+    let mut stack: Vec<Step<'_>> = el.children().rev().map(Step::Visit).collect();
+    while let Some(step) = stack.pop() {
+        let child = match step {
+            Step::Visit(n) => n,
+            Step::EndCell => {
+                current.push_str(" \t ");
+                continue;
+            }
+            Step::EndBlock => {
+                b.paragraph(&std::mem::take(current));
+                continue;
+            }
+        };
         match child.value() {
             Node::Text(t) => current.push_str(t),
             Node::Element(e) => {
@@ -78,18 +100,19 @@ fn walk(el: ElementRef<'_>, b: &mut Builder, current: &mut String) {
                 if heading {
                     b.paragraph(&std::mem::take(current));
                     b.heading(&child_el.text().collect::<String>());
-                } else if name == "br" {
+                    continue;
+                }
+                if name == "br" {
                     current.push('\n');
-                } else if matches!(name, "td" | "th") {
-                    walk(child_el, b, current);
-                    current.push_str(" \t ");
+                    continue;
+                }
+                if matches!(name, "td" | "th") {
+                    stack.push(Step::EndCell);
                 } else if BLOCK.contains(&name) {
                     b.paragraph(&std::mem::take(current));
-                    walk(child_el, b, current);
-                    b.paragraph(&std::mem::take(current));
-                } else {
-                    walk(child_el, b, current);
+                    stack.push(Step::EndBlock);
                 }
+                stack.extend(child.children().rev().map(Step::Visit));
             }
             _ => {}
         }
@@ -118,5 +141,23 @@ mod tests {
             "Harvest\n\nTake only capped frames.\n\none\n\ntwo\n\na b"
         );
         assert_eq!(doc.sections[0].label, "Harvest");
+    }
+
+    #[test]
+    fn markup_nested_a_million_levels_deep_does_not_overflow_the_stack() {
+        let depth = 1_000_000;
+        let mut src = String::from("<html><body>");
+        src.push_str(&"<span>".repeat(depth));
+        src.push_str("deep");
+        src.push_str(&"</span>".repeat(depth));
+        src.push_str("<p>after</p></body></html>");
+        // On a small stack, as a parser worker thread might have.
+        let doc = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || extract(Path::new("deep.html"), &src).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(doc.text, "deep\n\nafter");
     }
 }
