@@ -25,6 +25,10 @@ pub const MAX_FILE_BYTES: u64 = 2 << 30;
 pub const MAX_ROWS: usize = 5_000_000;
 /// Most messages in one conversation.
 pub const MAX_MESSAGES: usize = 1_000;
+/// Longest line of a JSON Lines file; a longer one is a bad row, skipped without being held.
+pub const MAX_LINE_BYTES: usize = 64 << 20;
+/// Largest text of one message (or of one `text` row).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
 /// A detected row format.
 #[derive(
@@ -183,8 +187,27 @@ fn conversation(
     Ok(Example::Chat(messages))
 }
 
-/// Converts one row of a known format.
+/// Converts one row of a known format; no message may be longer than [`MAX_MESSAGE_BYTES`].
 pub fn convert(row: &Map<String, Value>, format: RowFormat) -> Result<Example, String> {
+    let example = convert_unchecked(row, format)?;
+    let too_long = |len: usize| {
+        Err(format!(
+            "a message of {len} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        ))
+    };
+    match &example {
+        Example::Chat(msgs) => {
+            if let Some(m) = msgs.iter().find(|m| m.content.len() > MAX_MESSAGE_BYTES) {
+                return too_long(m.content.len());
+            }
+        }
+        Example::Text(t) if t.len() > MAX_MESSAGE_BYTES => return too_long(t.len()),
+        Example::Text(_) => {}
+    }
+    Ok(example)
+}
+
+fn convert_unchecked(row: &Map<String, Value>, format: RowFormat) -> Result<Example, String> {
     match format {
         RowFormat::Alpaca => {
             let instruction = required(row, "instruction")?;
@@ -222,6 +245,26 @@ pub fn convert(row: &Map<String, Value>, format: RowFormat) -> Result<Example, S
                 return Err("`text` is empty".into());
             }
             Ok(Example::Text(t))
+        }
+    }
+}
+
+/// Reads and drops the rest of a line (up to and including its newline), a chunk at a time.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let chunk = reader.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = chunk.len();
+                reader.consume(n);
+            }
         }
     }
 }
@@ -312,19 +355,44 @@ pub fn read_file(path: &Path, stop_on_bad: bool) -> Result<Imported, DatasetErro
         }
         _ => {
             // JSON Lines (also the default for .txt-less unknown extensions).
-            let reader = BufReader::new(file);
-            for (i, line) in reader.lines().enumerate() {
-                let line_no = i + 1;
-                let line = line.map_err(|e| file_err(format!("line {line_no}: {e}")))?;
-                if line.trim().is_empty() {
+            let mut reader = BufReader::new(file);
+            let mut buf = Vec::new();
+            let mut line_no = 0;
+            loop {
+                line_no += 1;
+                buf.clear();
+                let n = (&mut reader)
+                    .take(MAX_LINE_BYTES as u64 + 1)
+                    .read_until(b'\n', &mut buf)
+                    .map_err(|e| file_err(format!("line {line_no}: {e}")))?;
+                if n == 0 {
+                    break;
+                }
+                if rows.len() >= MAX_ROWS {
+                    return Err(file_err(format!("has more than {MAX_ROWS} rows")));
+                }
+                if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+                    // Skip the rest of the line without holding it.
+                    skip_line(&mut reader).map_err(|e| file_err(format!("line {line_no}: {e}")))?;
+                    rows.push((
+                        line_no,
+                        Err(format!("longer than {MAX_LINE_BYTES} bytes; skipped")),
+                    ));
                     continue;
                 }
                 if rows.len() >= MAX_ROWS {
                     return Err(file_err(format!("has more than {MAX_ROWS} rows")));
                 }
+                let Ok(line) = std::str::from_utf8(&buf) else {
+                    rows.push((line_no, Err("not UTF-8 text".into())));
+                    continue;
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
                 rows.push((
                     line_no,
-                    match serde_json::from_str::<Value>(&line) {
+                    match serde_json::from_str::<Value>(line) {
                         Ok(Value::Object(m)) => Ok(m),
                         Ok(_) => Err("row is not a JSON object".into()),
                         Err(e) => Err(format!("malformed JSON: {e}")),
@@ -391,6 +459,37 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn overlong_lines_and_messages_are_bad_rows_not_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let good = "{\"prompt\":\"Hi\",\"completion\":\"Yo\"}\n";
+        let mut text = String::from(good);
+        // Line 2: one line past the limit, with no newline for a long while.
+        text.push_str("{\"prompt\":\"");
+        text.push_str(&"x".repeat(MAX_LINE_BYTES + 10));
+        text.push_str("\",\"completion\":\"Yo\"}\n");
+        // Line 3: a message past its limit inside a line that fits.
+        text.push_str("{\"prompt\":\"");
+        text.push_str(&"y".repeat(MAX_MESSAGE_BYTES + 1));
+        text.push_str("\",\"completion\":\"Yo\"}\n");
+        text.push_str(good);
+        let got = read_file(&write(d.path(), "big.jsonl", &text), false).unwrap();
+        assert_eq!(got.examples.len(), 2, "{:?}", got.bad);
+        assert_eq!(got.bad.len(), 2);
+        assert_eq!(got.bad[0].line, 2);
+        assert!(
+            got.bad[0].reason.contains("longer than"),
+            "{:?}",
+            got.bad[0]
+        );
+        assert_eq!(got.bad[1].line, 3);
+        assert!(
+            got.bad[1].reason.contains("a message of"),
+            "{:?}",
+            got.bad[1]
+        );
     }
 
     #[test]
