@@ -39,6 +39,20 @@ pub mod scratch;
 pub mod token;
 pub mod train;
 
+/// Call first in each shell's `main`. Started as a worker (by this same binary) it runs one
+/// job — extracting a document, or rendering a model's chat templates — under memory, CPU and
+/// time limits, and exits; otherwise it lets extraction and template rendering run in such
+/// children from then on (see `doctune_core::worker`).
+pub fn serve_worker_if_asked() {
+    doctune_core::worker::serve_if_worker(&[
+        (doctune_ingest::worker::JOB, doctune_ingest::worker::serve),
+        (
+            doctune_tokenizer::RENDER_JOB,
+            doctune_tokenizer::serve_render,
+        ),
+    ]);
+}
+
 /// Logs to stderr at the level `DOCTUNE_LOG` names (an `EnvFilter`), `warn` by default. Both
 /// shells call this once at start.
 pub fn init_logging() {

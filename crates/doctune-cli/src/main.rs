@@ -20,6 +20,7 @@ use doctune_core::{CancelToken, JobEvent, NullSink, ProgressSink};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    doctune_api::serve_worker_if_asked();
     doctune_api::init_logging();
     let cli = Cli::parse();
     match run(&cli) {

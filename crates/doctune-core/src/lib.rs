@@ -8,6 +8,8 @@
 //! - [`JobEvent`], [`ProgressSink`], [`CancelToken`]: how long jobs report and are stopped.
 //! - [`open`]: opening without following links, handle checks, bounded reads of an open file.
 //! - [`space`]: free disk space, checked against an estimate before a large write.
+//! - [`worker`]: untrusted work (document parsers, chat templates) in a child process with
+//!   memory, CPU and wall-clock limits, killed when it passes one.
 //! - [`Code`]: the small set of error codes a caller (the UI) branches on.
 //! - [`Family`]: the model families DocTune supports, by `config.json` architecture.
 
@@ -23,6 +25,7 @@ pub mod scope;
 pub mod space;
 pub mod staged;
 pub mod units;
+pub mod worker;
 
 pub use atomic::{write_atomic, write_json_atomic};
 pub use code::Code;

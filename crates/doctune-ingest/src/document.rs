@@ -29,9 +29,31 @@ pub struct Limits {
     pub max_chars: usize,
     /// Most records from a JSON/JSONL/CSV/XLSX file (default 1 million).
     pub max_records: usize,
-    /// Wall time for one document (default 120 s).
+    /// Deepest HTML/XHTML nesting (default 4,096): elements left open at once, not counting void
+    /// elements and those whose end tag is optional. Checked before parsing, because html5ever's
+    /// cost grows with the square of it.
+    pub max_markup_depth: usize,
+    /// Most cells with a value in one workbook (default 10 million). Cells are streamed, never
+    /// laid out as the sheet's dense range, so the distance between cells costs nothing.
+    pub max_cells: u64,
+    /// Largest decoded size of one PDF stream — content, form, font, object stream — after all
+    /// its filters (default 256 MiB). Checked while decoding, before lopdf keeps any of it.
+    pub max_stream_bytes: u64,
+    /// Deepest nesting of PDF form XObjects drawn inside each other (default 32). A form that
+    /// draws itself, directly or through others, is refused whatever the depth.
+    pub max_form_depth: u32,
+    /// Most form XObjects one page draws, counting each use (default 100,000): forms that each
+    /// draw the next many times would otherwise multiply the work at every level.
+    pub max_form_draws: u64,
+    /// Wall time for one document (default 120 s); past it the worker is killed.
     #[serde(with = "secs")]
     pub timeout: Duration,
+    /// CPU time for one document's worker process (default 120 s; Unix `RLIMIT_CPU`).
+    #[serde(with = "secs")]
+    pub cpu_time: Duration,
+    /// Address space of one document's worker process (default 2 GiB; Linux `RLIMIT_AS`). See
+    /// `worker` for what each platform enforces.
+    pub max_memory_bytes: u64,
 }
 
 mod secs {
@@ -56,7 +78,14 @@ impl Default for Limits {
             max_xml_depth: 256,
             max_chars: 100_000_000,
             max_records: 1_000_000,
+            max_markup_depth: 4_096,
+            max_cells: 10_000_000,
+            max_stream_bytes: 256 << 20,
+            max_form_depth: 32,
+            max_form_draws: 100_000,
             timeout: Duration::from_secs(120),
+            cpu_time: Duration::from_secs(120),
+            max_memory_bytes: 2 << 30,
         }
     }
 }
@@ -100,13 +129,16 @@ pub struct Document {
     pub warnings: Vec<String>,
 }
 
-/// Why a file could not be extracted. Every message names the file.
-#[derive(Debug, thiserror::Error)]
+/// Why a file could not be extracted. Every message names the file. Serialisable, so the
+/// extraction worker can send it to its parent (an I/O error travels as its kind and message).
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum IngestError {
     #[error("{path}: cannot read: {source}")]
     Io {
         path: PathBuf,
         #[source]
+        #[serde(with = "io_error")]
         source: std::io::Error,
     },
     #[error("{path}: not a regular file")]
@@ -133,6 +165,12 @@ pub enum IngestError {
     TooMuchText { path: PathBuf, limit: usize },
     #[error("{path}: extraction took longer than {secs} s and was stopped")]
     Timeout { path: PathBuf, secs: u64 },
+    #[error("{path}: extraction needed more than {} of memory and was stopped", gib(*limit))]
+    OutOfMemory { path: PathBuf, limit: u64 },
+    #[error("{path}: extraction used more than {secs} s of CPU time and was stopped")]
+    CpuLimit { path: PathBuf, secs: u64 },
+    #[error("{path}: extraction failed: {reason}")]
+    Crashed { path: PathBuf, reason: String },
     #[error("extraction was cancelled")]
     Cancelled,
 }
@@ -159,6 +197,9 @@ impl IngestError {
             LimitExceeded { reason, .. } => LimitExceeded { path: p, reason },
             TooMuchText { limit, .. } => TooMuchText { path: p, limit },
             Timeout { secs, .. } => Timeout { path: p, secs },
+            OutOfMemory { limit, .. } => OutOfMemory { path: p, limit },
+            CpuLimit { secs, .. } => CpuLimit { path: p, secs },
+            Crashed { reason, .. } => Crashed { path: p, reason },
             Cancelled => Cancelled,
         }
     }
@@ -180,6 +221,49 @@ impl IngestError {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A byte count as the limits are written: "2 GiB", "512 MiB", else bytes.
+fn gib(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// An I/O error as its kind and message (`std::io::Error` has no serde form).
+mod io_error {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        kind: String,
+        message: String,
+    }
+
+    pub fn serialize<S: Serializer>(e: &std::io::Error, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            kind: format!("{:?}", e.kind()),
+            message: e.to_string(),
+        }
+        .serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::io::Error, D::Error> {
+        use std::io::ErrorKind::*;
+        let w = Wire::deserialize(d)?;
+        let kind = [
+            NotFound,
+            PermissionDenied,
+            StorageFull,
+            InvalidData,
+            UnexpectedEof,
+        ]
+        .into_iter()
+        .find(|k| format!("{k:?}") == w.kind)
+        .unwrap_or(Other);
+        Ok(std::io::Error::new(kind, w.message))
     }
 }
 

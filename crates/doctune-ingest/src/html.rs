@@ -2,11 +2,103 @@
 //! `header`, `footer`, `aside`, `form`, `noscript`, `template`, `svg`, `iframe` and anything
 //! `hidden` dropped; block elements become paragraphs, `h1`–`h6` headings, `li` items, table rows
 //! one paragraph each. The title is `<title>`, else the first heading.
+//!
+//! Markup nesting is bounded before html5ever sees it ([`check_depth`], `Limits::max_markup_depth`):
+//! its tree builder looks through the open elements for every block start tag, so a million
+//! unclosed `<div>`s cost it hours (30 s at 100,000 on the machine of docs/performance.md). The
+//! tree is then walked with an explicit stack, never recursively.
 
 use crate::document::{Builder, Document};
-use crate::{Format, IngestError};
+use crate::{Format, IngestError, Limits};
 use scraper::{ElementRef, Html, Node};
 use std::path::Path;
+
+/// Parses `source` once its nesting is known to be within the limit.
+pub(crate) fn parse(path: &Path, source: &str, limits: &Limits) -> Result<Html, IngestError> {
+    if let Some(depth) = check_depth(source, limits.max_markup_depth) {
+        return Err(IngestError::limit(
+            path,
+            format!(
+                "markup nests more than {depth} elements deep (the limit is {})",
+                limits.max_markup_depth
+            ),
+        ));
+    }
+    Ok(Html::parse_document(source))
+}
+
+/// Elements that never stay open (void) or that the parser closes by itself when a sibling
+/// starts (optional end tags): they do not deepen the tree builder's stack of open elements.
+const SHALLOW: [&str; 33] = [
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr", "p", "li", "dt", "dd", "option", "optgroup", "tr", "td", "th", "thead",
+    "tbody", "tfoot", "colgroup", "caption", "rt", "rp", "html", "head", "body",
+];
+
+/// `Some(depth)` when the elements left open at some point of `source` exceed `max` — counted
+/// from start and end tags, ignoring comments, doctypes, the raw text of `script`/`style`/
+/// `textarea`/`title`, and the elements of [`SHALLOW`]. An upper bound on how deep html5ever's
+/// open-element stack gets, read in one pass without building anything.
+pub(crate) fn check_depth(source: &str, max: usize) -> Option<usize> {
+    let b = source.as_bytes();
+    let (mut i, mut depth) = (0usize, 0usize);
+    while let Some(at) = memchr_lt(b, i) {
+        i = at + 1;
+        if b[i..].starts_with(b"!--") {
+            i = find(b, i, b"-->").map_or(b.len(), |e| e + 3);
+            continue;
+        }
+        let closing = b.get(i) == Some(&b'/');
+        let start = i + usize::from(closing);
+        let end = b[start..]
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .map_or(b.len(), |n| start + n);
+        if end == start {
+            continue;
+        }
+        let name = source[start..end].to_ascii_lowercase();
+        if SHALLOW.contains(&name.as_str()) {
+            continue;
+        }
+        if closing {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        if matches!(name.as_str(), "script" | "style" | "textarea" | "title") {
+            // Raw text: skip to its end tag.
+            let close = format!("</{name}");
+            i = find_ascii_ci(b, end, close.as_bytes()).unwrap_or(b.len());
+            continue;
+        }
+        depth += 1;
+        if depth > max {
+            return Some(depth - 1);
+        }
+    }
+    None
+}
+
+fn memchr_lt(b: &[u8], from: usize) -> Option<usize> {
+    b.get(from..)?
+        .iter()
+        .position(|&c| c == b'<')
+        .map(|n| from + n)
+}
+
+fn find(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|n| from + n)
+}
+
+fn find_ascii_ci(b: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    b.get(from..)?
+        .windows(needle.len())
+        .position(|w| w.eq_ignore_ascii_case(needle))
+        .map(|n| from + n)
+}
 
 const SKIP: [&str; 12] = [
     "script", "style", "nav", "header", "footer", "aside", "form", "noscript", "template", "svg",
@@ -34,8 +126,8 @@ const BLOCK: [&str; 19] = [
     "body",
 ];
 
-pub(crate) fn extract(_path: &Path, source: &str) -> Result<Document, IngestError> {
-    let html = Html::parse_document(source);
+pub(crate) fn extract(path: &Path, source: &str, limits: &Limits) -> Result<Document, IngestError> {
+    let html = parse(path, source, limits)?;
     let mut b = Builder::default();
     append(&html, &mut b);
     let title = html
@@ -133,6 +225,7 @@ mod tests {
             <ul><li>one</li><li>two</li></ul><script>alert(1)</script>
             <table><tr><td>a</td><td>b</td></tr></table><p hidden>secret</p></article>
             <footer>© club</footer></body></html>"#,
+            &Limits::default(),
         )
         .unwrap();
         assert_eq!(doc.title.as_deref(), Some("Bees & Honey"));
@@ -144,8 +237,8 @@ mod tests {
     }
 
     #[test]
-    fn markup_nested_a_million_levels_deep_does_not_overflow_the_stack() {
-        let depth = 1_000_000;
+    fn markup_nested_to_the_limit_does_not_overflow_the_stack() {
+        let depth = Limits::default().max_markup_depth;
         let mut src = String::from("<html><body>");
         src.push_str(&"<span>".repeat(depth));
         src.push_str("deep");
@@ -154,10 +247,36 @@ mod tests {
         // On a small stack, as a parser worker thread might have.
         let doc = std::thread::Builder::new()
             .stack_size(256 << 10)
-            .spawn(move || extract(Path::new("deep.html"), &src).unwrap())
+            .spawn(move || extract(Path::new("deep.html"), &src, &Limits::default()).unwrap())
             .unwrap()
             .join()
             .unwrap();
         assert_eq!(doc.text, "deep\n\nafter");
+    }
+
+    #[test]
+    fn markup_nested_past_the_limit_is_refused_before_parsing() {
+        let mut src = String::from("<html><body>");
+        src.push_str(&"<div>".repeat(1_000_000));
+        let start = std::time::Instant::now();
+        let e = extract(Path::new("deep.html"), &src, &Limits::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "deep.html: markup nests more than 4096 elements deep (the limit is 4096)"
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn depth_counts_only_elements_that_stay_open() {
+        // Unclosed paragraphs, list items, cells and void elements; tags in comments and scripts.
+        let mut src = String::from("<!doctype html><html><head><title><div></title>");
+        src.push_str("<script>if (a <div) {}</script><!-- <div><div> --></head><body>");
+        for _ in 0..10_000 {
+            src.push_str("<p>para<br><img src=x><li>item<TD>cell<div>ok</DIV>");
+        }
+        assert_eq!(check_depth(&src, 3), None);
+        assert_eq!(check_depth("<div><span><b><i>x", 3), Some(3));
+        assert_eq!(check_depth("<div></div><div></div><div>", 1), None);
     }
 }

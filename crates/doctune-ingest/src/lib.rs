@@ -6,9 +6,13 @@
 //!   chapters) with character offsets, warnings — or a specific [`IngestError`] that names the
 //!   file. JSON/JSONL become [`Document::records`], not prose.
 //! - [`Limits`]: every bound on hostile input (size, pages, ZIP expansion and ratio, XML depth,
-//!   output size, time). Extraction runs on a worker thread with a large stack under
-//!   `catch_unwind` and a deadline, so a parser panic becomes an error and a parser that runs away
-//!   is abandoned at the time limit.
+//!   markup depth, cells, PDF stream size and form nesting, output size, time, CPU, memory).
+//! - [`worker`]: in a binary that serves [`worker::JOB`] through `doctune_core::worker` (the CLI,
+//!   the app), every parser runs in a child process with memory, CPU and wall-clock limits and is
+//!   killed when it passes one, so an abort, a stack overflow or an allocation failure ends only
+//!   the child.
+//!   Elsewhere, and inside that child, extraction runs on a thread with a large stack under
+//!   `catch_unwind` and a deadline, so a parser panic becomes an error.
 //! - [`clean`]: Unicode NFC, control characters removed, whitespace normalised; PDF ligatures,
 //!   line-end hyphenation and repeated page headers/footers repaired.
 
@@ -20,6 +24,7 @@ mod office;
 mod pdf;
 mod rtf;
 mod text;
+pub mod worker;
 mod xml;
 
 pub use detect::{detect, detect_reader, DetectError, Detection, Format};
@@ -68,7 +73,11 @@ pub fn extract(
         });
     }
 
-    let mut doc = isolated(path, detection.format, bytes, limits, sink, cancel)?;
+    let mut doc = if doctune_core::worker::enabled() {
+        worker::extract_in_child(path, detection.format, bytes, limits, sink, cancel)?
+    } else {
+        isolated(path, detection.format, bytes, limits, sink, cancel)?
+    };
     if let Some(m) = detection.mismatch {
         doc.warnings.insert(0, m);
     }
@@ -199,7 +208,7 @@ fn extract_format(
         Format::Rtf => rtf::extract(path, &bytes, limits)?,
         Format::Html => {
             let (s, w) = text::decode(&bytes);
-            let mut d = html::extract(path, &s)?;
+            let mut d = html::extract(path, &s, limits)?;
             d.warnings.extend(w);
             d
         }

@@ -291,7 +291,7 @@ pub(crate) fn epub(
         };
         let (s, _) = crate::text::decode(&chapter);
         b.begin(SectionKind::Chapter, entry);
-        crate::html::append(&scraper::Html::parse_document(&s), &mut b);
+        crate::html::append(&crate::html::parse(path, &s, limits)?, &mut b);
     }
     if title.is_some() {
         b.title = title;
@@ -299,6 +299,9 @@ pub(crate) fn epub(
     Ok(b.finish(Format::Epub))
 }
 
+/// A workbook, sheet by sheet, its cells streamed in file order (never the sheet's dense range,
+/// so two cells a million rows apart cost two cells): the first row with a value names the
+/// columns, each later row becomes "header: value; …" of its cells with a value.
 pub(crate) fn xlsx(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Document, IngestError> {
     use calamine::{DataType, Reader};
     // The container check runs first: calamine decompresses on its own.
@@ -306,33 +309,73 @@ pub(crate) fn xlsx(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Documen
     let mut book = calamine::Xlsx::new(Cursor::new(bytes))
         .map_err(|e| IngestError::corrupt(path, format!("not a readable workbook ({e})")))?;
     let mut b = Builder::default();
-    let mut rows_total = 0usize;
+    let (mut rows_total, mut cells_total) = (0usize, 0u64);
     for name in book.sheet_names() {
-        let range = book
-            .worksheet_range(&name)
-            .map_err(|e| IngestError::corrupt(path, format!("sheet {name}: {e}")))?;
+        let sheet_error =
+            |e: calamine::XlsxError| IngestError::corrupt(path, format!("sheet {name}: {e}"));
+        let mut cells = book.worksheet_cells_reader(&name).map_err(sheet_error)?;
         b.begin(SectionKind::Sheet, name.clone());
-        let mut rows = range.rows().filter(|r| r.iter().any(|c| !c.is_empty()));
-        let headers: Vec<String> = rows
-            .next()
-            .map(|r| r.iter().map(|c| c.to_string()).collect())
-            .unwrap_or_default();
-        for row in rows {
-            rows_total += 1;
-            if rows_total > limits.max_records {
+        let mut headers: Option<std::collections::BTreeMap<u32, String>> = None;
+        let mut row: Vec<(u32, String)> = Vec::new();
+        let mut row_at = None;
+        let mut end_row =
+            |row: &mut Vec<(u32, String)>, b: &mut Builder| -> Result<(), IngestError> {
+                if row.is_empty() {
+                    return Ok(());
+                }
+                let Some(headers) = &headers else {
+                    headers = Some(std::mem::take(row).into_iter().collect());
+                    return Ok(());
+                };
+                rows_total += 1;
+                if rows_total > limits.max_records {
+                    return Err(IngestError::limit(
+                        path,
+                        format!("more than {} rows", limits.max_records),
+                    ));
+                }
+                b.paragraph(&cells_text(headers, row));
+                row.clear();
+                Ok(())
+            };
+        while let Some(cell) = cells.next_cell().map_err(sheet_error)? {
+            let value = cell.get_value();
+            if value.is_empty() {
+                continue;
+            }
+            cells_total += 1;
+            if cells_total > limits.max_cells {
                 return Err(IngestError::limit(
                     path,
-                    format!("more than {} rows", limits.max_records),
+                    format!("more than {} cells with a value", limits.max_cells),
                 ));
             }
-            let cells: Vec<String> = row.iter().map(|c| c.to_string()).collect();
-            b.paragraph(&crate::text::row_text(
-                &headers,
-                cells.iter().map(String::as_str),
-            ));
+            let (r, c) = cell.get_position();
+            if row_at != Some(r) {
+                end_row(&mut row, &mut b)?;
+                row_at = Some(r);
+            }
+            let text = calamine::Data::from(value.clone()).to_string();
+            if !text.trim().is_empty() {
+                row.push((c, text));
+            }
         }
+        end_row(&mut row, &mut b)?;
     }
     Ok(b.finish(Format::Xlsx))
+}
+
+/// "header: value; …" of a sparse row, each value under its column's header (or alone).
+fn cells_text(headers: &std::collections::BTreeMap<u32, String>, row: &[(u32, String)]) -> String {
+    row.iter()
+        .map(
+            |(c, v)| match headers.get(c).map(|h| h.trim()).filter(|h| !h.is_empty()) {
+                Some(h) => format!("{h}: {}", v.trim()),
+                None => v.trim().to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]

@@ -4,11 +4,21 @@
 //! removed; a word hyphenated at a line end is joined. A page with no text gets the warning
 //! "page N has no text layer (scanned?)". An encrypted PDF that opens without a password is read;
 //! one that needs a password is refused.
+//!
+//! Two limits are checked before pdf-extract sees the file: every stream's decoded size
+//! (`max_stream_bytes`, counted while decoding in lopdf's load filter, so an object stream behind
+//! chained filters cannot inflate to gigabytes), and per page the form XObjects it draws
+//! (`max_form_depth`, `max_form_draws`; a form that draws itself is refused), because pdf-extract
+//! follows `Do` recursively with no guard.
 
 use crate::clean;
 use crate::document::{Builder, Document, SectionKind};
 use crate::{Format, IngestError, Limits};
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
+use pdf_extract::{Dictionary, Object, ObjectId, Stream};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 pub(crate) fn extract(
@@ -18,8 +28,7 @@ pub(crate) fn extract(
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<Document, IngestError> {
-    let mut doc = pdf_extract::Document::load_mem(bytes)
-        .map_err(|e| IngestError::corrupt(path, format!("not a readable PDF ({e})")))?;
+    let mut doc = load(path, bytes, limits)?;
     if doc.is_encrypted() && doc.decrypt("").is_err() {
         return Err(IngestError::Encrypted { path: path.into() });
     }
@@ -33,6 +42,16 @@ pub(crate) fn extract(
                 limits.max_pages
             ),
         ));
+    }
+    let mut scan = FormScan {
+        doc: &doc,
+        limits,
+        memo: HashMap::new(),
+        chain: Vec::new(),
+    };
+    for (&num, &id) in &pages {
+        scan.page(id)
+            .map_err(|reason| IngestError::limit(path, format!("page {num}: {reason}")))?;
     }
     let total = pages.len() as u64;
     let mut warnings = Vec::new();
@@ -96,4 +115,225 @@ fn info_title(doc: &pdf_extract::Document) -> Option<String> {
     };
     let t = clean::paragraph(&title);
     (!t.is_empty()).then_some(t)
+}
+
+thread_local! {
+    /// The stream-size limit for the load filter on this thread (a `fn` cannot capture it), and
+    /// the first stream found over it. lopdf runs the filter on the loading thread (no rayon).
+    static STREAM_LIMIT: Cell<u64> = const { Cell::new(u64::MAX) };
+    static OVERSIZED: Cell<Option<ObjectId>> = const { Cell::new(None) };
+}
+
+/// Loads the PDF with every stream's decoded size checked against `max_stream_bytes`.
+fn load(path: &Path, bytes: &[u8], limits: &Limits) -> Result<pdf_extract::Document, IngestError> {
+    STREAM_LIMIT.set(limits.max_stream_bytes);
+    OVERSIZED.set(None);
+    let options = pdf_extract::LoadOptions {
+        filter: Some(stream_size_filter),
+        ..Default::default()
+    };
+    let loaded = pdf_extract::Document::load_mem_with_options(bytes, options);
+    if let Some((num, gen)) = OVERSIZED.take() {
+        return Err(IngestError::limit(
+            path,
+            format!(
+                "stream {num} {gen} R decodes to more than {} bytes (the stream size limit)",
+                limits.max_stream_bytes
+            ),
+        ));
+    }
+    loaded.map_err(|e| IngestError::corrupt(path, format!("not a readable PDF ({e})")))
+}
+
+/// lopdf's load filter: drops a stream whose decoded size is over the limit and remembers it.
+/// lopdf ignores what the filter returns for top-level objects (streams are always top-level)
+/// and keeps it for the objects of an object stream (never streams), so only those are cloned.
+fn stream_size_filter(id: ObjectId, object: &mut Object) -> Option<(ObjectId, Object)> {
+    let Object::Stream(stream) = object else {
+        return Some((id, object.clone()));
+    };
+    if decoded_len(stream, STREAM_LIMIT.get()) > STREAM_LIMIT.get() {
+        if OVERSIZED.get().is_none() {
+            OVERSIZED.set(Some(id));
+        }
+        return None;
+    }
+    Some((id, Object::Null))
+}
+
+/// The size of `stream` after its filters, counted up to `limit + 1`: FlateDecode stages are
+/// inflated into a counter (the last) or a buffer capped at `limit + 1` (the others); another
+/// filter is decoded by lopdf from that capped input; one lopdf cannot decode ends the chain
+/// (pdf-extract never decodes those either).
+fn decoded_len(stream: &Stream, limit: u64) -> u64 {
+    let Ok(filters) = stream.filters() else {
+        return stream.content.len() as u64;
+    };
+    let cap = limit.saturating_add(1);
+    let mut data = std::borrow::Cow::Borrowed(stream.content.as_slice());
+    for (i, filter) in filters.iter().enumerate() {
+        let last = i + 1 == filters.len();
+        if *filter == b"FlateDecode" {
+            if last {
+                return inflate(&data, &mut std::io::sink(), cap);
+            }
+            let mut out = Vec::new();
+            inflate(&data, &mut out, cap);
+            data = out.into();
+        } else {
+            let mut dict = Dictionary::new();
+            dict.set("Filter", Object::Name(filter.to_vec()));
+            if let Ok(p) = stream.dict.get(b"DecodeParms") {
+                dict.set("DecodeParms", p.clone());
+            }
+            match Stream::new(dict, data.to_vec()).decompressed_content() {
+                Ok(out) => data = out.into(),
+                Err(_) => return data.len() as u64,
+            }
+        }
+        if data.len() as u64 > limit {
+            return data.len() as u64;
+        }
+    }
+    data.len() as u64
+}
+
+/// Inflates zlib `input` (or, as lopdf falls back to, raw deflate after its two header bytes)
+/// into `out`, at most `cap` bytes; returns how many were written.
+fn inflate(input: &[u8], out: &mut impl std::io::Write, cap: u64) -> u64 {
+    let n = std::io::copy(&mut flate2::read::ZlibDecoder::new(input).take(cap), out).unwrap_or(0);
+    if n > 0 || input.len() <= 2 {
+        return n;
+    }
+    std::io::copy(
+        &mut flate2::read::DeflateDecoder::new(&input[2..]).take(cap),
+        out,
+    )
+    .unwrap_or(0)
+}
+
+/// The form XObjects a page draws, followed as pdf-extract follows them: a `Do` names an entry
+/// of the XObject resources in effect; a form's own /Resources, else its caller's, apply inside.
+struct FormScan<'a> {
+    doc: &'a pdf_extract::Document,
+    limits: &'a Limits,
+    /// Forms drawn by one use of (form, resources in effect), itself included.
+    memo: HashMap<(ObjectId, usize), u64>,
+    /// The forms being followed, outermost first.
+    chain: Vec<ObjectId>,
+}
+
+impl<'a> FormScan<'a> {
+    fn page(&mut self, page: ObjectId) -> Result<(), String> {
+        let Some(resources) = self.page_resources(page) else {
+            return Ok(());
+        };
+        if !self.has_forms(resources) {
+            return Ok(());
+        }
+        let content = self.doc.get_page_content(page).unwrap_or_default();
+        self.draws(&content, resources, 0).map(|_| ())
+    }
+
+    /// The page's /Resources, inherited from the page tree as pdf-extract looks them up.
+    fn page_resources(&self, page: ObjectId) -> Option<&'a Dictionary> {
+        let mut node = self.doc.get_dictionary(page).ok()?;
+        for _ in 0..64 {
+            if let Ok(r) = node.get(b"Resources") {
+                return self.dict(r);
+            }
+            node = self.dict(node.get(b"Parent").ok()?)?;
+        }
+        None
+    }
+
+    fn dict(&self, o: &'a Object) -> Option<&'a Dictionary> {
+        match o {
+            Object::Reference(id) => self.doc.get_dictionary(*id).ok(),
+            Object::Dictionary(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn has_forms(&self, resources: &'a Dictionary) -> bool {
+        let Some(xobjects) = resources.get(b"XObject").ok().and_then(|x| self.dict(x)) else {
+            return false;
+        };
+        xobjects.iter().any(|(_, v)| {
+            v.as_reference()
+                .ok()
+                .and_then(|id| self.doc.get_object(id).ok())
+                .and_then(|o| o.as_stream().ok())
+                .is_some_and(|s| {
+                    s.dict.get(b"Subtype").and_then(Object::as_name).ok() != Some(b"Image")
+                })
+        })
+    }
+
+    /// Forms drawn by `content` under `resources`, nested `depth` forms deep.
+    fn draws(
+        &mut self,
+        content: &[u8],
+        resources: &'a Dictionary,
+        depth: u32,
+    ) -> Result<u64, String> {
+        let Ok(content) = pdf_extract::content::Content::decode(content) else {
+            return Ok(0);
+        };
+        let Some(xobjects) = resources.get(b"XObject").ok().and_then(|x| self.dict(x)) else {
+            return Ok(0);
+        };
+        let mut total = 0u64;
+        for op in content.operations.iter().filter(|op| op.operator == "Do") {
+            let Some(name) = op.operands.first().and_then(|o| o.as_name().ok()) else {
+                continue;
+            };
+            let Ok(&Object::Reference(id)) = xobjects.get(name) else {
+                continue;
+            };
+            let Ok(form) = self.doc.get_object(id).and_then(Object::as_stream) else {
+                continue;
+            };
+            if form.dict.get(b"Subtype").and_then(Object::as_name).ok() == Some(b"Image") {
+                continue;
+            }
+            if self.chain.contains(&id) {
+                return Err(format!("form XObject {} {} R draws itself", id.0, id.1));
+            }
+            if depth >= self.limits.max_form_depth {
+                return Err(format!(
+                    "form XObjects nest more than {} deep",
+                    self.limits.max_form_depth
+                ));
+            }
+            let inner = form
+                .dict
+                .get(b"Resources")
+                .ok()
+                .and_then(|r| self.dict(r))
+                .unwrap_or(resources);
+            let key = (id, std::ptr::from_ref(inner) as usize);
+            let n = match self.memo.get(&key) {
+                Some(&n) => n,
+                None => {
+                    let body = form
+                        .decompressed_content()
+                        .unwrap_or_else(|_| form.content.clone());
+                    self.chain.push(id);
+                    let n = self.draws(&body, inner, depth + 1)?.saturating_add(1);
+                    self.chain.pop();
+                    self.memo.insert(key, n);
+                    n
+                }
+            };
+            total = total.saturating_add(n);
+            if total > self.limits.max_form_draws {
+                return Err(format!(
+                    "draws form XObjects more than {} times",
+                    self.limits.max_form_draws
+                ));
+            }
+        }
+        Ok(total)
+    }
 }

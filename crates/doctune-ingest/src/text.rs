@@ -132,9 +132,43 @@ pub(crate) fn row_text<'a>(headers: &[String], cells: impl Iterator<Item = &'a s
         .join("; ")
 }
 
+/// Whether the JSON array `s` has more than `limit` elements, read without keeping any (a
+/// malformed array answers false; the full parse then says what is wrong).
+fn too_many_records(s: &str, limit: usize) -> bool {
+    use serde::de::{Deserializer, Error, IgnoredAny, SeqAccess, Visitor};
+    const TOO_MANY: &str = "doctune: too many records";
+    struct Count(usize);
+    impl<'de> Visitor<'de> for Count {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut n = 0usize;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                n += 1;
+                if n > self.0 {
+                    return Err(A::Error::custom(TOO_MANY));
+                }
+            }
+            Ok(())
+        }
+    }
+    let counted = serde_json::Deserializer::from_str(s).deserialize_seq(Count(limit));
+    counted.is_err_and(|e| e.to_string().starts_with(TOO_MANY))
+}
+
 /// A JSON array (of records) or a single JSON object.
 pub(crate) fn json(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Document, IngestError> {
     let (s, w) = decode(bytes);
+    // Count an array's records before building any: millions of `{}` would otherwise cost tens
+    // of bytes each in memory before the limit is checked.
+    if s.trim_start().starts_with('[') && too_many_records(&s, limits.max_records) {
+        return Err(IngestError::limit(
+            path,
+            format!("more than {} records", limits.max_records),
+        ));
+    }
     let value: serde_json::Value = serde_json::from_str(&s)
         .map_err(|e| IngestError::corrupt(path, format!("not valid JSON: {e}")))?;
     let records = match value {

@@ -6,12 +6,15 @@
 //!   `fake-hub` binary runs it as a process for the app's end-to-end tests);
 //! - [`models`]: random Llama-style model folders of any size;
 //! - [`demo_corpus`]: the demo corpus's PDF and DOCX, made from its Markdown pages;
+//! - [`hostile`]: one generated input per class of hostile document or model folder, and what
+//!   DocTune must make of it (the `hostile-inputs` binary writes them out);
 //! - [`bench`]: the benchmarks' peak-memory reading, worker runner and options;
 //! - [`max_abs_diff`]: the largest difference between two tensors, which the numerical tests of
 //!   several crates compare by.
 
 pub mod bench;
 pub mod demo_corpus;
+pub mod hostile;
 pub mod hub;
 pub mod models;
 

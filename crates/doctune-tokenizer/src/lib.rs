@@ -18,7 +18,7 @@
 mod template;
 pub mod train;
 
-pub use template::{ChatTemplate, Message};
+pub use template::{serve_render, ChatTemplate, Message, RENDER_JOB};
 
 use serde_json::Value;
 use std::collections::BTreeSet;

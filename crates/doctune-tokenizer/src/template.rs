@@ -8,8 +8,18 @@
 //! [`MAX_RENDERED_EXTRA_BYTES`] plus [`RENDERED_BYTES_PER_INPUT_BYTE`] × the conversation's
 //! bytes (a template that writes far more than its input stops there), each with an error that
 //! says so.
+//!
+//! What fuel cannot see is memory a template builds without writing it — a string doubled in a
+//! loop or by a macro, thirty steps to a gigabyte. So in a binary that serves [`RENDER_JOB`]
+//! (the CLI and the app), every render runs in a `doctune_core::worker` child process kept for
+//! the template's lifetime, capped at [`RENDER_MEMORY_BYTES`] and [`RENDER_SECS`] per render;
+//! past either the child is killed, the render fails with "did not finish within its budget",
+//! and the next render starts a fresh child. Elsewhere (library users, other crates' tests) it
+//! renders in process.
 
 use crate::{Result, TokenizerError};
+use doctune_core::worker::{Caps, Death, Ended, Worker};
+use doctune_core::CancelToken;
 use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use serde::{Deserialize, Serialize};
@@ -31,7 +41,7 @@ impl Message {
 }
 
 /// The special tokens a template may use.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Specials {
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
@@ -44,6 +54,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
     specials: Specials,
+    /// The render worker, started at the first render (only in a binary that serves workers).
+    worker: std::sync::Mutex<Option<Worker>>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -62,6 +74,71 @@ pub const TEMPLATE_FUEL: u64 = 20_000_000;
 pub const MAX_RENDERED_EXTRA_BYTES: usize = 1 << 20;
 /// Rendered bytes a template may write per byte of the conversation's messages.
 pub const RENDERED_BYTES_PER_INPUT_BYTE: usize = 8;
+
+/// The job's name on the worker's command line.
+pub const RENDER_JOB: &str = "render";
+/// Address space of the render worker (Linux `RLIMIT_AS`).
+pub const RENDER_MEMORY_BYTES: u64 = 1 << 30;
+/// Wall time one render may take in the worker; fuel stops a loop well before.
+pub const RENDER_SECS: u64 = 30;
+/// The largest render request a worker reads (a conversation of a long document row).
+const MAX_REQUEST_BYTES: u64 = 256 << 20;
+
+/// One render, as the parent sends it to the worker.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RenderRequest<'a> {
+    #[serde(borrow)]
+    source: std::borrow::Cow<'a, str>,
+    specials: Specials,
+    messages: std::borrow::Cow<'a, [Message]>,
+    add_generation_prompt: bool,
+}
+
+/// The worker's side: answers render requests, one JSON line each (`{"Ok": text}` or
+/// `{"Err": message}`), until its input ends. The last template compiled is kept.
+pub fn serve_render(
+    input: &mut dyn std::io::BufRead,
+    output: &mut (dyn std::io::Write + Send),
+) -> i32 {
+    use std::io::{BufRead, Read};
+    let mut current: Option<ChatTemplate> = None;
+    loop {
+        let mut line = Vec::new();
+        match (&mut *input)
+            .take(MAX_REQUEST_BYTES)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => return 0,
+            Ok(_) => {}
+            Err(_) => return 2,
+        }
+        let Ok(req) = serde_json::from_slice::<RenderRequest<'_>>(&line) else {
+            return 2;
+        };
+        let mut answer = || -> Result<String> {
+            let same = current
+                .as_ref()
+                .is_some_and(|t| t.source == req.source && t.specials == req.specials);
+            if !same {
+                current = None;
+                current = Some(ChatTemplate::new(&req.source, req.specials.clone())?);
+            }
+            let t = current.as_ref().expect("compiled above");
+            t.render_here(&req.messages, req.add_generation_prompt)
+        };
+        let answer = answer().map_err(|e| match e {
+            TokenizerError::Template(m) => m,
+            other => other.to_string(),
+        });
+        let ok = serde_json::to_writer(&mut *output, &answer).is_ok()
+            && output.write_all(b"\n").is_ok()
+            && output.flush().is_ok();
+        if !ok {
+            return 2;
+        }
+    }
+}
 
 /// A writer that refuses to grow past its cap.
 struct Capped {
@@ -102,6 +179,7 @@ impl ChatTemplate {
             env,
             source: source.to_owned(),
             specials,
+            worker: std::sync::Mutex::new(None),
         })
     }
 
@@ -127,8 +205,80 @@ impl ChatTemplate {
     }
 
     /// Renders `messages` as `apply_chat_template(messages, tokenize=False,
-    /// add_generation_prompt=…)` does.
+    /// add_generation_prompt=…)` does — in the render worker where this binary serves one.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        if doctune_core::worker::enabled() {
+            self.render_in_worker(messages, add_generation_prompt)
+        } else {
+            self.render_here(messages, add_generation_prompt)
+        }
+    }
+
+    fn render_in_worker(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let budget = |why: String| {
+            TokenizerError::Template(format!(
+                "this model's chat template did not finish within its budget: {why}"
+            ))
+        };
+        let mut slot = self.worker.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let caps = Caps {
+                timeout: std::time::Duration::from_secs(RENDER_SECS),
+                // The worker lives as long as the template; each render has its deadline.
+                cpu_time: std::time::Duration::from_secs(24 * 3600),
+                max_memory_bytes: RENDER_MEMORY_BYTES,
+            };
+            let w = Worker::start(RENDER_JOB, &caps).map_err(|e| {
+                TokenizerError::Template(format!("cannot start the template worker: {e}"))
+            })?;
+            *slot = Some(w);
+        }
+        let worker = slot.as_mut().expect("started above");
+        let mut request = serde_json::to_vec(&RenderRequest {
+            source: self.source.as_str().into(),
+            specials: self.specials.clone(),
+            messages: messages.into(),
+            add_generation_prompt,
+        })
+        .map_err(|e| TokenizerError::Template(e.to_string()))?;
+        request.push(b'\n');
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(RENDER_SECS);
+        // A worker that died while reading makes send fail; next_line then says why.
+        let _ = worker.send(&request);
+        let answer = worker.next_line(deadline, &CancelToken::new());
+        let ended = match answer {
+            Ok(line) => {
+                match serde_json::from_slice::<std::result::Result<String, String>>(&line) {
+                    Ok(Ok(text)) => return Ok(text),
+                    Ok(Err(message)) => return Err(TokenizerError::Template(message)),
+                    Err(_) => Ended::Died(worker.died()),
+                }
+            }
+            Err(ended) => ended,
+        };
+        // The worker is gone (killed or dead); the next render starts another.
+        *slot = None;
+        Err(match ended {
+            Ended::Died(Death::OutOfMemory) => budget(format!(
+                "it needed more than {} MiB of memory",
+                RENDER_MEMORY_BYTES >> 20
+            )),
+            Ended::Deadline | Ended::Cancelled => {
+                budget(format!("it ran longer than {RENDER_SECS} s"))
+            }
+            Ended::Died(Death::CpuTime) => budget("it used its CPU time".into()),
+            Ended::Died(death) => {
+                TokenizerError::Template(format!("the template worker failed ({death:?})"))
+            }
+        })
+    }
+
+    /// Renders in this process (fuel and the output cap still apply).
+    fn render_here(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let tmpl = self
             .env
             .get_template(NAME)
