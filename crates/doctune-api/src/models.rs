@@ -110,6 +110,8 @@ pub(crate) fn register(
     info: &ModelFolderInfo,
     source: ModelSource,
 ) -> Result<ModelEntry, ApiError> {
+    // Every dimension and ratio of config.json in range now, not when the model first loads.
+    doctune_models::ModelConfig::load(&info.path)?;
     std::fs::create_dir_all(home.root())
         .map_err(|e| ApiError::io(home.root(), "cannot create", &e))?;
     let _lock = DirLock::acquire(home.root())?;
