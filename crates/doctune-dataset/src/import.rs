@@ -293,7 +293,7 @@ pub fn read_file(path: &Path, stop_on_bad: bool) -> Result<Imported, DatasetErro
         .unwrap_or("")
         .to_ascii_lowercase();
     let file = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
-    let mut rows: Vec<(usize, RawRow)> = Vec::new();
+    let mut rows = Rows::new(name.clone(), stop_on_bad);
     match ext.as_str() {
         "csv" | "tsv" => {
             let mut rdr = csv::ReaderBuilder::new()
@@ -305,7 +305,7 @@ pub fn read_file(path: &Path, stop_on_bad: bool) -> Result<Imported, DatasetErro
                 .map_err(|e| file_err(format!("no header row: {e}")))?
                 .clone();
             for rec in rdr.records() {
-                if rows.len() >= MAX_ROWS {
+                if rows.count >= MAX_ROWS {
                     return Err(file_err(format!("has more than {MAX_ROWS} rows")));
                 }
                 match rec {
@@ -316,42 +316,38 @@ pub fn read_file(path: &Path, stop_on_bad: bool) -> Result<Imported, DatasetErro
                             .zip(r.iter())
                             .map(|(h, v)| (h.trim().to_string(), Value::String(v.to_string())))
                             .collect();
-                        rows.push((line, Ok(map)));
+                        rows.push(line, Ok(map))?;
                     }
                     Err(e) => {
                         let line = e.position().map_or(0, |p| p.line() as usize);
-                        rows.push((line, Err(format!("malformed CSV: {e}"))));
+                        rows.push(line, Err(format!("malformed CSV: {e}")))?;
                     }
                 }
             }
         }
         "json" => {
-            let mut text = String::new();
-            BufReader::new(file)
-                .read_to_string(&mut text)
-                .map_err(|e| file_err(format!("is not UTF-8 text: {e}")))?;
-            let value: Value = serde_json::from_str(&text)
-                .map_err(|e| file_err(format!("is not valid JSON: {e}")))?;
-            let list =
-                match value {
-                    Value::Array(a) => a,
-                    _ => return Err(file_err(
+            // Streamed: each element becomes a row as it is read, never the whole array at once.
+            use serde::de::Deserializer as _;
+            let mut de = serde_json::Deserializer::from_reader(BufReader::new(file));
+            let read = de.deserialize_any(ArrayOfRows(&mut rows));
+            if let Some(stop) = rows.stopped.take() {
+                return Err(stop);
+            }
+            match read {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(file_err(
                         "is JSON but not an array of rows (use JSON Lines for one row per line)"
                             .into(),
-                    )),
-                };
-            if list.len() > MAX_ROWS {
-                return Err(file_err(format!("has more than {MAX_ROWS} rows")));
+                    ))
+                }
+                Err(e) if e.to_string().starts_with(TOO_MANY_ROWS) => {
+                    return Err(file_err(format!("has more than {MAX_ROWS} rows")))
+                }
+                Err(e) => return Err(file_err(format!("is not valid JSON: {e}"))),
             }
-            for (i, v) in list.into_iter().enumerate() {
-                rows.push((
-                    i + 1,
-                    match v {
-                        Value::Object(m) => Ok(m),
-                        _ => Err("row is not a JSON object".into()),
-                    },
-                ));
-            }
+            de.end()
+                .map_err(|e| file_err(format!("is not valid JSON: {e}")))?;
         }
         _ => {
             // JSON Lines (also the default for .txt-less unknown extensions).
@@ -368,87 +364,208 @@ pub fn read_file(path: &Path, stop_on_bad: bool) -> Result<Imported, DatasetErro
                 if n == 0 {
                     break;
                 }
-                if rows.len() >= MAX_ROWS {
+                if rows.count >= MAX_ROWS {
                     return Err(file_err(format!("has more than {MAX_ROWS} rows")));
                 }
                 if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
                     // Skip the rest of the line without holding it.
                     skip_line(&mut reader).map_err(|e| file_err(format!("line {line_no}: {e}")))?;
-                    rows.push((
+                    rows.push(
                         line_no,
                         Err(format!("longer than {MAX_LINE_BYTES} bytes; skipped")),
-                    ));
+                    )?;
                     continue;
                 }
-                if rows.len() >= MAX_ROWS {
-                    return Err(file_err(format!("has more than {MAX_ROWS} rows")));
-                }
                 let Ok(line) = std::str::from_utf8(&buf) else {
-                    rows.push((line_no, Err("not UTF-8 text".into())));
+                    rows.push(line_no, Err("not UTF-8 text".into()))?;
                     continue;
                 };
                 if line.trim().is_empty() {
                     continue;
                 }
-                rows.push((
+                rows.push(
                     line_no,
                     match serde_json::from_str::<Value>(line) {
                         Ok(Value::Object(m)) => Ok(m),
                         Ok(_) => Err("row is not a JSON object".into()),
                         Err(e) => Err(format!("malformed JSON: {e}")),
                     },
-                ));
+                )?;
             }
         }
     }
 
-    // The format of the file: the most common among its first 100 well-formed rows.
-    let mut votes: std::collections::BTreeMap<RowFormat, usize> = Default::default();
-    for (_, r) in rows.iter().take(100) {
-        if let Some(f) = r.as_ref().ok().and_then(detect) {
-            *votes.entry(f).or_default() += 1;
+    rows.finish(&file_err)
+}
+
+/// How many well-formed rows decide a file's format.
+const FORMAT_VOTES: usize = 100;
+
+/// Rows as they are read: the first ones are held until [`FORMAT_VOTES`] well-formed rows (or
+/// the end) decide the file's format — the most common among them — and from then on each row
+/// is converted as it arrives, so a file is never held as parsed JSON.
+struct Rows {
+    out: Imported,
+    stop_on_bad: bool,
+    /// Rows read so far, good and bad.
+    count: usize,
+    pending: Vec<(usize, RawRow)>,
+    well_formed: usize,
+    /// The bad row that stopped a `stop_on_bad` read inside the JSON reader.
+    stopped: Option<DatasetError>,
+}
+
+impl Rows {
+    fn new(file: String, stop_on_bad: bool) -> Self {
+        Rows {
+            out: Imported {
+                file,
+                format: None,
+                examples: Vec::new(),
+                bad: Vec::new(),
+                rows: 0,
+            },
+            stop_on_bad,
+            count: 0,
+            pending: Vec::new(),
+            well_formed: 0,
+            stopped: None,
         }
     }
-    let format = votes
-        .into_iter()
-        .max_by_key(|(f, n)| (*n, std::cmp::Reverse(*f)))
-        .map(|(f, _)| f);
-    let mut out = Imported {
-        file: name.clone(),
-        format,
-        examples: Vec::new(),
-        bad: Vec::new(),
-        rows: rows.len(),
-    };
-    let Some(format) = format else {
-        if rows.is_empty() {
-            return Err(file_err("has no rows".into()));
+
+    fn push(&mut self, line: usize, row: RawRow) -> Result<(), DatasetError> {
+        self.count += 1;
+        if let Some(format) = self.out.format {
+            return self.convert(line, row, format);
         }
-        return Err(file_err(
-            "has no row in a known format (alpaca, prompt/completion, sharegpt, OpenAI messages, text)".into(),
-        ));
-    };
-    for (line, row) in rows {
-        let result = row.and_then(|r| convert(&r, format));
-        match result {
-            Ok(ex) => out.examples.push((line, ex)),
-            Err(reason) => {
-                if stop_on_bad {
-                    return Err(DatasetError::BadRow(BadRow {
-                        file: name.clone(),
-                        line,
-                        reason,
-                    }));
-                }
-                out.bad.push(BadRow {
-                    file: name.clone(),
-                    line,
-                    reason,
-                });
+        self.well_formed += usize::from(row.as_ref().is_ok_and(|r| detect(r).is_some()));
+        self.pending.push((line, row));
+        if self.well_formed >= FORMAT_VOTES {
+            self.decide();
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// The format: the most common among the well-formed rows held (ties to the first listed).
+    fn decide(&mut self) {
+        let mut votes: std::collections::BTreeMap<RowFormat, usize> = Default::default();
+        for (_, r) in &self.pending {
+            if let Some(f) = r.as_ref().ok().and_then(detect) {
+                *votes.entry(f).or_default() += 1;
             }
         }
+        self.out.format = votes
+            .into_iter()
+            .max_by_key(|(f, n)| (*n, std::cmp::Reverse(*f)))
+            .map(|(f, _)| f);
     }
-    Ok(out)
+
+    fn drain(&mut self) -> Result<(), DatasetError> {
+        let Some(format) = self.out.format else {
+            return Ok(());
+        };
+        for (line, row) in std::mem::take(&mut self.pending) {
+            self.convert(line, row, format)?;
+        }
+        Ok(())
+    }
+
+    fn convert(&mut self, line: usize, row: RawRow, format: RowFormat) -> Result<(), DatasetError> {
+        match row.and_then(|r| convert(&r, format)) {
+            Ok(ex) => self.out.examples.push((line, ex)),
+            Err(reason) => {
+                let bad = BadRow {
+                    file: self.out.file.clone(),
+                    line,
+                    reason,
+                };
+                if self.stop_on_bad {
+                    return Err(DatasetError::BadRow(bad));
+                }
+                self.out.bad.push(bad);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        file_err: &dyn Fn(String) -> DatasetError,
+    ) -> Result<Imported, DatasetError> {
+        if self.out.format.is_none() {
+            self.decide();
+        }
+        if self.out.format.is_none() {
+            if self.count == 0 {
+                return Err(file_err("has no rows".into()));
+            }
+            return Err(file_err(
+                "has no row in a known format (alpaca, prompt/completion, sharegpt, OpenAI messages, text)".into(),
+            ));
+        }
+        self.drain()?;
+        self.out.rows = self.count;
+        Ok(self.out)
+    }
+}
+
+/// The error text that ends a JSON array read past [`MAX_ROWS`].
+const TOO_MANY_ROWS: &str = "doctune: too many rows";
+
+/// A JSON file's top level: an array whose elements go to [`Rows`] one by one (`true`), or
+/// anything else (`false`, read past).
+struct ArrayOfRows<'a>(&'a mut Rows);
+
+impl<'de> serde::de::Visitor<'de> for ArrayOfRows<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of rows")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        use serde::de::Error;
+        let mut i = 0;
+        while let Some(v) = seq.next_element::<Value>()? {
+            i += 1;
+            if self.0.count >= MAX_ROWS {
+                return Err(A::Error::custom(TOO_MANY_ROWS));
+            }
+            let row = match v {
+                Value::Object(m) => Ok(m),
+                _ => Err("row is not a JSON object".into()),
+            };
+            if let Err(stop) = self.0.push(i, row) {
+                self.0.stopped = Some(stop);
+                return Err(A::Error::custom("stopped at a bad row"));
+            }
+        }
+        Ok(true)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
@@ -489,6 +606,42 @@ mod tests {
             got.bad[1].reason.contains("a message of"),
             "{:?}",
             got.bad[1]
+        );
+    }
+
+    #[test]
+    fn json_arrays_are_read_row_by_row() {
+        let d = tempfile::tempdir().unwrap();
+        let rows = r#"[{"prompt":"Hi","completion":"Yo"}, 7, {"prompt":"Ho","completion":"Ya"}]"#;
+        let got = read_file(&write(d.path(), "a.json", rows), false).unwrap();
+        assert_eq!((got.examples.len(), got.rows), (2, 3));
+        assert_eq!(
+            (got.bad[0].line, got.bad[0].reason.as_str()),
+            (2, "row is not a JSON object")
+        );
+        let e = read_file(&write(d.path(), "b.json", rows), true).unwrap_err();
+        assert!(
+            matches!(e, DatasetError::BadRow(ref b) if b.line == 2),
+            "{e}"
+        );
+        let e = read_file(&write(d.path(), "c.json", r#"{"prompt":"Hi"}"#), false).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "is JSON but not an array of rows (use JSON Lines for one row per line)"
+            ),
+            "{e}"
+        );
+        let e = read_file(
+            &write(d.path(), "d.json", r#"[{"prompt":"Hi","completion":"Yo"}"#),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("is not valid JSON"), "{e}");
+        let e = read_file(&write(d.path(), "e.json", "[] []"), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is not valid JSON: trailing characters"),
+            "{e}"
         );
     }
 
