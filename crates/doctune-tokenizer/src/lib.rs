@@ -131,11 +131,21 @@ impl ModelTokenizer {
             });
         }
         let bytes = read_limited(&tok_path, MAX_TOKENIZER_BYTES)?;
-        let tokenizer =
-            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| TokenizerError::File {
-                path: tok_path.clone(),
-                message: format!("is not a tokenizer DocTune can read: {e}"),
-            })?;
+        // The tokenizers crate panics on some malformed files (a decoder whose JSON is not what
+        // it expects: found by the `tokenizer` fuzz target), so a panic is a refusal too.
+        let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .unwrap_or_else(|panic| {
+                let detail = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown".into());
+                Err(format!("the tokenizers library failed on it ({detail})").into())
+            });
+        let tokenizer = parsed.map_err(|e| TokenizerError::File {
+            path: tok_path.clone(),
+            message: format!("is not a tokenizer DocTune can read: {e}"),
+        })?;
 
         let tcfg_path = dir.join("tokenizer_config.json");
         let tcfg = read_json(&tcfg_path)?.unwrap_or(Value::Null);
