@@ -39,11 +39,7 @@ impl Jobs {
             });
             let result = catch_unwind(AssertUnwindSafe(|| work(sink.as_ref(), &cancel)))
                 .unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
+                    let what = doctune_core::panic_message(panic.as_ref());
                     tracing::error!("job {job} ({kind}) panicked: {what}");
                     Err(ApiError::new(
                         Code::Internal,

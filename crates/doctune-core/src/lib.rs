@@ -31,7 +31,9 @@ pub use atomic::{write_atomic, write_json_atomic};
 pub use code::Code;
 pub use families::Family;
 pub use id::{check_id, now_rfc3339, stamped_id, InvalidId};
-pub use job::{CancelToken, JobEvent, JobId, NullSink, ProgressSink, Throttle, VecSink};
+pub use job::{
+    panic_message, CancelToken, JobEvent, JobId, NullSink, ProgressSink, Throttle, VecSink,
+};
 pub use layout::{Area, LayoutError, ProjectDir};
 pub use read::read_limited;
 pub use scope::{Scope, ScopeError};

@@ -159,11 +159,7 @@ pub fn isolated(
     let doc = match result {
         Ok(r) => r?,
         Err(panic) => {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
+            let detail = doctune_core::panic_message(panic.as_ref());
             return Err(IngestError::Corrupt {
                 path: path.into(),
                 reason: format!(

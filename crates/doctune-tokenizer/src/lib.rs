@@ -135,11 +135,7 @@ impl ModelTokenizer {
         // it expects: found by the `tokenizer` fuzz target), so a panic is a refusal too.
         let parsed = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_bytes(&bytes))
             .unwrap_or_else(|panic| {
-                let detail = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown".into());
+                let detail = doctune_core::panic_message(panic.as_ref());
                 Err(format!("the tokenizers library failed on it ({detail})").into())
             });
         let tokenizer = parsed.map_err(|e| TokenizerError::File {
