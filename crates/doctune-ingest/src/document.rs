@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Bumped whenever extraction output changes, so cached text is re-extracted.
-pub const EXTRACTOR_VERSION: u32 = 1;
+/// Bumped whenever extraction output changes, so cached text is re-extracted (2: workbooks
+/// streamed cell by cell, warnings capped, HTML depth and PDF form limits).
+pub const EXTRACTOR_VERSION: u32 = 2;
 
 /// Bounds on what one document may cost. Defaults are listed in SECURITY.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
