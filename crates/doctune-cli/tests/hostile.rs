@@ -3,7 +3,9 @@
 //! folders). Each must end in its one clear result — a refusal naming the file with exit status
 //! 1, or the document read — never a signal, within a bounded time, and every process the suite
 //! started (the CLI and its extraction workers) must have peaked under 1 GiB of memory. One test
-//! in its own binary, so the peak read at the end is this suite's alone.
+//! in its own binary, so the peak read at the end is this suite's alone. Unix only: the peak is
+//! read with getrusage.
+#![cfg(unix)]
 
 mod support;
 
