@@ -188,6 +188,16 @@ impl Throttle {
     }
 }
 
+/// The message a caught panic carried (`panic!("…")` gives a `&str` or a `String`), or
+/// "unknown" — for the errors that say a parser, a library or a job stopped on a panic.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,14 +288,4 @@ mod tests {
         (&f as &dyn ProgressSink).emit(JobEvent::Cancelled);
         assert_eq!(count.load(Ordering::Relaxed), 1);
     }
-}
-
-/// The message a caught panic carried (`panic!("…")` gives a `&str` or a `String`), or
-/// "unknown" — for the errors that say a parser, a library or a job stopped on a panic.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown".into())
 }
