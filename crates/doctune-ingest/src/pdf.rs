@@ -51,7 +51,7 @@ pub(crate) fn extract(
     };
     for (&num, &id) in &pages {
         scan.page(id)
-            .map_err(|reason| IngestError::limit(path, format!("page {num}: {reason}")))?;
+            .map_err(|Refused(why)| IngestError::limit(path, format!("page {num}: {why}")))?;
     }
     let total = pages.len() as u64;
     let mut warnings = Vec::new();
@@ -169,6 +169,23 @@ fn decoded_len(stream: &Stream, limit: u64) -> u64 {
     let Ok(filters) = stream.filters() else {
         return stream.content.len() as u64;
     };
+    // Most streams cannot reach the limit at all: the most each filter can expand (deflate
+    // 1032:1, LZW 4096 bytes per 9-bit code, ASCII85 4 bytes per `z`, run-length 128 per 2
+    // bytes) times the raw size is a bound, and below the limit nothing needs decoding here.
+    let bound = filters.iter().fold(stream.content.len() as u64, |n, f| {
+        let ratio = match *f {
+            b"FlateDecode" => 1032,
+            b"LZWDecode" => 3641,
+            b"ASCII85Decode" => 4,
+            b"RunLengthDecode" => 64,
+            b"ASCIIHexDecode" => 1,
+            _ => u64::MAX,
+        };
+        n.saturating_mul(ratio)
+    });
+    if bound <= limit {
+        return bound;
+    }
     let cap = limit.saturating_add(1);
     let mut data = std::borrow::Cow::Borrowed(stream.content.as_slice());
     for (i, filter) in filters.iter().enumerate() {
@@ -212,6 +229,9 @@ fn inflate(input: &[u8], out: &mut impl std::io::Write, cap: u64) -> u64 {
     .unwrap_or(0)
 }
 
+/// Why a page's forms are refused (the caller adds the file and the page).
+struct Refused(String);
+
 /// The form XObjects a page draws, followed as pdf-extract follows them: a `Do` names an entry
 /// of the XObject resources in effect; a form's own /Resources, else its caller's, apply inside.
 struct FormScan<'a> {
@@ -224,7 +244,7 @@ struct FormScan<'a> {
 }
 
 impl<'a> FormScan<'a> {
-    fn page(&mut self, page: ObjectId) -> Result<(), String> {
+    fn page(&mut self, page: ObjectId) -> Result<(), Refused> {
         let Some(resources) = self.page_resources(page) else {
             return Ok(());
         };
@@ -276,7 +296,7 @@ impl<'a> FormScan<'a> {
         content: &[u8],
         resources: &'a Dictionary,
         depth: u32,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, Refused> {
         let Ok(content) = pdf_extract::content::Content::decode(content) else {
             return Ok(0);
         };
@@ -298,13 +318,16 @@ impl<'a> FormScan<'a> {
                 continue;
             }
             if self.chain.contains(&id) {
-                return Err(format!("form XObject {} {} R draws itself", id.0, id.1));
+                return Err(Refused(format!(
+                    "form XObject {} {} R draws itself",
+                    id.0, id.1
+                )));
             }
             if depth >= self.limits.max_form_depth {
-                return Err(format!(
+                return Err(Refused(format!(
                     "form XObjects nest more than {} deep",
                     self.limits.max_form_depth
-                ));
+                )));
             }
             let inner = form
                 .dict
@@ -328,12 +351,40 @@ impl<'a> FormScan<'a> {
             };
             total = total.saturating_add(n);
             if total > self.limits.max_form_draws {
-                return Err(format!(
+                return Err(Refused(format!(
                     "draws form XObjects more than {} times",
                     self.limits.max_form_draws
-                ));
+                )));
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn deflated(n: usize) -> Stream {
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![b' '; n]).unwrap();
+        let mut dict = Dictionary::new();
+        dict.set("Filter", Object::Name(b"FlateDecode".to_vec()));
+        Stream::new(dict, z.finish().unwrap())
+    }
+
+    #[test]
+    fn stream_sizes_are_bounded_without_decoding_when_they_cannot_reach_the_limit() {
+        let limit = 1 << 20;
+        // 100 KB of spaces deflate to about a hundred bytes: 1032 × that is under the limit.
+        let small = deflated(100_000);
+        assert!(decoded_len(&small, limit) <= limit);
+        // 4 MiB deflate to about 4 KB: the bound is over the limit, so it is counted.
+        let big = deflated(4 << 20);
+        assert_eq!(decoded_len(&big, limit), limit + 1);
+        let mut unfiltered = Stream::new(Dictionary::new(), vec![0; 10]);
+        unfiltered.dict.remove(b"Filter");
+        assert_eq!(decoded_len(&unfiltered, limit), 10);
     }
 }
