@@ -132,55 +132,51 @@ pub(crate) fn row_text<'a>(headers: &[String], cells: impl Iterator<Item = &'a s
         .join("; ")
 }
 
-/// Whether the JSON array `s` has more than `limit` elements, read without keeping any (a
-/// malformed array answers false; the full parse then says what is wrong).
-fn too_many_records(s: &str, limit: usize) -> bool {
-    use serde::de::{Deserializer, Error, IgnoredAny, SeqAccess, Visitor};
-    const TOO_MANY: &str = "doctune: too many records";
-    struct Count(usize);
-    impl<'de> Visitor<'de> for Count {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an array")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let mut n = 0usize;
-            while seq.next_element::<IgnoredAny>()?.is_some() {
-                n += 1;
-                if n > self.0 {
-                    return Err(A::Error::custom(TOO_MANY));
-                }
-            }
-            Ok(())
-        }
+/// The error text that ends an array read past its record limit.
+const TOO_MANY: &str = "doctune: too many records";
+
+/// A JSON array's elements, kept up to `.0` of them: past it the read stops with [`TOO_MANY`],
+/// so the limit is checked as records are built, not after all of them are.
+struct Records(usize);
+
+impl<'de> serde::de::Visitor<'de> for Records {
+    type Value = Vec<serde_json::Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array")
     }
-    let counted = serde_json::Deserializer::from_str(s).deserialize_seq(Count(limit));
-    counted.is_err_and(|e| e.to_string().starts_with(TOO_MANY))
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element()? {
+            if out.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
 }
 
-/// A JSON array (of records) or a single JSON object.
+/// A JSON array (of records) or a single JSON value, read in one pass.
 pub(crate) fn json(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Document, IngestError> {
+    use serde::de::Deserializer as _;
     let (s, w) = decode(bytes);
-    // Count an array's records before building any: millions of `{}` would otherwise cost tens
-    // of bytes each in memory before the limit is checked.
-    if s.trim_start().starts_with('[') && too_many_records(&s, limits.max_records) {
-        return Err(IngestError::limit(
-            path,
-            format!("more than {} records", limits.max_records),
-        ));
-    }
-    let value: serde_json::Value = serde_json::from_str(&s)
-        .map_err(|e| IngestError::corrupt(path, format!("not valid JSON: {e}")))?;
-    let records = match value {
-        serde_json::Value::Array(a) => a,
-        other => vec![other],
+    let invalid = |e: serde_json::Error| {
+        if e.to_string().starts_with(TOO_MANY) {
+            IngestError::limit(path, format!("more than {} records", limits.max_records))
+        } else {
+            IngestError::corrupt(path, format!("not valid JSON: {e}"))
+        }
     };
-    if records.len() > limits.max_records {
-        return Err(IngestError::limit(
-            path,
-            format!("more than {} records", limits.max_records),
-        ));
-    }
+    let records = if s.trim_start().starts_with('[') {
+        let mut de = serde_json::Deserializer::from_str(&s);
+        let records = de
+            .deserialize_seq(Records(limits.max_records))
+            .map_err(invalid)?;
+        de.end().map_err(invalid)?;
+        records
+    } else {
+        vec![serde_json::from_str::<serde_json::Value>(&s).map_err(invalid)?]
+    };
     let mut doc = Builder::with_warnings(w).finish(Format::Json);
     doc.records = Some(records);
     Ok(doc)
