@@ -105,27 +105,7 @@ pub fn attention_composed(
         .contiguous()
 }
 
-/// A matrix inside a slice: element (i, j) at `off + i·rs + j·cs`.
-#[derive(Clone, Copy)]
-struct View {
-    off: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl View {
-    fn at(off: usize, rs: usize, cs: usize) -> Self {
-        Self { off, rs, cs }
-    }
-    /// One past the largest index a `rows × cols` matrix touches.
-    fn end(self, rows: usize, cols: usize) -> usize {
-        if rows == 0 || cols == 0 {
-            self.off
-        } else {
-            self.off + (rows - 1) * self.rs + (cols - 1) * self.cs + 1
-        }
-    }
-}
+use crate::gemm::View;
 
 /// `dst[m×n] = (acc ? dst : 0) + beta · lhs[m×k] · rhs[k×n]`, single-threaded, bounds-checked.
 #[allow(clippy::too_many_arguments)]
@@ -141,6 +121,21 @@ fn gemm<T: Float + 'static>(
     beta: T,
 ) {
     if m == 0 || n == 0 {
+        return;
+    }
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: T is f32 (checked just above), so the slices are f32 slices.
+        #[allow(unsafe_code)]
+        let (dst, lhs, rhs, beta) = unsafe {
+            (
+                &mut *(dst as *mut [T] as *mut [f32]),
+                &*(lhs as *const [T] as *const [f32]),
+                &*(rhs as *const [T] as *const [f32]),
+                *(&beta as *const T as *const f32),
+            )
+        };
+        // DocTune's kernels (the family chosen for the process); one task per thread already.
+        crate::gemm::sgemm((m, n, k), dst, dv, acc, lhs, lv, rhs, rv, beta, false);
         return;
     }
     assert!(dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len());

@@ -13,6 +13,8 @@
 //!
 //! - [`DeviceKind`] and [`Precision`] name where a model computes and in what dtype (mixed
 //!   precision: half-precision base, f32 trained values).
+//! - [`cpu`] chooses the CPU kernel family (AVX-512 or AVX2; `DOCTUNE_CPU_KERNELS` forces one)
+//!   and [`gemm`] is the f32 matrix product the frozen projections and attention run through.
 //! - [`HeapGuard`] keeps freed tensor buffers in the process for the length of a training run.
 //!
 //! Randomness (LoRA init, dropout, sampling) comes from seeded generators ([`rng`]).
@@ -20,9 +22,11 @@
 pub mod adapter;
 pub mod attention;
 pub mod config;
+pub mod cpu;
 pub mod device;
 mod error;
 pub mod folder;
+pub mod gemm;
 pub mod generate;
 mod heap;
 mod kv_cache;

@@ -2,7 +2,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, Layout, MetalStorage, Result, Shape, Storage, Tensor,
+    CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Result, Shape, Storage, Tensor,
 };
 
 /// `x · Wᵀ` for `x` [.., in] and a frozen `W` [out, in]. The backward pass computes only
@@ -54,6 +54,27 @@ impl CustomOp1 for FrozenMatmul {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (w, w_l) = self.weight.storage_and_layout();
         match &*w {
+            Storage::Cpu(CpuStorage::F32(wd)) if matches!(s, CpuStorage::F32(_)) => {
+                // DocTune's own GEMM ([`crate::gemm`]) with W read as its transpose in place.
+                let (Some((xa, xz)), Some((wa, wz))) =
+                    (l.contiguous_offsets(), w_l.contiguous_offsets())
+                else {
+                    candle_core::bail!("frozen_matmul: inputs must be contiguous");
+                };
+                let x = &s.as_slice::<f32>()?[xa..xz];
+                let (n, k) = w_l.shape().dims2()?;
+                let dims = l.dims();
+                if *dims.last().unwrap_or(&0) != k {
+                    candle_core::bail!(
+                        "frozen_matmul: input has {} features, weight expects {k}",
+                        dims.last().unwrap_or(&0)
+                    );
+                }
+                let out = matmul_f32(x, &wd[wa..wz], (n, k), true);
+                let mut out_dims = dims.to_vec();
+                *out_dims.last_mut().expect("rank ≥ 1") = n;
+                Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+            }
             Storage::Cpu(w) => self.fwd(s, l, w, w_l),
             _ => candle_core::bail!("frozen_matmul: weight and input on different devices"),
         }
@@ -77,12 +98,55 @@ impl CustomOp1 for FrozenMatmul {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         // ∂L/∂x = ∂L/∂y · W (W is a plain tensor: no graph is recorded for it).
-        let g = grad_res.contiguous()?;
-        let n = self.weight.dim(0)?;
-        let m = g.elem_count() / n;
-        let dx = g.reshape((m, n))?.matmul(&self.weight)?;
-        Ok(Some(dx.reshape(arg.shape())?))
+        Ok(Some(
+            input_grad(grad_res, &self.weight)?.reshape(arg.shape())?,
+        ))
     }
+}
+
+/// `g · W` for `g` [.., out] and a frozen `W` [out, in], as [.., in]: the input gradient of
+/// `x · Wᵀ`, through DocTune's GEMM on the CPU in f32 and candle's matmul elsewhere.
+pub fn input_grad(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let g = g.detach().contiguous()?;
+    let (n, k) = weight.dims2()?;
+    let m = g.elem_count() / n.max(1);
+    let mut dims = g.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = k;
+    if g.device().is_cpu() && g.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+        let w = weight.contiguous()?;
+        let out = super::with_slice::<f32, _>(&g, |gs| {
+            super::with_slice::<f32, _>(&w, |ws| Ok(matmul_f32(gs, ws, (n, k), false)))
+        })?;
+        return Tensor::from_vec(out, dims, g.device());
+    }
+    g.reshape((m, n))?.matmul(weight)?.reshape(dims)
+}
+
+/// `x · Wᵀ` (`transposed`, `x` [m, k], result [m, n]) or `x · W` (`x` [m, n], result [m, k]) for
+/// a row-major `W` [n, k], on all of rayon's threads.
+fn matmul_f32(x: &[f32], w: &[f32], (n, k): (usize, usize), transposed: bool) -> Vec<f32> {
+    use crate::gemm::{sgemm, View};
+    let (inner, cols) = if transposed { (k, n) } else { (n, k) };
+    let m = x.len() / inner.max(1);
+    let mut out = vec![0f32; m * cols];
+    let wv = if transposed {
+        View::row_major(k).t()
+    } else {
+        View::row_major(k)
+    };
+    sgemm(
+        (m, cols, inner),
+        &mut out,
+        View::row_major(cols),
+        false,
+        x,
+        View::row_major(inner),
+        w,
+        wv,
+        1.0,
+        true,
+    );
+    out
 }
 
 #[cfg(test)]

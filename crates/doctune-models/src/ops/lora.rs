@@ -114,7 +114,8 @@ impl candle_core::CustomOp3 for LoraOp {
         if let Some(m) = &self.mask {
             dlow = (dlow * m.reshape(((), inp))?)?;
         }
-        let dx = (g2.matmul(&self.w)? + dlow.to_dtype(g.dtype())?)?.reshape(x.shape())?;
+        let dx = (super::frozen::input_grad(&g2, &self.w)? + dlow.to_dtype(g.dtype())?)?
+            .reshape(x.shape())?;
         Ok((Some(dx), Some(da), Some(db)))
     }
 }

@@ -1,0 +1,161 @@
+//! Which CPU kernel family DocTune's numeric code runs, chosen once per process.
+//!
+//! By default the best family the CPU has ([`best`]): AVX-512 (AVX-512F, for `gemm`'s AVX-512
+//! kernels), else "at most AVX2" (AVX2 with FMA; scalar kernels on a CPU without them). The
+//! environment variable [`KERNELS_ENV`] (`DOCTUNE_CPU_KERNELS=avx2|avx512|auto`) forces a family for
+//! benchmarking and diagnosis: it is how `cargo bench -p doctune-train --bench train` measures
+//! the AVX2 path on a CPU that also has AVX-512. A family the CPU cannot run is refused
+//! ([`requested`], which the trainer checks before a run), never executed.
+//!
+//! The choice applies to DocTune's own f32 GEMM ([`crate::gemm`]), which every frozen
+//! projection and the fused attention go through on the CPU.
+
+use std::sync::OnceLock;
+
+/// The environment variable that forces a kernel family.
+pub const KERNELS_ENV: &str = "DOCTUNE_CPU_KERNELS";
+
+/// A family of CPU kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kernels {
+    /// At most 256-bit AVX2 with FMA (x86-64-v3); the scalar kernels where the CPU lacks them.
+    Avx2,
+    /// 512-bit AVX-512F (x86-64-v4).
+    Avx512,
+}
+
+impl Kernels {
+    /// The name the switch takes and the benchmarks print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Avx2 => "avx2",
+            Kernels::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run the family.
+    pub fn available(self) -> bool {
+        match self {
+            // The capped build runs anywhere (AVX2/FMA where the CPU has them).
+            Kernels::Avx2 => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernels::Avx512 => false,
+        }
+    }
+}
+
+/// The best family this CPU has.
+pub fn best() -> Kernels {
+    if Kernels::Avx512.available() {
+        Kernels::Avx512
+    } else {
+        Kernels::Avx2
+    }
+}
+
+/// The family [`KERNELS_ENV`] asks for (the best one when it is unset, empty or `auto`), or why
+/// it cannot be used: an unknown name, or a family this CPU does not have.
+pub fn requested() -> Result<Kernels, String> {
+    parse_request(std::env::var(KERNELS_ENV).ok().as_deref())
+}
+
+/// [`requested`] for a given value of the variable.
+fn parse_request(v: Option<&str>) -> Result<Kernels, String> {
+    let Some(v) = v else {
+        return Ok(best());
+    };
+    let k = match v.trim().to_ascii_lowercase().as_str() {
+        "" | "auto" => return Ok(best()),
+        "avx2" => Kernels::Avx2,
+        "avx512" | "avx-512" => Kernels::Avx512,
+        other => {
+            return Err(format!(
+                "{KERNELS_ENV}={other}: unknown kernel family (auto, avx512 or avx2)"
+            ))
+        }
+    };
+    if k.available() {
+        Ok(k)
+    } else {
+        Err(format!(
+            "{KERNELS_ENV}={}: this CPU cannot run the {} kernels (it has: {})",
+            v.trim(),
+            k.name(),
+            describe_cpu()
+        ))
+    }
+}
+
+/// The family in use, chosen on first call: [`requested`], or the best family if the request
+/// cannot be honoured (the trainer refuses such a run before it starts; other callers get the
+/// best path and a warning in the log).
+pub fn kernels() -> Kernels {
+    static CHOSEN: OnceLock<Kernels> = OnceLock::new();
+    *CHOSEN.get_or_init(|| {
+        requested().unwrap_or_else(|e| {
+            tracing::warn!("{e}; using the {} kernels", best().name());
+            best()
+        })
+    })
+}
+
+/// The CPU features that matter to the kernels, for messages and benchmark output.
+pub fn describe_cpu() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut f = Vec::new();
+        macro_rules! feat {
+            ($($name:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($name) {
+                    f.push($name);
+                }
+            )*};
+        }
+        feat!("avx2", "fma", "avx512f", "avx512bf16");
+        if f.is_empty() {
+            "no AVX2".into()
+        } else {
+            f.join(", ")
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
+/// One line for benchmarks and logs: the family in use and what the CPU has.
+pub fn describe() -> String {
+    format!(
+        "{} kernels, {}; CPU: {}",
+        kernels().name(),
+        crate::gemm::describe(kernels()),
+        describe_cpu()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_switch_takes_auto_and_each_family_and_refuses_the_rest_by_name() {
+        assert_eq!(parse_request(None), Ok(best()));
+        assert_eq!(parse_request(Some(" Auto ")), Ok(best()));
+        assert_eq!(parse_request(Some("avx2")), Ok(Kernels::Avx2));
+        let e = parse_request(Some("sse9")).unwrap_err();
+        assert!(
+            e.contains("DOCTUNE_CPU_KERNELS=sse9") && e.contains("unknown"),
+            "{e}"
+        );
+        match parse_request(Some("avx512")) {
+            Ok(k) => assert!(k == Kernels::Avx512 && k.available()),
+            Err(e) => {
+                assert!(!Kernels::Avx512.available());
+                assert!(e.contains("cannot run the avx512 kernels"), "{e}");
+            }
+        }
+    }
+}

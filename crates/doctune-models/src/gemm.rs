@@ -1,0 +1,378 @@
+//! DocTune's f32 matrix product on the CPU, `dst = (acc ? dst : 0) + beta · lhs · rhs` over
+//! strided views, through the kernel family chosen for the process ([`crate::cpu::kernels`]).
+//! Every frozen projection's forward and input gradient and the fused attention's products go
+//! through [`sgemm`].
+//!
+//! Both families are the `gemm` crate's BLIS-style kernels, built twice:
+//! - **AVX-512**: `gemm` 0.19 with its `x86-v4` kernels;
+//! - **AVX2**: `gemm` 0.18, whose stable build stops at AVX2/FMA (its 6×16 `fma` kernels; a CPU
+//!   without FMA gets its scalar ones), so `DOCTUNE_CPU_KERNELS=avx2` runs the AVX2 path on a
+//!   CPU that also has AVX-512.
+//!
+//! A hand-written 6×16 AVX2 micro-kernel with our own packing was measured against these on the
+//! AVX2-only development machine and lost by 12–17 % (`docs/performance.md`, "AVX2 CPUs"); the
+//! crate's AVX2 path runs at PyTorch's MKL rate on the training shapes, so it stays.
+
+use crate::cpu::Kernels;
+
+/// A strided view of a matrix in a slice: element (i, j) is at `off + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    /// Offset of element (0, 0).
+    pub off: usize,
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl View {
+    /// The view at `off` with strides `rs` and `cs`.
+    pub fn at(off: usize, rs: usize, cs: usize) -> View {
+        View { off, rs, cs }
+    }
+    /// A row-major matrix with `cols` columns.
+    pub fn row_major(cols: usize) -> View {
+        View {
+            off: 0,
+            rs: cols,
+            cs: 1,
+        }
+    }
+    /// The transpose of this view.
+    pub fn t(self) -> View {
+        View {
+            off: self.off,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+    /// One past the last element an `m × n` matrix in this view addresses.
+    pub fn end(self, m: usize, n: usize) -> usize {
+        if m == 0 || n == 0 {
+            self.off
+        } else {
+            self.off + (m - 1) * self.rs + (n - 1) * self.cs + 1
+        }
+    }
+}
+
+/// Which implementation a family runs, for benchmark output.
+pub fn describe(k: Kernels) -> &'static str {
+    match k {
+        Kernels::Avx2 => "gemm 0.18 AVX2/FMA",
+        Kernels::Avx512 => "gemm 0.19 AVX-512",
+    }
+}
+
+/// `dst[m×n] = (acc ? dst : 0) + beta · lhs[m×k] · rhs[k×n]` with the family in use
+/// ([`crate::cpu::kernels`]), over `rayon`'s threads when `parallel`.
+///
+/// # Panics
+/// If a view addresses elements outside its slice (a caller's bug, never input-dependent).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm(
+    mnk: (usize, usize, usize),
+    dst: &mut [f32],
+    dv: View,
+    acc: bool,
+    lhs: &[f32],
+    lv: View,
+    rhs: &[f32],
+    rv: View,
+    beta: f32,
+    parallel: bool,
+) {
+    sgemm_with(
+        crate::cpu::kernels(),
+        mnk,
+        dst,
+        dv,
+        acc,
+        lhs,
+        lv,
+        rhs,
+        rv,
+        beta,
+        parallel,
+    )
+}
+
+/// [`sgemm`] with an explicit family.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(
+    family: Kernels,
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dv: View,
+    acc: bool,
+    lhs: &[f32],
+    lv: View,
+    rhs: &[f32],
+    rv: View,
+    beta: f32,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len(),
+        "sgemm: a view reaches outside its slice"
+    );
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (d, l, r) = (
+        // SAFETY (all three): the assertion above keeps every element the views address inside
+        // their slices.
+        #[allow(unsafe_code)]
+        unsafe {
+            dst.as_mut_ptr().add(dv.off)
+        },
+        #[allow(unsafe_code)]
+        unsafe {
+            lhs.as_ptr().add(lv.off)
+        },
+        #[allow(unsafe_code)]
+        unsafe {
+            rhs.as_ptr().add(rv.off)
+        },
+    );
+    let (dcs, drs, lcs, lrs, rcs, rrs) = (
+        dv.cs as isize,
+        dv.rs as isize,
+        lv.cs as isize,
+        lv.rs as isize,
+        rv.cs as isize,
+        rv.rs as isize,
+    );
+    // SAFETY: the views stay inside their slices (asserted above); `dst` is borrowed mutably,
+    // so it aliases neither `lhs` nor `rhs`. An AVX-512 request on a CPU without it is turned
+    // into AVX2 by `cpu::kernels`; both crates check the CPU's features themselves.
+    #[allow(unsafe_code)]
+    unsafe {
+        match family {
+            Kernels::Avx512 => gemm::gemm(
+                m,
+                n,
+                k,
+                d,
+                dcs,
+                drs,
+                acc,
+                l,
+                lcs,
+                lrs,
+                r,
+                rcs,
+                rrs,
+                1.0,
+                beta,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
+            ),
+            Kernels::Avx2 => gemm_avx2::gemm(
+                m,
+                n,
+                k,
+                d,
+                dcs,
+                drs,
+                acc,
+                l,
+                lcs,
+                lrs,
+                r,
+                rcs,
+                rrs,
+                1.0,
+                beta,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    gemm_avx2::Parallelism::Rayon(threads)
+                } else {
+                    gemm_avx2::Parallelism::None
+                },
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        av: View,
+        b: &[f32],
+        bv: View,
+    ) -> Vec<f64> {
+        let mut c = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    c[i * n + j] += a[av.off + i * av.rs + p * av.cs] as f64
+                        * b[bv.off + p * bv.rs + j * bv.cs] as f64;
+                }
+            }
+        }
+        c
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_family_matches_a_reference_over_edges_strides_and_accumulation() {
+        let families: Vec<Kernels> = [Kernels::Avx2, Kernels::Avx512]
+            .into_iter()
+            .filter(|k| k.available())
+            .collect();
+        // Shapes around the block sizes: edge tiles in every direction, several depth blocks,
+        // fewer rows than the packed path takes.
+        for &(m, n, k) in &[
+            (17, 33, 7),
+            (130, 40, 300),
+            (6, 16, 256),
+            (257, 2100, 513),
+            (3, 5, 9),
+        ] {
+            for transposed in [false, true] {
+                let a = data(m * k + 3, 1);
+                let av = View {
+                    off: 3,
+                    rs: k,
+                    cs: 1,
+                };
+                // rhs as a row-major k×n, or as the transpose of a row-major n×k (a weight).
+                let b = data(k * n + 2, 2);
+                let bv = if transposed {
+                    View {
+                        off: 2,
+                        rs: 1,
+                        cs: k,
+                    }
+                } else {
+                    View {
+                        off: 2,
+                        rs: n,
+                        cs: 1,
+                    }
+                };
+                let want = reference(m, n, k, &a, av, &b, bv);
+                for &f in &families {
+                    for parallel in [false, true] {
+                        let mut c = data(m * n, 3);
+                        let before = c.clone();
+                        sgemm_with(
+                            f,
+                            (m, n, k),
+                            &mut c,
+                            View::row_major(n),
+                            true,
+                            &a,
+                            av,
+                            &b,
+                            bv,
+                            0.5,
+                            parallel,
+                        );
+                        for i in 0..m * n {
+                            let w = before[i] as f64 + 0.5 * want[i];
+                            assert!(
+                                (c[i] as f64 - w).abs()
+                                    <= 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt(),
+                                "{f:?} {m}x{n}x{k} t={transposed} p={parallel} at {i}: {} vs {w}",
+                                c[i]
+                            );
+                        }
+                        let mut c = vec![f32::NAN; m * n];
+                        sgemm_with(
+                            f,
+                            (m, n, k),
+                            &mut c,
+                            View::row_major(n),
+                            false,
+                            &a,
+                            av,
+                            &b,
+                            bv,
+                            1.0,
+                            parallel,
+                        );
+                        assert!(c.iter().zip(&want).all(|(x, w)| (*x as f64 - w).abs()
+                            <= 1e-4 * (1.0 + w.abs()) * (k as f64).sqrt()));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_column_major_destination_is_written_in_place() {
+        let (m, n, k) = (40, 24, 20);
+        let a = data(m * k, 4);
+        let b = data(k * n, 5);
+        let want = reference(m, n, k, &a, View::row_major(k), &b, View::row_major(n));
+        let mut c = vec![0f32; m * n];
+        sgemm_with(
+            Kernels::Avx2,
+            (m, n, k),
+            &mut c,
+            View::row_major(m).t(),
+            false,
+            &a,
+            View::row_major(k),
+            &b,
+            View::row_major(n),
+            1.0,
+            true,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                assert!((c[j * m + i] as f64 - want[i * n + j]).abs() < 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside its slice")]
+    fn a_view_past_its_slice_is_refused() {
+        let mut c = vec![0f32; 4];
+        sgemm_with(
+            Kernels::Avx2,
+            (2, 2, 2),
+            &mut c,
+            View::row_major(2),
+            false,
+            &[0.0; 3],
+            View::row_major(2),
+            &[0.0; 4],
+            View::row_major(2),
+            1.0,
+            false,
+        );
+    }
+}
