@@ -378,6 +378,7 @@ fn q4_k_m_follows_llama_cpps_mix_on_a_model_of_real_widths() {
             hidden: 256,
             layers: 8,
             heads: 4,
+            kv_heads: 4,
             intermediate: 512,
             vocab: 320,
         },

@@ -80,6 +80,7 @@ fn write_model(b: &Bench, dir: &Path) {
             hidden: b.hidden,
             layers: b.layers,
             heads: b.heads,
+            kv_heads: b.heads,
             intermediate: b.intermediate,
             vocab: b.vocab,
         },

@@ -3,12 +3,14 @@
 
 use std::path::Path;
 
-/// The shape of a random Llama-style model (tied embeddings, multi-head attention).
+/// The shape of a random Llama-style model (tied embeddings; grouped-query attention when
+/// `kv_heads` < `heads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RandomLlama {
     pub hidden: usize,
     pub layers: usize,
     pub heads: usize,
+    pub kv_heads: usize,
     pub intermediate: usize,
     pub vocab: usize,
 }
@@ -19,7 +21,7 @@ pub fn write_random_llama(dir: &Path, m: &RandomLlama) -> std::io::Result<()> {
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": m.hidden, "intermediate_size": m.intermediate,
-        "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "num_key_value_heads": m.heads,
+        "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "num_key_value_heads": m.kv_heads,
         "vocab_size": m.vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0, "tie_word_embeddings": true, "hidden_act": "silu",
         "torch_dtype": "float32",
@@ -31,7 +33,7 @@ pub fn write_random_llama(dir: &Path, m: &RandomLlama) -> std::io::Result<()> {
             hidden: m.hidden,
             layers: m.layers,
             heads: m.heads,
-            kv_heads: m.heads,
+            kv_heads: m.kv_heads,
             intermediate: m.intermediate,
             context: 2048,
         },

@@ -8,7 +8,7 @@ Options: `--order FILE` (the example indices to train on, in order; default the 
 `--adapter DIR` (start from this PEFT adapter instead of a fresh one). With `--gemm M K N THREADS`
 it only measures a plain (M×K)·(K×N) GEMM in f32 and bf16 and prints both GFLOP/s.
 
-Environment: `DOCTUNE_BENCH_DEVICE` (`cpu` or `cuda`) and `DOCTUNE_BENCH_PRECISION` (`f32`, `bf16`,
+Environment: `DOCTUNE_BENCH_ATTN` (`sdpa`, the default, or `eager`), `DOCTUNE_BENCH_DEVICE` (`cpu` or `cuda`) and `DOCTUNE_BENCH_PRECISION` (`f32`, `bf16`,
 `f16`), as DocTune's side gets them: the base model in that dtype on that device, the LoRA
 matrices in f32 (PEFT's `autocast_adapter_dtype`), f16 with `torch.amp.GradScaler`; on CUDA the
 JSON also has `peak_gpu_bytes` (`torch.cuda.max_memory_reserved`)."""
@@ -29,6 +29,7 @@ def read(path):
 
 
 DEVICE = os.environ.get("DOCTUNE_BENCH_DEVICE", "cpu")
+ATTN = os.environ.get("DOCTUNE_BENCH_ATTN", "sdpa")
 DTYPE = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[os.environ.get("DOCTUNE_BENCH_PRECISION", "f32")]
 
 
@@ -63,6 +64,12 @@ def gemm_peak(m, k, n, threads):
     print(json.dumps(out))
 
 
+def kernels():
+    """What PyTorch ran: ATen's CPU capability, MKL's instruction limit, the attention."""
+    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "its best")
+    return f"torch {torch.__version__}, ATen {torch.backends.cpu.get_cpu_capability()}, MKL {mkl}, attention {ATTN}"
+
+
 def option(name):
     if name in sys.argv:
         i = sys.argv.index(name)
@@ -80,7 +87,7 @@ def main():
     model_dir, data_dir, threads, steps, micro, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPE).to(DEVICE)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPE, attn_implementation=ATTN).to(DEVICE)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     else:
@@ -119,7 +126,7 @@ def main():
             count += n
     peak_gpu = torch.cuda.max_memory_reserved() if DEVICE == "cuda" else None
     print(json.dumps({"tokens_per_sec": tokens / dt, "seconds": dt, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                      "eval_loss": total / count, "losses": losses, "peak_gpu_bytes": peak_gpu}))
+                      "eval_loss": total / count, "losses": losses, "peak_gpu_bytes": peak_gpu, "kernels": kernels()}))
 
 
 if __name__ == "__main__":

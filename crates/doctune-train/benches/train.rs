@@ -9,8 +9,15 @@
 //! ```text
 //! DOCTUNE_BENCH_PYTHON=/path/to/venv/bin/python cargo bench -p doctune-train --bench train
 //! ```
+//! Every config runs on the AVX2 kernel path and, where the CPU has a better one (AVX-512), on
+//! that too: DocTune's side through `DOCTUNE_CPU_KERNELS` (see `doctune_models::cpu`),
+//! PyTorch's restricted the same way for the AVX2 rows (`ATEN_CPU_CAPABILITY=avx2`,
+//! `MKL_ENABLE_INSTRUCTIONS=AVX2`); PyTorch runs with its default attention (SDPA) and with
+//! eager attention; the kernels each side ran are printed under the table.
+//!
 //! Options (environment): `DOCTUNE_BENCH_THREADS` (default: all cores), `DOCTUNE_BENCH_CONFIGS`
-//! (`tiny`, `20m`, `100m`; default all), `DOCTUNE_BENCH_STEPS` (default 6),
+//! (`tiny`, `20m`, `20m-256`, `100m`; default all), `DOCTUNE_BENCH_KERNELS` (`avx2`, `avx512`;
+//! default both where they differ), `DOCTUNE_BENCH_STEPS` (default 6),
 //! `DOCTUNE_BENCH_DEVICE` (`cpu`, `cuda`; default cpu) and `DOCTUNE_BENCH_PRECISION` (`f32`,
 //! `bf16`, `f16`; default f32) — on a GPU both sides run there (PyTorch with its default SDPA
 //! attention, f16 with `GradScaler`), memory is the peak GPU memory (ours: NVML's per-process
@@ -19,6 +26,7 @@
 //! near ln(vocab); they must agree within noise, not improve.
 
 use doctune_core::{CancelToken, NullSink};
+use doctune_models::cpu::Kernels;
 use doctune_models::{DeviceKind, Precision, Target};
 use doctune_testkit::bench::{bench_env, bench_threads, peak_rss_bytes, run_json};
 use doctune_testkit::models::{write_random_llama, RandomLlama};
@@ -33,7 +41,7 @@ struct Bench {
     micro: usize,
 }
 
-const CONFIGS: [Bench; 3] = [
+const CONFIGS: [Bench; 4] = [
     // The training-speed issue's configuration (4 layers, hidden 256, batch 4 × 128).
     Bench {
         name: "tiny",
@@ -41,6 +49,7 @@ const CONFIGS: [Bench; 3] = [
             hidden: 256,
             layers: 4,
             heads: 4,
+            kv_heads: 4,
             intermediate: 688,
             vocab: 8192,
         },
@@ -53,11 +62,26 @@ const CONFIGS: [Bench; 3] = [
             hidden: 512,
             layers: 6,
             heads: 8,
+            kv_heads: 8,
             intermediate: 1408,
             vocab: 8192,
         },
         seq: 512,
         micro: 2,
+    },
+    // The AVX2 report's model: the 20M shape with grouped-query attention (8/4), batch 4 × 256.
+    Bench {
+        name: "20m-256",
+        model: RandomLlama {
+            hidden: 512,
+            layers: 6,
+            heads: 8,
+            kv_heads: 4,
+            intermediate: 1408,
+            vocab: 8192,
+        },
+        seq: 256,
+        micro: 4,
     },
     Bench {
         name: "100m",
@@ -65,6 +89,7 @@ const CONFIGS: [Bench; 3] = [
             hidden: 768,
             layers: 12,
             heads: 12,
+            kv_heads: 12,
             intermediate: 2048,
             vocab: 16384,
         },
@@ -139,7 +164,7 @@ fn worker(model: &Path, data: &Path, runs: &Path, name: &str, steps: u64) {
         "{}",
         serde_json::json!({
             "tokens_per_sec": last["tokensPerSec"], "peak_rss_bytes": peak_rss_bytes(), "eval_loss": s.eval_loss,
-            "losses": losses, "peak_gpu_bytes": peak_gpu,
+            "losses": losses, "peak_gpu_bytes": peak_gpu, "kernels": doctune_models::cpu::describe(),
         })
     );
 }
@@ -169,37 +194,58 @@ fn main() {
     }
     let threads = bench_threads();
     let steps: u64 = bench_env("DOCTUNE_BENCH_STEPS").unwrap_or(6);
-    let wanted = std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,100m".into());
+    let wanted =
+        std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,20m-256,100m".into());
     let curve_steps: u64 = bench_env("DOCTUNE_BENCH_CURVE_STEPS").unwrap_or(50);
     let python = std::env::var("DOCTUNE_BENCH_PYTHON").ok();
     let script = Path::new(&crate_dir()).join("benches/train.py");
     let tmp = tempfile::tempdir().unwrap();
     let (device, precision) = (bench_device(), bench_precision());
     let on_gpu = device != DeviceKind::Cpu;
+    // The kernel paths to measure: AVX2 on every x86 CPU, and the best one where it differs.
+    let families: Vec<Kernels> = match std::env::var("DOCTUNE_BENCH_KERNELS") {
+        Ok(v) => v
+            .split(',')
+            .map(|f| match f.trim() {
+                "avx512" => Kernels::Avx512,
+                _ => Kernels::Avx2,
+            })
+            .collect(),
+        Err(_) if on_gpu => vec![doctune_models::cpu::best()],
+        Err(_) => {
+            let mut f = vec![Kernels::Avx2, doctune_models::cpu::best()];
+            f.dedup();
+            f
+        }
+    };
     println!(
-        "Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, {} {}), {threads} thread(s), {steps} steps{}",
+        "Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, {} {}), {threads} thread(s), {steps} steps{}; CPU: {}",
         precision.name(),
         device.name(),
-        if on_gpu { "; memory: peak GPU memory" } else { "" }
+        if on_gpu { "; memory: peak GPU memory" } else { "" },
+        doctune_models::cpu::describe_cpu(),
     );
     println!(
-        "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7} | {:>8} {:>8} {:>8} {:>8}",
+        "{:<7} {:<6} {:>8} {:>9} {:>6} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>8} {:>8} | {:>8} {:>6} | {:>7} {:>7} {:>7}",
         "config",
+        "path",
         "ours t/s",
-        "torch t/s",
+        "sdpa t/s",
+        "ratio",
+        "eager t/s",
         "ratio",
         "ours MB",
-        "torch MB",
+        "sdpa MB",
         "ratio",
         "eval",
         "eval t",
-        "estimate MB",
+        "est. MB",
         "error",
-        "ours GF/s",
-        "torch GF",
-        "f32 peak",
+        "ours GF",
+        "f32 pk",
         "bf16 pk"
     );
+    let mut kernel_lines = std::collections::BTreeSet::new();
     for b in CONFIGS
         .iter()
         .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
@@ -208,82 +254,116 @@ fn main() {
         let data = tmp.path().join(format!("{}-data", b.name));
         write_random_llama(&model, &b.model).unwrap();
         write_dataset(&data, b);
-        let ours = run_json(
-            Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--worker",
-                    model.to_str().unwrap(),
-                    data.to_str().unwrap(),
-                    tmp.path().join("runs").to_str().unwrap(),
-                    b.name,
-                    &steps.to_string(),
-                ])
-                .env("RAYON_NUM_THREADS", threads.to_string()),
-        );
-        let torch = python.as_ref().and_then(|py| {
-            run_json(
-                Command::new(py)
-                    .arg(&script)
+        for &family in &families {
+            // PyTorch restricted to AVX2 the documented ways for the AVX2 rows (ATen's kernels
+            // and MKL's), left to its own choice for the best path.
+            let restrict = |c: &mut Command| {
+                if family == Kernels::Avx2 && !on_gpu {
+                    c.env("ATEN_CPU_CAPABILITY", "avx2")
+                        .env("MKL_ENABLE_INSTRUCTIONS", "AVX2");
+                }
+            };
+            let ours = run_json(
+                Command::new(std::env::current_exe().unwrap())
                     .args([
+                        "--worker",
                         model.to_str().unwrap(),
                         data.to_str().unwrap(),
-                        &threads.to_string(),
+                        tmp.path().join("runs").to_str().unwrap(),
+                        b.name,
                         &steps.to_string(),
-                        &b.micro.to_string(),
-                        &LR.to_string(),
                     ])
-                    .env("OMP_NUM_THREADS", threads.to_string()),
-            )
-        });
-        let mcfg = doctune_models::ModelConfig::load(&model).unwrap();
-        let est = memory::estimate(&mcfg, &config(&model, &data, b, steps), b.seq).total as f64;
-        let f = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64());
-        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
-            _ => "-".into(),
-        };
-        let show = |x: Option<f64>, scale: f64, p: usize| {
-            x.map_or("-".into(), |x| format!("{:.*}", p, x / scale))
-        };
-        let (om, tm) = if on_gpu {
-            (f(&ours, "peak_gpu_bytes"), f(&torch, "peak_gpu_bytes"))
-        } else {
-            (f(&ours, "peak_rss_bytes"), f(&torch, "peak_rss_bytes"))
-        };
-        let err = om.map_or("-".into(), |m| format!("{:+.0}%", (est - m) / m * 100.0));
-        // The machine's GEMM peak on the MLP's up projection of this config.
-        let peak = python.as_ref().and_then(|py| {
-            run_json(
-                Command::new(py)
-                    .arg(&script)
+                    .env("RAYON_NUM_THREADS", threads.to_string())
+                    .env(doctune_models::cpu::KERNELS_ENV, family.name()),
+            );
+            let torch_run = |attn: &str| {
+                python.as_ref().and_then(|py| {
+                    let mut c = Command::new(py);
+                    c.arg(&script)
+                        .args([
+                            model.to_str().unwrap(),
+                            data.to_str().unwrap(),
+                            &threads.to_string(),
+                            &steps.to_string(),
+                            &b.micro.to_string(),
+                            &LR.to_string(),
+                        ])
+                        .env("OMP_NUM_THREADS", threads.to_string())
+                        .env("DOCTUNE_BENCH_ATTN", attn);
+                    restrict(&mut c);
+                    run_json(&mut c)
+                })
+            };
+            let (sdpa, eager) = (torch_run("sdpa"), torch_run("eager"));
+            let mcfg = doctune_models::ModelConfig::load(&model).unwrap();
+            let est = memory::estimate(&mcfg, &config(&model, &data, b, steps), b.seq).total as f64;
+            let f = |v: &Option<serde_json::Value>, k: &str| v.as_ref().and_then(|v| v[k].as_f64());
+            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            };
+            let show = |x: Option<f64>, scale: f64, p: usize| {
+                x.map_or("-".into(), |x| format!("{:.*}", p, x / scale))
+            };
+            let mem = |v: &Option<serde_json::Value>| {
+                f(
+                    v,
+                    if on_gpu {
+                        "peak_gpu_bytes"
+                    } else {
+                        "peak_rss_bytes"
+                    },
+                )
+            };
+            let (om, tm) = (mem(&ours), mem(&sdpa));
+            let err = om.map_or("-".into(), |m| format!("{:+.0}%", (est - m) / m * 100.0));
+            // The machine's GEMM peak on the MLP's up projection of this config.
+            let peak = python.as_ref().and_then(|py| {
+                let mut c = Command::new(py);
+                c.arg(&script)
                     .args(["--gemm", &(b.micro * b.seq).to_string()])
                     .args([b.model.hidden.to_string(), b.model.intermediate.to_string()])
                     .arg(threads.to_string())
-                    .env("OMP_NUM_THREADS", threads.to_string()),
-            )
-        });
-        let fpt = flops_per_token(b);
-        let gf = |t: Option<f64>| t.map(|t| t * fpt / 1e9);
-        println!(
-            "{:<5} {:>10} {:>10} {:>6} | {:>9} {:>9} {:>6} | {:>8} {:>8} | {:>11} {:>7} | {:>8} {:>8} {:>8} {:>8}",
-            b.name,
-            show(f(&ours, "tokens_per_sec"), 1.0, 0),
-            show(f(&torch, "tokens_per_sec"), 1.0, 0),
-            ratio(f(&ours, "tokens_per_sec"), f(&torch, "tokens_per_sec")),
-            show(om, 1048576.0, 0),
-            show(tm, 1048576.0, 0),
-            ratio(om, tm),
-            show(f(&ours, "eval_loss"), 1.0, 4),
-            show(f(&torch, "eval_loss"), 1.0, 4),
-            format!("{:.0}", est / 1048576.0),
-            err,
-            show(gf(f(&ours, "tokens_per_sec")), 1.0, 1),
-            show(gf(f(&torch, "tokens_per_sec")), 1.0, 1),
-            show(f(&peak, "f32"), 1.0, 1),
-            show(f(&peak, "bf16"), 1.0, 1),
-        );
+                    .env("OMP_NUM_THREADS", threads.to_string());
+                restrict(&mut c);
+                run_json(&mut c)
+            });
+            for (side, v) in [
+                ("DocTune", &ours),
+                ("PyTorch sdpa", &sdpa),
+                ("PyTorch eager", &eager),
+            ] {
+                if let Some(k) = v.as_ref().and_then(|v| v["kernels"].as_str()) {
+                    kernel_lines.insert(format!("{} path, {side}: {k}", family.name()));
+                }
+            }
+            let gf = |t: Option<f64>| t.map(|t| t * flops_per_token(b) / 1e9);
+            println!(
+                "{:<7} {:<6} {:>8} {:>9} {:>6} {:>9} {:>6} | {:>8} {:>8} {:>6} | {:>8} {:>8} | {:>8} {:>6} | {:>7} {:>7} {:>7}",
+                b.name,
+                family.name(),
+                show(f(&ours, "tokens_per_sec"), 1.0, 0),
+                show(f(&sdpa, "tokens_per_sec"), 1.0, 0),
+                ratio(f(&ours, "tokens_per_sec"), f(&sdpa, "tokens_per_sec")),
+                show(f(&eager, "tokens_per_sec"), 1.0, 0),
+                ratio(f(&ours, "tokens_per_sec"), f(&eager, "tokens_per_sec")),
+                show(om, 1048576.0, 0),
+                show(tm, 1048576.0, 0),
+                ratio(om, tm),
+                show(f(&ours, "eval_loss"), 1.0, 4),
+                show(f(&sdpa, "eval_loss"), 1.0, 4),
+                format!("{:.0}", est / 1048576.0),
+                err,
+                show(gf(f(&ours, "tokens_per_sec")), 1.0, 1),
+                show(f(&peak, "f32"), 1.0, 1),
+                show(f(&peak, "bf16"), 1.0, 1),
+            );
+        }
     }
-    println!("ratios: DocTune / PyTorch (tokens/s: higher is better; memory: lower). GF/s: model FLOPs (forward, input gradients, attention; LoRA's own negligible) per second; peaks: PyTorch GEMM of the MLP's up projection at this config's tokens per micro-batch.");
+    for line in kernel_lines {
+        println!("kernels, {line}");
+    }
+    println!("ratios: DocTune / PyTorch (tokens/s: higher is better; memory (against SDPA): lower). ours GF: model FLOPs (forward, input gradients, attention; LoRA's own negligible) per second; peaks: PyTorch GEMM of the MLP's up projection at this config's tokens per micro-batch, restricted like the row.");
     if curve_steps > 0 {
         curve(
             &CONFIGS[0],
