@@ -33,6 +33,14 @@ impl Kernels {
         }
     }
 
+    /// The GEMM that runs it ([`crate::gemm`]), for benchmark output.
+    pub fn implementation(self) -> &'static str {
+        match self {
+            Kernels::Avx2 => "gemm 0.18 AVX2/FMA",
+            Kernels::Avx512 => "gemm 0.19 AVX-512",
+        }
+    }
+
     /// Whether this CPU can run the family.
     pub fn available(self) -> bool {
         match self {
@@ -131,7 +139,7 @@ pub fn describe() -> String {
     format!(
         "{} kernels, {}; CPU: {}",
         kernels().name(),
-        crate::gemm::describe(kernels()),
+        kernels().implementation(),
         describe_cpu()
     )
 }

@@ -57,14 +57,6 @@ impl View {
     }
 }
 
-/// Which implementation a family runs, for benchmark output.
-pub fn describe(k: Kernels) -> &'static str {
-    match k {
-        Kernels::Avx2 => "gemm 0.18 AVX2/FMA",
-        Kernels::Avx512 => "gemm 0.19 AVX-512",
-    }
-}
-
 /// `dst[m×n] = (acc ? dst : 0) + beta · lhs[m×k] · rhs[k×n]` with the family in use
 /// ([`crate::cpu::kernels`]), over `rayon`'s threads when `parallel`.
 ///
