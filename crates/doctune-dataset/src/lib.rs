@@ -22,6 +22,7 @@ pub mod fast;
 pub mod folder;
 pub mod import;
 pub mod pack;
+pub mod qa;
 
 pub mod build;
 pub mod meta;
