@@ -141,62 +141,44 @@ pub fn sgemm_with(
         rv.cs as isize,
         rv.rs as isize,
     );
+    // The same call into either build of the crate.
+    macro_rules! call {
+        ($krate:ident) => {
+            $krate::gemm(
+                m,
+                n,
+                k,
+                d,
+                dcs,
+                drs,
+                acc,
+                l,
+                lcs,
+                lrs,
+                r,
+                rcs,
+                rrs,
+                1.0,
+                beta,
+                false,
+                false,
+                false,
+                if threads > 1 {
+                    $krate::Parallelism::Rayon(threads)
+                } else {
+                    $krate::Parallelism::None
+                },
+            )
+        };
+    }
     // SAFETY: the views stay inside their slices (asserted above); `dst` is borrowed mutably,
     // so it aliases neither `lhs` nor `rhs`. An AVX-512 request on a CPU without it is turned
     // into AVX2 by `cpu::kernels`; both crates check the CPU's features themselves.
     #[allow(unsafe_code)]
     unsafe {
         match family {
-            Kernels::Avx512 => gemm::gemm(
-                m,
-                n,
-                k,
-                d,
-                dcs,
-                drs,
-                acc,
-                l,
-                lcs,
-                lrs,
-                r,
-                rcs,
-                rrs,
-                1.0,
-                beta,
-                false,
-                false,
-                false,
-                if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                },
-            ),
-            Kernels::Avx2 => gemm_avx2::gemm(
-                m,
-                n,
-                k,
-                d,
-                dcs,
-                drs,
-                acc,
-                l,
-                lcs,
-                lrs,
-                r,
-                rcs,
-                rrs,
-                1.0,
-                beta,
-                false,
-                false,
-                false,
-                if threads > 1 {
-                    gemm_avx2::Parallelism::Rayon(threads)
-                } else {
-                    gemm_avx2::Parallelism::None
-                },
-            ),
+            Kernels::Avx512 => call!(gemm),
+            Kernels::Avx2 => call!(gemm_avx2),
         }
     }
 }
