@@ -63,14 +63,23 @@ pub fn best() -> Kernels {
     }
 }
 
+/// Why the family [`KERNELS_ENV`] asks for cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelsError {
+    #[error("{KERNELS_ENV}={0}: unknown kernel family (auto, avx512 or avx2)")]
+    Unknown(String),
+    #[error("{KERNELS_ENV}={family}: this CPU cannot run the {family} kernels (it has: {cpu})")]
+    Unavailable { family: &'static str, cpu: String },
+}
+
 /// The family [`KERNELS_ENV`] asks for (the best one when it is unset, empty or `auto`), or why
 /// it cannot be used: an unknown name, or a family this CPU does not have.
-pub fn requested() -> Result<Kernels, String> {
+pub fn requested() -> Result<Kernels, KernelsError> {
     parse_request(std::env::var(KERNELS_ENV).ok().as_deref())
 }
 
 /// [`requested`] for a given value of the variable.
-fn parse_request(v: Option<&str>) -> Result<Kernels, String> {
+fn parse_request(v: Option<&str>) -> Result<Kernels, KernelsError> {
     let Some(v) = v else {
         return Ok(best());
     };
@@ -78,21 +87,15 @@ fn parse_request(v: Option<&str>) -> Result<Kernels, String> {
         "" | "auto" => return Ok(best()),
         "avx2" => Kernels::Avx2,
         "avx512" | "avx-512" => Kernels::Avx512,
-        other => {
-            return Err(format!(
-                "{KERNELS_ENV}={other}: unknown kernel family (auto, avx512 or avx2)"
-            ))
-        }
+        other => return Err(KernelsError::Unknown(other.to_string())),
     };
     if k.available() {
         Ok(k)
     } else {
-        Err(format!(
-            "{KERNELS_ENV}={}: this CPU cannot run the {} kernels (it has: {})",
-            v.trim(),
-            k.name(),
-            describe_cpu()
-        ))
+        Err(KernelsError::Unavailable {
+            family: k.name(),
+            cpu: describe_cpu(),
+        })
     }
 }
 
@@ -153,7 +156,7 @@ mod tests {
         assert_eq!(parse_request(None), Ok(best()));
         assert_eq!(parse_request(Some(" Auto ")), Ok(best()));
         assert_eq!(parse_request(Some("avx2")), Ok(Kernels::Avx2));
-        let e = parse_request(Some("sse9")).unwrap_err();
+        let e = parse_request(Some("sse9")).unwrap_err().to_string();
         assert!(
             e.contains("DOCTUNE_CPU_KERNELS=sse9") && e.contains("unknown"),
             "{e}"
@@ -162,7 +165,10 @@ mod tests {
             Ok(k) => assert!(k == Kernels::Avx512 && k.available()),
             Err(e) => {
                 assert!(!Kernels::Avx512.available());
-                assert!(e.contains("cannot run the avx512 kernels"), "{e}");
+                assert!(
+                    e.to_string().contains("cannot run the avx512 kernels"),
+                    "{e}"
+                );
             }
         }
     }

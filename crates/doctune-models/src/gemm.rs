@@ -112,27 +112,96 @@ pub fn sgemm_with(
         dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len(),
         "sgemm: a view reaches outside its slice"
     );
+    // SAFETY: the assertion above keeps every element the views address inside their slices;
+    // `dst` is borrowed mutably, so it aliases neither `lhs` nor `rhs`.
+    #[allow(unsafe_code)]
+    unsafe {
+        raw(
+            family,
+            (m, n, k),
+            dst.as_mut_ptr(),
+            dv,
+            acc,
+            lhs.as_ptr(),
+            lv,
+            rhs.as_ptr(),
+            rv,
+            beta,
+            parallel,
+        )
+    }
+}
+
+/// `lhs[m×k] · rhs[k×n]` as a new row-major `m × n` matrix: like [`sgemm`] without zeroing a
+/// buffer the product overwrites anyway (a frozen projection's output and input gradient, on
+/// every training step).
+///
+/// # Panics
+/// As [`sgemm`].
+pub fn sgemm_new(
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    lv: View,
+    rhs: &[f32],
+    rv: View,
+    parallel: bool,
+) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0.0; m * n];
+    }
+    assert!(
+        lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len(),
+        "sgemm: a view reaches outside its slice"
+    );
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: the views stay inside their slices (asserted above) and the new buffer has room
+    // for m·n elements; with `acc` false and k > 0 the kernels write every one of them and read
+    // none, so the length can then be set.
+    #[allow(unsafe_code)]
+    unsafe {
+        raw(
+            crate::cpu::kernels(),
+            (m, n, k),
+            out.as_mut_ptr(),
+            View::row_major(n),
+            false,
+            lhs.as_ptr(),
+            lv,
+            rhs.as_ptr(),
+            rv,
+            1.0,
+            parallel,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// The product on raw pointers.
+///
+/// # Safety
+/// Every element the three views address from their pointers must be valid (`dst` for writes,
+/// and for reads when `acc`), and `dst`'s elements must alias neither input.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+unsafe fn raw(
+    family: Kernels,
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dv: View,
+    acc: bool,
+    lhs: *const f32,
+    lv: View,
+    rhs: *const f32,
+    rv: View,
+    beta: f32,
+    parallel: bool,
+) {
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
         1
     };
-    let (d, l, r) = (
-        // SAFETY (all three): the assertion above keeps every element the views address inside
-        // their slices.
-        #[allow(unsafe_code)]
-        unsafe {
-            dst.as_mut_ptr().add(dv.off)
-        },
-        #[allow(unsafe_code)]
-        unsafe {
-            lhs.as_ptr().add(lv.off)
-        },
-        #[allow(unsafe_code)]
-        unsafe {
-            rhs.as_ptr().add(rv.off)
-        },
-    );
+    let (d, l, r) = (dst.add(dv.off), lhs.add(lv.off), rhs.add(rv.off));
     let (dcs, drs, lcs, lrs, rcs, rrs) = (
         dv.cs as isize,
         dv.rs as isize,
@@ -171,15 +240,11 @@ pub fn sgemm_with(
             )
         };
     }
-    // SAFETY: the views stay inside their slices (asserted above); `dst` is borrowed mutably,
-    // so it aliases neither `lhs` nor `rhs`. An AVX-512 request on a CPU without it is turned
-    // into AVX2 by `cpu::kernels`; both crates check the CPU's features themselves.
-    #[allow(unsafe_code)]
-    unsafe {
-        match family {
-            Kernels::Avx512 => call!(gemm),
-            Kernels::Avx2 => call!(gemm_avx2),
-        }
+    // The caller's guarantees (see Safety) are what the crates need; both check the CPU's
+    // features themselves (an AVX-512 request on a CPU without it runs their AVX2 kernels).
+    match family {
+        Kernels::Avx512 => call!(gemm),
+        Kernels::Avx2 => call!(gemm_avx2),
     }
 }
 
@@ -301,6 +366,28 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_new_product_matches_the_reference_without_a_zeroed_buffer() {
+        for &(m, n, k) in &[(33, 17, 9), (2, 3, 0), (0, 4, 4)] {
+            let a = data(m * k, 6);
+            let b = data(k * n, 7);
+            let want = reference(m, n, k, &a, View::row_major(k), &b, View::row_major(n));
+            let got = sgemm_new(
+                (m, n, k),
+                &a,
+                View::row_major(k),
+                &b,
+                View::row_major(n),
+                true,
+            );
+            assert_eq!(got.len(), m * n);
+            assert!(got
+                .iter()
+                .zip(&want)
+                .all(|(x, w)| (*x as f64 - w).abs() < 1e-3));
         }
     }
 

@@ -150,7 +150,7 @@ impl RunConfig {
         self.precision.check(self.device)?;
         // A forced CPU kernel family the CPU cannot run (`DOCTUNE_CPU_KERNELS`) stops the run
         // here rather than running another family unnoticed.
-        doctune_models::cpu::requested().map_err(TrainError::Invalid)?;
+        doctune_models::cpu::requested().map_err(|e| TrainError::Invalid(e.to_string()))?;
         if !self.device.compiled() {
             // The same sentence `DeviceKind::open` gives, before anything is loaded.
             self.device.open()?;

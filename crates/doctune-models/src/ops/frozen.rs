@@ -125,28 +125,15 @@ pub fn input_grad(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// `x · Wᵀ` (`transposed`, `x` [m, k], result [m, n]) or `x · W` (`x` [m, n], result [m, k]) for
 /// a row-major `W` [n, k], on all of rayon's threads.
 fn matmul_f32(x: &[f32], w: &[f32], (n, k): (usize, usize), transposed: bool) -> Vec<f32> {
-    use crate::gemm::{sgemm, View};
+    use crate::gemm::{sgemm_new, View};
     let (inner, cols) = if transposed { (k, n) } else { (n, k) };
     let m = x.len() / inner.max(1);
-    let mut out = vec![0f32; m * cols];
     let wv = if transposed {
         View::row_major(k).t()
     } else {
         View::row_major(k)
     };
-    sgemm(
-        (m, cols, inner),
-        &mut out,
-        View::row_major(cols),
-        false,
-        x,
-        View::row_major(inner),
-        w,
-        wv,
-        1.0,
-        true,
-    );
-    out
+    sgemm_new((m, cols, inner), x, View::row_major(inner), w, wv, true)
 }
 
 #[cfg(test)]
