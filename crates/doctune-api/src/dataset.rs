@@ -8,7 +8,8 @@
 use crate::models::resolve_model;
 use crate::{ingest, projects, ApiError, DocumentEntry, Home};
 use doctune_core::{Area, CancelToken, Code, ProgressSink, ProjectDir};
-pub use doctune_dataset::{BuildOptions, LossOn, Mode, OnBadRow};
+pub use doctune_dataset::qa::{PairFormat, QaReport};
+pub use doctune_dataset::{BuildOptions, Generator, LossOn, Mode, OnBadRow, QaOptions};
 use doctune_dataset::{DatasetDir, DatasetMeta, Inputs, TextSource};
 use doctune_tokenizer::ModelTokenizer;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,9 @@ impl AppDatasetRequest {
     /// through the project's `Scope`.
     pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<DatasetRequest, ApiError> {
         crate::models::require_in_library(home, &self.model)?;
+        if let Generator::Model { model } = &self.options.qa.generator {
+            crate::models::require_in_library(home, model)?;
+        }
         Ok(DatasetRequest {
             model: self.model.clone(),
             inputs: document_paths(project_dir, &self.documents)?,
@@ -70,6 +74,24 @@ pub struct PreviewExample {
     pub spans: Vec<(usize, usize)>,
     pub tokens: usize,
     pub trained_tokens: usize,
+    /// Question–answer datasets: the passage the pair came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<PreviewSource>,
+}
+
+/// Where a question–answer example came from: its document, section, the passage's character
+/// span in the document's extracted text, and the passage itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewSource {
+    pub document: String,
+    pub section: Option<String>,
+    pub start: usize,
+    pub end: usize,
+    pub passage: String,
+    /// `generator`, `definition` or `heading`.
+    pub origin: doctune_dataset::qa::PairOrigin,
+    pub support: f64,
 }
 
 /// A new dataset id: the mode and the time, unique in the folder.
@@ -77,23 +99,25 @@ fn new_id(datasets: &Path, mode: Mode) -> String {
     let prefix = match mode {
         Mode::Pretrain => "pretrain",
         Mode::Instruct => "instruct",
+        Mode::Qa => "qa",
     };
     doctune_core::stamped_id(datasets, prefix)
 }
 
-/// The project's extracted documents (those with a current extraction), for pretraining.
-fn documents(project_dir: &Path) -> Result<(Vec<TextSource>, usize), ApiError> {
+/// An extracted document of a project: its name, its sha256 and what extraction found.
+pub(crate) type Extracted = (String, String, doctune_ingest::Document);
+
+/// The project's extracted prose documents (those with a current extraction; JSON/JSONL data
+/// files are instruction data, not prose) as `(name, sha256, document)`, and how many are not
+/// extracted yet.
+fn extracted(project_dir: &Path) -> Result<(Vec<Extracted>, usize), ApiError> {
     let project = projects::open(project_dir)?;
     let mut out = Vec::new();
     let mut missing = 0;
     for d in &project.documents {
         match ingest::cached(project_dir, &d.sha256)? {
-            Some(doc) if doc.records.is_none() => out.push(TextSource {
-                name: d.name.clone(),
-                sha256: d.sha256.clone(),
-                text: doc.text,
-            }),
-            Some(_) => {} // JSON/JSONL data files are instruction data, not prose
+            Some(doc) if doc.records.is_none() => out.push((d.name.clone(), d.sha256.clone(), doc)),
+            Some(_) => {}
             None => missing += 1,
         }
     }
@@ -107,7 +131,23 @@ pub(crate) fn extracted_documents(
     purpose: &str,
     sink: &dyn ProgressSink,
 ) -> Result<Vec<TextSource>, ApiError> {
-    let (docs, missing) = documents(project_dir)?;
+    Ok(extracted_with_sections(project_dir, purpose, sink)?
+        .into_iter()
+        .map(|(name, sha256, doc)| TextSource {
+            name,
+            sha256,
+            text: doc.text,
+        })
+        .collect())
+}
+
+/// [`extracted_documents`] with their sections (headings, chapters, pages).
+pub(crate) fn extracted_with_sections(
+    project_dir: &Path,
+    purpose: &str,
+    sink: &dyn ProgressSink,
+) -> Result<Vec<Extracted>, ApiError> {
+    let (docs, missing) = extracted(project_dir)?;
     if docs.is_empty() {
         return Err(ApiError::invalid(format!(
             "{}: no extracted document to {purpose}{} — add and extract documents first",
@@ -181,6 +221,18 @@ pub fn build(
             }
             Inputs::Files(req.inputs.clone())
         }
+        Mode::Qa => {
+            let docs = extracted_with_sections(project_dir, "make questions from", sink)?;
+            Inputs::Pairs(Box::new(crate::qa::make_pairs(
+                home,
+                docs,
+                &datasets,
+                &req.options.qa,
+                &tok,
+                sink,
+                cancel,
+            )?))
+        }
     };
     let id = new_id(&datasets, req.options.mode);
     let report = doctune_dataset::build(
@@ -241,16 +293,43 @@ pub fn dir_of(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
     Ok(p)
 }
 
-/// The first `n` training examples of the dataset in `dir`.
+/// The first `n` training examples of the dataset in `dir` (question–answer datasets: each with
+/// the passage it came from).
 pub fn preview(dir: &Path, n: usize) -> Result<Vec<PreviewExample>, ApiError> {
     let records = doctune_dataset::preview(dir, n.min(1000))?;
+    let (pairs, passages) = if records.iter().any(|r| r.source.is_some()) {
+        let ds = DatasetDir::open(dir)?;
+        (ds.read_pairs()?, ds.read_passages()?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(records
         .into_iter()
         .map(|r| PreviewExample {
             tokens: r.ids.len(),
             trained_tokens: r.mask.iter().filter(|&&m| m == 1).count(),
+            source: r.source.and_then(|s| {
+                let pair = pairs.get(s.pair)?;
+                let passage = passages.get(s.passage)?;
+                Some(PreviewSource {
+                    document: pair.document.clone(),
+                    section: pair.section.clone(),
+                    start: pair.start,
+                    end: pair.end,
+                    passage: passage.text.clone(),
+                    origin: pair.origin,
+                    support: pair.support,
+                })
+            }),
             text: r.text,
             spans: r.spans,
         })
         .collect())
+}
+
+/// Writes the pairs of the question–answer dataset in `dir` to `out` as JSONL (alpaca or OpenAI
+/// messages, each row with its `source`) and returns how many; build the edited file again with
+/// the instruction mode.
+pub fn export_pairs(dir: &Path, format: PairFormat, out: &Path) -> Result<usize, ApiError> {
+    Ok(doctune_dataset::qa::export_pairs(dir, format, out)?)
 }

@@ -8,7 +8,8 @@
 //! - [`ingest`]: extract the text of a project's documents (cached by sha256).
 //! - [`models`]: the model library; pull from the Hub, import a local folder.
 //! - [`token`]: the Hub access token, kept in the OS keychain only.
-//! - [`dataset`]: build a project's datasets (pretraining or instruction), list and preview them.
+//! - [`dataset`]: build a project's datasets (pretraining, instruction, or question–answer pairs
+//!   made from the documents: `qa`), list and preview them, export a dataset's pairs.
 //! - [`train`]: start, resume and list training runs.
 //! - [`scratch`]: a new model for a project (its own tokenizer and a small Llama), and
 //!   `--method scratch` runs.
@@ -35,6 +36,7 @@ mod lock;
 pub mod models;
 pub mod project_file;
 pub mod projects;
+mod qa;
 pub mod scratch;
 pub mod token;
 pub mod train;

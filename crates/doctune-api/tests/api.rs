@@ -739,6 +739,153 @@ fn datasets_are_built_listed_and_previewed() {
     assert!(dataset::document_paths(&dir, &["0".repeat(64)]).is_err());
 }
 
+/// A project with one extracted Markdown guide (headings, definitions).
+fn qa_project(d: &Path, h: &Home) -> PathBuf {
+    let dir = PathBuf::from(projects::create(h, "qa").unwrap().path);
+    let src = d.join("qa-src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("guide.md"),
+        "# Checkpoints\n\nA checkpoint is a snapshot of the adapter and the optimizer state. \
+         DocTune writes every checkpoint atomically and resumes from the newest one.\n\n\
+         # Secrets\n\nThe keychain is the operating system's store for passwords and tokens. \
+         Access tokens never appear in files, logs or error messages.\n\n\
+         # Exports\n\nA Modelfile is the recipe Ollama reads to create a model from GGUF \
+         weights.\n",
+    )
+    .unwrap();
+    add(&dir, &[src.join("guide.md")]);
+    doctune_api::ingest::ingest(
+        &dir,
+        None,
+        &Default::default(),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn qa_datasets_are_made_from_the_documents_with_their_sources() {
+    use doctune_api::dataset::{self, BuildOptions, Generator, Mode, PairFormat, QaOptions};
+    let (d, h) = home();
+    let dir = qa_project(d.path(), &h);
+    let model = tiny_model("llama");
+    let req = doctune_api::DatasetRequest {
+        model: model.display().to_string(),
+        inputs: vec![],
+        options: BuildOptions {
+            mode: Mode::Qa,
+            seq_len: 256,
+            val_fraction: 0.0,
+            qa: QaOptions {
+                passage_tokens: 96,
+                overlap_tokens: 8,
+                ..QaOptions::default()
+            },
+            ..Default::default()
+        },
+    };
+    let sink = VecSink::default();
+    let ds = dataset::build(&h, &dir, &req, &sink, &CancelToken::new()).unwrap();
+    assert!(ds.id.starts_with("qa-"), "{}", ds.id);
+    let qa = ds.meta.qa.as_ref().unwrap();
+    assert_eq!(qa.generator, "template");
+    assert_eq!(qa.documents[0].document, "guide.md");
+    assert!(qa.documents[0].passages >= 3, "{qa:?}");
+    assert!(qa.by_origin["definition"] >= 3, "{qa:?}");
+    assert!(sink.events().iter().any(|e| matches!(
+        e,
+        JobEvent::Progress { unit, eta_secs: Some(_), .. } if unit == "passages"
+    )));
+    let examples = dataset::preview(&dataset::dir_of(&dir, &ds.id).unwrap(), 50).unwrap();
+    let modelfile = examples
+        .iter()
+        .find(|e| e.text.contains("What is a Modelfile?"))
+        .expect("a definition question from the Exports section");
+    let src = modelfile.source.as_ref().unwrap();
+    assert_eq!(src.document, "guide.md");
+    assert_eq!(src.section.as_deref(), Some("Exports"));
+    assert!(src
+        .passage
+        .contains("A Modelfile is the recipe Ollama reads"));
+    // The span is the passage's place in the extracted text.
+    let text =
+        doctune_api::ingest::cached(&dir, &projects::open(&dir).unwrap().documents[0].sha256)
+            .unwrap()
+            .unwrap()
+            .text;
+    let span: String = text
+        .chars()
+        .skip(src.start)
+        .take(src.end - src.start)
+        .collect();
+    assert_eq!(span, src.passage);
+    let out = d.path().join("pairs.jsonl");
+    let n = dataset::export_pairs(
+        &dataset::dir_of(&dir, &ds.id).unwrap(),
+        PairFormat::Messages,
+        &out,
+    )
+    .unwrap();
+    assert_eq!(n, ds.meta.stats.train_examples);
+
+    // A generator model (the tiny random one: mechanics, not content). Its replies cannot be
+    // read, so each passage is retried once and counted; the build says why nothing is left,
+    // and every passage's work is in the cache, so the second build generates nothing.
+    let mut gen = req.clone();
+    gen.options.qa.generator = Generator::Model {
+        model: model.display().to_string(),
+    };
+    gen.options.qa.max_new_tokens = 16;
+    let sink = VecSink::default();
+    let e = dataset::build(&h, &dir, &gen, &sink, &CancelToken::new()).unwrap_err();
+    assert!(
+        e.message.contains("made no usable question-answer pair"),
+        "{e}"
+    );
+    let passages = qa.documents[0].passages;
+    assert!(
+        e.message
+            .contains(&format!("from {passages} passages (0 from the cache)")),
+        "{e}"
+    );
+    let cache = dir.join("datasets/.qa-cache");
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), passages);
+    let entry: serde_json::Value = serde_json::from_slice(
+        &fs::read(
+            fs::read_dir(&cache)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(entry["attempts"], 2);
+    assert_eq!(entry["malformed"], true);
+    let etas = sink
+        .events()
+        .iter()
+        .filter(|e| matches!(e, JobEvent::Progress { unit, eta_secs: Some(_), .. } if unit == "passages"))
+        .count();
+    assert_eq!(etas, passages);
+    let e = dataset::build(&h, &dir, &gen, &NullSink, &CancelToken::new()).unwrap_err();
+    assert!(
+        e.message.contains(&format!("({passages} from the cache)")),
+        "{e}"
+    );
+    // A cancelled build stops with `cancelled`.
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    gen.options.qa.max_new_tokens = 17;
+    let e = dataset::build(&h, &dir, &gen, &NullSink, &cancel).unwrap_err();
+    assert_eq!(e.code, Code::Cancelled, "{e}");
+}
+
 #[test]
 fn runs_are_started_listed_and_redrawn() {
     use doctune_api::dataset::{self, BuildOptions, Mode};

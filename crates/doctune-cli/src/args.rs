@@ -3,7 +3,7 @@
 //! (`BuildOptions::default`, `RunConfig::default` through `RunOverrides`), never from here.
 
 use clap::{Parser, Subcommand};
-use doctune_api::dataset::{BuildOptions, LossOn, Mode, OnBadRow};
+use doctune_api::dataset::{BuildOptions, Generator, LossOn, Mode, OnBadRow, QaOptions};
 use doctune_api::train::{MethodKind, Preset, RunOverrides, Target};
 use doctune_api::ApiError;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::sync::LazyLock;
 
 /// The dataset builder's defaults, shown in `--help`.
 static BUILD_DEFAULTS: LazyLock<BuildOptions> = LazyLock::new(BuildOptions::default);
+static QA_DEFAULTS: LazyLock<QaOptions> = LazyLock::new(QaOptions::default);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -340,9 +341,22 @@ pub enum RunsCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum DatasetCommand {
-    /// Tokenise the project's extracted documents (pretrain) or instruction files (instruct)
-    /// into datasets/<id>/ with the model's tokenizer and chat template.
+    /// Tokenise the project's extracted documents (pretrain), instruction files (instruct) or
+    /// question-answer pairs made from the documents (qa) into datasets/<id>/ with the model's
+    /// tokenizer and chat template.
     Build(DatasetBuildArgs),
+    /// Write a question-answer dataset's pairs as JSONL (alpaca or OpenAI messages, each with
+    /// its source) for review; build the edited file with `--mode instruct --input FILE`.
+    ExportPairs {
+        /// The dataset folder (a project's datasets/<id>).
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        /// alpaca or messages.
+        #[arg(long, default_value = "messages")]
+        format: doctune_api::dataset::PairFormat,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Show the first examples of a dataset: the exact text and the trained-on spans
     /// (character offsets into it).
     Preview {
@@ -363,6 +377,7 @@ pub enum DatasetCommand {
 pub enum ModeArg {
     Pretrain,
     Instruct,
+    Qa,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -414,6 +429,31 @@ pub struct DatasetBuildArgs {
     /// Keep exact duplicate examples.
     #[arg(long)]
     pub keep_duplicates: bool,
+    /// Qa: who writes the pairs: an instruct model (a library id or a model folder), or
+    /// `template` (questions from definitions and headings, no model).
+    #[arg(long, value_name = "MODEL|template", default_value = "template")]
+    pub generator: String,
+    /// Qa: tokens per passage.
+    #[arg(long, default_value_t = QA_DEFAULTS.passage_tokens, value_name = "N")]
+    pub passage_tokens: usize,
+    /// Qa: tokens repeated between consecutive passages of a section.
+    #[arg(long, default_value_t = QA_DEFAULTS.overlap_tokens, value_name = "N")]
+    pub passage_overlap: usize,
+    /// Qa: pairs asked of the generator per passage.
+    #[arg(long, default_value_t = QA_DEFAULTS.pairs_per_passage, value_name = "K")]
+    pub pairs_per_passage: usize,
+    /// Qa: the least share of an answer's content words found in its passage.
+    #[arg(long, default_value_t = QA_DEFAULTS.min_support, value_name = "F")]
+    pub min_support: f64,
+    /// Qa: also ask the generator whether the passage supports each answer.
+    #[arg(long)]
+    pub check_support: bool,
+    /// Qa: the longest reply per passage, in tokens.
+    #[arg(long, default_value_t = QA_DEFAULTS.max_new_tokens, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Qa: where the generator runs (cpu, cuda, metal).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -555,6 +595,7 @@ impl DatasetBuildArgs {
                 mode: match self.mode {
                     ModeArg::Pretrain => Mode::Pretrain,
                     ModeArg::Instruct => Mode::Instruct,
+                    ModeArg::Qa => Mode::Qa,
                 },
                 seq_len: self.seq_len,
                 stride: self.stride,
@@ -570,6 +611,20 @@ impl DatasetBuildArgs {
                     BadRowArg::Stop => OnBadRow::Stop,
                 },
                 dedup: !self.keep_duplicates,
+                qa: QaOptions {
+                    generator: match self.generator.as_str() {
+                        "template" => Generator::Template,
+                        m => Generator::Model { model: m.into() },
+                    },
+                    passage_tokens: self.passage_tokens,
+                    overlap_tokens: self.passage_overlap,
+                    pairs_per_passage: self.pairs_per_passage,
+                    min_support: self.min_support,
+                    model_check: self.check_support,
+                    max_new_tokens: self.max_new_tokens,
+                    device: self.device.clone(),
+                    ..QaOptions::default()
+                },
             },
         }
     }

@@ -264,10 +264,22 @@ fn dataset(cli: &Cli, home: &Home, command: &DatasetCommand) -> Result<(), ApiEr
                 home,
                 &dir,
                 &a.request(),
-                &print::warnings,
+                &print::DatasetProgress(doctune_core::Throttle::per_second(1)),
                 &CancelToken::new(),
             )?;
             show(cli, &ds, print::dataset_built)
+        }
+        DatasetCommand::ExportPairs {
+            dataset: d,
+            format,
+            out,
+        } => {
+            let n = dataset::export_pairs(d, *format, out)?;
+            show(
+                cli,
+                &serde_json::json!({"pairs": n, "path": out.display().to_string()}),
+                |_| println!("wrote {n} pairs to {}", out.display()),
+            )
         }
         DatasetCommand::Preview { dataset: d, n } => {
             show(cli, &dataset::preview(d, *n)?, |e| print::preview(e))

@@ -36,6 +36,34 @@ impl ProgressSink for StderrProgress {
     }
 }
 
+/// A dataset build's events on stderr: warnings, and the question–answer mode's passages
+/// (at most once a second, with the ETA).
+pub struct DatasetProgress(pub Throttle);
+
+impl ProgressSink for DatasetProgress {
+    fn emit(&self, event: JobEvent) {
+        match event {
+            JobEvent::Progress {
+                current,
+                total,
+                unit,
+                message,
+                eta_secs,
+            } if unit == "passages" && (current == total || self.0.ready()) => {
+                let eta = eta_secs.map_or(String::new(), |s| {
+                    format!("  ETA {}", doctune_core::units::human_duration(s))
+                });
+                eprintln!(
+                    "passage {current}/{total}  {}{eta}",
+                    message.unwrap_or_default()
+                );
+            }
+            e @ JobEvent::Warning { .. } => warnings(e),
+            _ => {}
+        }
+    }
+}
+
 /// Prints warnings to stderr, and nothing else.
 pub fn warnings(e: JobEvent) {
     if let JobEvent::Warning { message } = e {
@@ -85,6 +113,7 @@ pub fn demo_event(json: bool, e: JobEvent) {
             total,
             unit,
             message: Some(m),
+            ..
         } if unit == "stages" => eprintln!("[{}/{total}] {m}", current + 1),
         JobEvent::Metrics { step, .. } if step % 25 != 0 => {}
         e @ (JobEvent::Metrics { .. } | JobEvent::Warning { .. }) => train_event(false, e),
@@ -193,6 +222,57 @@ pub fn dataset_built(ds: &DatasetSummary) {
     for b in ds.meta.bad_rows.iter().take(20) {
         println!("  bad row {}:{}: {}", b.file, b.line, b.reason);
     }
+    if let Some(qa) = &ds.meta.qa {
+        qa_report(qa);
+    }
+}
+
+/// A question–answer build's counts, per document and in total.
+fn qa_report(qa: &doctune_api::dataset::QaReport) {
+    let origin: Vec<String> = qa
+        .by_origin
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if qa.generator == "template" {
+        println!("  pairs by the templates (no model): {}", origin.join(", "));
+    } else {
+        println!(
+            "  pairs by {} (prompt v{}): {}, {:.0} s generating",
+            qa.generator,
+            qa.prompt_version,
+            origin.join(", "),
+            qa.generation_seconds
+        );
+    }
+    println!(
+        "  {:<32} {:>8} {:>6} {:>9} {:>6}  dropped",
+        "document", "passages", "cached", "generated", "kept"
+    );
+    for d in qa.documents.iter().chain([&qa.total]) {
+        let dropped: Vec<String> = d.dropped.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let mut extra = dropped;
+        if d.malformed_replies > 0 {
+            extra.push(format!("{} unreadable replies", d.malformed_replies));
+        }
+        if d.retries > 0 {
+            extra.push(format!("{} retried", d.retries));
+        }
+        let name = if d.document.is_empty() {
+            "total"
+        } else {
+            &d.document
+        };
+        println!(
+            "  {:<32} {:>8} {:>6} {:>9} {:>6}  {}",
+            name,
+            d.passages,
+            d.from_cache,
+            d.generated,
+            d.kept,
+            extra.join(", ")
+        );
+    }
 }
 
 /// Each example with its trained parts between ⟦ ⟧.
@@ -216,6 +296,23 @@ pub fn preview(examples: &[PreviewExample]) {
         }
         out.extend(&chars[at..]);
         println!("{out}");
+        if let Some(src) = &ex.source {
+            let section = src
+                .section
+                .as_deref()
+                .map_or(String::new(), |s| format!(", {s}"));
+            println!(
+                "   source: {}{section}, characters {}–{} ({}, support {:.2})",
+                src.document,
+                src.start,
+                src.end,
+                src.origin.name(),
+                src.support
+            );
+            for line in src.passage.lines() {
+                println!("   │ {line}");
+            }
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub enum JobEvent {
         unit: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// Seconds left, when the job can estimate them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta_secs: Option<f64>,
     },
     #[serde(rename_all = "camelCase")]
     Metrics {
@@ -94,11 +97,23 @@ impl JobEvent {
 
     /// `Progress` of `current` out of `total` `unit`s, with an optional note (a file name).
     pub fn progress(current: u64, total: u64, unit: &str, message: Option<String>) -> Self {
+        Self::progress_eta(current, total, unit, message, None)
+    }
+
+    /// [`JobEvent::progress`] with an estimate of the seconds left.
+    pub fn progress_eta(
+        current: u64,
+        total: u64,
+        unit: &str,
+        message: Option<String>,
+        eta_secs: Option<f64>,
+    ) -> Self {
         JobEvent::Progress {
             current,
             total,
             unit: unit.into(),
             message,
+            eta_secs,
         }
     }
 }
@@ -209,6 +224,7 @@ mod tests {
             total: 3,
             unit: "files".into(),
             message: None,
+            eta_secs: None,
         };
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(

@@ -1,5 +1,5 @@
-//! Sizes for people: `1.5 MB` (powers of 1024, as file managers show them), and counts as model
-//! cards write them (`494M`, `1.5B`).
+//! Sizes for people: `1.5 MB` (powers of 1024, as file managers show them), counts as model
+//! cards write them (`494M`, `1.5B`), and durations (`3 min 20 s`).
 
 /// `12 B`, `1.5 KB`, `2.0 GB`.
 pub fn human_bytes(n: u64) -> String {
@@ -31,9 +31,32 @@ pub fn human_count(n: u64) -> String {
     }
 }
 
+/// `45 s`, `3 min 20 s`, `2 h 05 min` (seconds rounded; negative or not finite: `0 s`).
+pub fn human_duration(secs: f64) -> String {
+    let s = if secs.is_finite() && secs > 0.0 {
+        secs.round() as u64
+    } else {
+        0
+    };
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_duration(44.6), "45 s");
+        assert_eq!(human_duration(200.0), "3 min 20 s");
+        assert_eq!(human_duration(7500.0), "2 h 05 min");
+        assert_eq!(human_duration(f64::NAN), "0 s");
+        assert_eq!(human_duration(-3.0), "0 s");
+    }
 
     #[test]
     fn human_counts() {

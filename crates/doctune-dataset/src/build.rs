@@ -2,14 +2,14 @@
 //! template, tokenised, masked, deduplicated, split by a seeded hash and written into a staged
 //! dataset folder that is renamed into place when complete.
 
-use crate::folder::{DatasetDir, Split};
+use crate::folder::{write_lines, DatasetDir, Split};
 use crate::import::{self, BadRow, Example};
-use crate::meta::{DatasetMeta, Record, SourceInfo, Stats};
+use crate::meta::{DatasetMeta, Record, RecordSource, SourceInfo, Stats};
 use crate::options::{BuildOptions, Inputs, LossOn, Mode, OnBadRow, TextSource};
 use crate::pack::{self, StreamToken, Window};
 use crate::{chat, fast, io, DatasetError, MAX_LISTED_BAD_ROWS};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, StagedDir};
-use doctune_tokenizer::ModelTokenizer;
+use doctune_tokenizer::{Message, ModelTokenizer};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -26,6 +26,8 @@ type ByteSpans = Vec<(usize, usize)>;
 struct Built {
     key: [u8; 32],
     record: Record,
+    /// Question–answer builds: the example's pair (index into [`crate::qa::QaPairs::pairs`]).
+    pair: Option<usize>,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -108,9 +110,44 @@ fn masked_record(
             mask,
             text: kept_text,
             spans,
+            source: None,
         },
         truncated,
     )
+}
+
+/// Tokenises rendered texts (with their trained byte spans) in one parallel batch and masks
+/// them; an example without a trained token is counted in `stats.dropped` and comes back as
+/// `None`, one cut to `seq_len` in `stats.truncated`.
+fn encode_examples(
+    tok: &ModelTokenizer,
+    rendered: Vec<(String, ByteSpans)>,
+    seq_len: usize,
+    bos: Option<u32>,
+    stats: &mut Stats,
+) -> Result<Vec<Option<Record>>, DatasetError> {
+    let texts: Vec<&str> = rendered.iter().map(|(t, _)| t.as_str()).collect();
+    let encodings = tok
+        .inner()
+        .encode_batch(texts, false)
+        .map_err(|e| DatasetError::Invalid(format!("tokenizer: {e}")))?;
+    let mut out = Vec::with_capacity(encodings.len());
+    for ((text, spans), enc) in rendered.into_iter().zip(encodings) {
+        let (record, truncated) = masked_record(&enc, text, &spans, seq_len, bos);
+        if !record.mask.contains(&1) {
+            let reason = if truncated {
+                format!("no trained token within the first {seq_len} tokens")
+            } else {
+                "no token to train on".to_string()
+            };
+            *stats.dropped.entry(reason).or_default() += 1;
+            out.push(None);
+            continue;
+        }
+        stats.truncated += usize::from(truncated);
+        out.push(Some(record));
+    }
+    Ok(out)
 }
 
 /// A document's tokens as `(id, start byte, end byte)`.
@@ -345,30 +382,16 @@ pub fn build(
                             }
                         }
                     }
-                    let texts: Vec<&str> = rendered.iter().map(|(_, t, _)| t.as_str()).collect();
-                    let encodings = tok
-                        .inner()
-                        .encode_batch(texts, false)
-                        .map_err(|e| DatasetError::Invalid(format!("tokenizer: {e}")))?;
-                    for ((line, text, spans), enc) in rendered.into_iter().zip(encodings) {
-                        let (record, truncated) =
-                            masked_record(&enc, text, &spans, opts.seq_len, bos);
-                        if !record.mask.contains(&1) {
-                            let reason = if truncated {
-                                format!("no trained token within the first {} tokens", opts.seq_len)
-                            } else {
-                                "no token to train on".to_string()
-                            };
-                            *stats.dropped.entry(reason).or_default() += 1;
-                            continue;
-                        }
-                        stats.truncated += usize::from(truncated);
-                        let _ = line;
-                        let mut key = Sha256::new();
-                        key.update(record.text.as_bytes());
+                    let texts = rendered.into_iter().map(|(_, t, s)| (t, s)).collect();
+                    for record in encode_examples(tok, texts, opts.seq_len, bos, &mut stats)?
+                        .into_iter()
+                        .flatten()
+                    {
+                        let key = Sha256::digest(record.text.as_bytes()).into();
                         built.push(Built {
-                            key: key.finalize().into(),
+                            key,
                             record,
+                            pair: None,
                         });
                     }
                     let done = ((chunk_no + 1) * BATCH).min(total as usize) as u64;
@@ -447,7 +470,9 @@ pub fn build(
                             mask,
                             text,
                             spans,
+                            source: None,
                         },
+                        pair: None,
                     });
                 }
             }
@@ -456,6 +481,107 @@ pub fn build(
                 docs.len(),
                 opts.seq_len
             ));
+        }
+        (Mode::Qa, Inputs::Pairs(qa)) => {
+            let template = tok.require_chat_template()?;
+            let mut documents: Vec<&str> = qa.pairs.iter().map(|p| p.document.as_str()).collect();
+            documents.sort_unstable();
+            documents.dedup();
+            // Pairs of one passage (or of one document, when there are enough) share a split, so
+            // validation never asks about a passage training saw.
+            let by_doc =
+                opts.val_fraction > 0.0 && documents.len() as f64 * opts.val_fraction >= 2.0;
+            stats.split_unit = if by_doc { "document" } else { "passage" }.into();
+            for d in &qa.report.documents {
+                sources.push(SourceInfo {
+                    name: d.document.clone(),
+                    sha256: d.sha256.clone(),
+                    format: None,
+                    rows: d.passages,
+                    examples: d.kept,
+                });
+            }
+            let mut seen = HashSet::new();
+            let total = qa.pairs.len() as u64;
+            for (chunk_no, chunk) in qa.pairs.chunks(BATCH).enumerate() {
+                check_cancel(cancel)?;
+                let mut rendered: Vec<(usize, String, ByteSpans)> = Vec::new();
+                for (k, pair) in chunk.iter().enumerate() {
+                    let msgs = [
+                        Message::new("user", &pair.question),
+                        Message::new("assistant", &pair.answer),
+                    ];
+                    match chat::render(template, &msgs) {
+                        Ok(r) => {
+                            let spans = match opts.loss_on {
+                                LossOn::Assistant => r.spans,
+                                LossOn::All => vec![(0, r.text.len())],
+                            };
+                            rendered.push((chunk_no * BATCH + k, r.text, spans));
+                        }
+                        Err(reason) => {
+                            *stats
+                                .dropped
+                                .entry(format!("the chat template failed: {reason}"))
+                                .or_default() += 1;
+                        }
+                    }
+                }
+                let which: Vec<usize> = rendered.iter().map(|(i, _, _)| *i).collect();
+                let texts = rendered.into_iter().map(|(_, t, s)| (t, s)).collect();
+                let records = encode_examples(tok, texts, opts.seq_len, bos, &mut stats)?;
+                for (i, record) in which.into_iter().zip(records) {
+                    let Some(record) = record else { continue };
+                    if opts.dedup && !seen.insert(Sha256::digest(record.text.as_bytes())) {
+                        stats.duplicates += 1;
+                        continue;
+                    }
+                    let pair = &qa.pairs[i];
+                    let mut key: [u8; 32] = if by_doc {
+                        Sha256::digest(pair.document.as_bytes()).into()
+                    } else {
+                        Sha256::digest(qa.passages[pair.passage].sha256.as_bytes()).into()
+                    };
+                    if by_doc {
+                        key[0] = u8::from(is_val(
+                            opts.seed,
+                            pair.document.as_bytes(),
+                            opts.val_fraction,
+                        ));
+                    }
+                    built.push(Built {
+                        key,
+                        record,
+                        pair: Some(i),
+                    });
+                }
+                let done = ((chunk_no + 1) * BATCH).min(total as usize) as u64;
+                sink.emit(JobEvent::progress(done, total, "pairs", None));
+            }
+            let r = &qa.report;
+            notes.push(format!(
+                "{} documents, {} passages: {} pairs made by {}, {} kept{}",
+                r.documents.len(),
+                r.total.passages,
+                r.total.generated,
+                r.generator,
+                r.total.kept,
+                if r.total.from_cache > 0 {
+                    format!(" ({} passages from the cache)", r.total.from_cache)
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        (Mode::Qa, _) => {
+            return Err(DatasetError::Invalid(
+                "question-answer mode makes its pairs from the project's documents".into(),
+            ))
+        }
+        (_, Inputs::Pairs(_)) => {
+            return Err(DatasetError::Invalid(
+                "question-answer pairs are built in question-answer mode".into(),
+            ))
         }
         (Mode::Pretrain, Inputs::Files(_)) => {
             return Err(DatasetError::Invalid(
@@ -507,11 +633,21 @@ pub fn build(
     let val_path = staged.split_path(Split::Val);
     let mut train = BufWriter::new(std::fs::File::create(&train_path).map_err(io(&train_path))?);
     let mut val = BufWriter::new(std::fs::File::create(&val_path).map_err(io(&val_path))?);
-    for b in &built {
+    let mut kept_pairs = Vec::new();
+    for b in &mut built {
         let to_val = match stats.split_unit.as_str() {
             "document" => b.key[0] == 1,
             _ => is_val(opts.seed, &b.key, opts.val_fraction),
         };
+        if let (Some(i), Inputs::Pairs(qa)) = (b.pair, inputs) {
+            let mut pair = qa.pairs[i].clone();
+            pair.split = Some(if to_val { "val" } else { "train" }.into());
+            b.record.source = Some(RecordSource {
+                pair: kept_pairs.len(),
+                passage: pair.passage,
+            });
+            kept_pairs.push(pair);
+        }
         let n = b.record.ids.len() as u64;
         let line =
             serde_json::to_string(&b.record).map_err(|e| DatasetError::Invalid(e.to_string()))?;
@@ -533,6 +669,10 @@ pub fn build(
             path: p.clone(),
             source: e.into_error(),
         })?;
+    }
+    if let Inputs::Pairs(qa) = inputs {
+        write_lines(&staged.pairs_path(), &kept_pairs)?;
+        write_lines(&staged.passages_path(), &qa.passages)?;
     }
     if stats.train_examples == 0 {
         return Err(DatasetError::Empty(
@@ -557,6 +697,10 @@ pub fn build(
         stats,
         bad_rows: listed,
         notes,
+        qa: match inputs {
+            Inputs::Pairs(qa) => Some(qa.report.clone()),
+            _ => None,
+        },
     };
     let meta_path = staged.meta_path();
     doctune_core::write_json_atomic(&meta_path, &meta).map_err(io(&meta_path))?;

@@ -1,14 +1,21 @@
 //! The dataset folder, owned here: `train.jsonl`, `val.jsonl` (one [`Record`] per line) and
-//! `meta.json` ([`DatasetMeta`]). [`DatasetDir`] names its files; [`SplitReader`] indexes a
+//! `meta.json` ([`DatasetMeta`]); question–answer datasets add `pairs.jsonl` (one
+//! [`SourcedPair`] per line, the kept pairs with their place and split) and `passages.jsonl` (one
+//! [`StoredPassage`] per line, the passages they came from). [`DatasetDir`] names its files; [`SplitReader`] indexes a
 //! split by line offsets so the trainer can read any example on demand without loading the
 //! split; [`DatasetDir::read_split`] streams one.
 
+use crate::qa::{SourcedPair, StoredPassage};
 use crate::{io, DatasetError, DatasetMeta, Record};
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// `meta.json`.
 pub const META_FILE: &str = "meta.json";
+/// A question–answer dataset's pairs.
+pub const PAIRS_FILE: &str = "pairs.jsonl";
+/// A question–answer dataset's passages.
+pub const PASSAGES_FILE: &str = "passages.jsonl";
 
 /// Which split to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +75,26 @@ impl DatasetDir {
         self.path.join(split.file_name())
     }
 
-    /// Every file of the dataset, in a fixed order (`meta.json`, train, val).
+    pub fn pairs_path(&self) -> PathBuf {
+        self.path.join(PAIRS_FILE)
+    }
+
+    pub fn passages_path(&self) -> PathBuf {
+        self.path.join(PASSAGES_FILE)
+    }
+
+    /// A question–answer dataset's pairs (empty for other datasets).
+    pub fn read_pairs(&self) -> Result<Vec<SourcedPair>, DatasetError> {
+        read_lines(&self.pairs_path(), "pair")
+    }
+
+    /// A question–answer dataset's passages (empty for other datasets).
+    pub fn read_passages(&self) -> Result<Vec<StoredPassage>, DatasetError> {
+        read_lines(&self.passages_path(), "passage")
+    }
+
+    /// The files the training data is: `meta.json`, train, val, in a fixed order (a
+    /// question–answer dataset's pairs and passages are what they were made from, not part of it).
     pub fn files(&self) -> [PathBuf; 3] {
         [
             self.meta_path(),
@@ -112,6 +138,51 @@ impl DatasetDir {
     pub fn index(&self, split: Split) -> Result<SplitReader, DatasetError> {
         SplitReader::open(self.split_path(split))
     }
+}
+
+/// Every line of a JSONL file the dataset folder owns; a missing file has none.
+fn read_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> Result<Vec<T>, DatasetError> {
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(io(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(
+            serde_json::from_str(&line).map_err(|e| DatasetError::Input {
+                path: path.to_path_buf(),
+                message: format!("line {}: not a dataset {what}: {e}", i + 1),
+            })?,
+        );
+    }
+    Ok(out)
+}
+
+/// Writes `items` as JSONL at `path` (the folder is staged; see [`crate::build`]).
+pub(crate) fn write_lines<T: serde::Serialize>(
+    path: &Path,
+    items: impl IntoIterator<Item = T>,
+) -> Result<(), DatasetError> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(io(path))?);
+    for item in items {
+        let line =
+            serde_json::to_string(&item).map_err(|e| DatasetError::Invalid(e.to_string()))?;
+        writeln!(w, "{line}").map_err(io(path))?;
+    }
+    w.into_inner().map_err(|e| DatasetError::Io {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    Ok(())
 }
 
 fn parse_record(path: &Path, i: usize, line: &str) -> Result<Record, DatasetError> {
@@ -201,6 +272,7 @@ mod tests {
             mask: vec![0, 1],
             text: format!("t{n}"),
             spans: vec![(0, 1)],
+            source: None,
         };
         let mut text = String::new();
         for n in 0..5 {

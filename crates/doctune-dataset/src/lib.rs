@@ -1,7 +1,8 @@
 //! The dataset builder: what the trainer consumes, and what the user sees of it.
 //!
-//! [`build`] turns either documents ([`Mode::Pretrain`], see [`pack`]) or instruction files
-//! ([`Mode::Instruct`], see [`import`] and [`chat`]) into `datasets/<id>/`:
+//! [`build`] turns documents ([`Mode::Pretrain`], see [`pack`]), instruction files
+//! ([`Mode::Instruct`], see [`import`] and [`chat`]) or question–answer pairs made from the
+//! documents ([`Mode::Qa`], see [`qa`]) into `datasets/<id>/`:
 //!
 //! - `train.jsonl`, `val.jsonl` — one example per line:
 //!   `{"ids": [token ids], "mask": [1 if the token is a training target, else 0], "text":
@@ -11,7 +12,10 @@
 //!   scalar) offsets, for previews. Read them streaming with [`read_split`], or by index with
 //!   [`SplitReader`] ([`folder`] owns the folder's layout).
 //! - `meta.json` ([`DatasetMeta`]) — sources with sha256, the tokenizer's and template's sha256,
-//!   the options, the statistics and every bad row with its line number.
+//!   the options, the statistics and every bad row with its line number (question–answer
+//!   builds: the per-document report).
+//! - question–answer builds only: `pairs.jsonl` and `passages.jsonl`, each example's pair and
+//!   the passage it came from (see [`folder`]).
 //!
 //! The folder is built under a temporary name beside its destination and renamed into place
 //! when complete, so a crash leaves no half-built dataset. Splits are decided by a seeded
@@ -29,9 +33,9 @@ pub mod meta;
 pub mod options;
 
 pub use build::{build, is_val, tokenize_documents, BuildReport};
-pub use folder::{DatasetDir, Split, SplitReader, META_FILE};
-pub use meta::{DatasetMeta, Record, SourceInfo, Stats};
-pub use options::{BuildOptions, Inputs, LossOn, Mode, OnBadRow, TextSource};
+pub use folder::{DatasetDir, Split, SplitReader, META_FILE, PAIRS_FILE, PASSAGES_FILE};
+pub use meta::{DatasetMeta, Record, RecordSource, SourceInfo, Stats};
+pub use options::{BuildOptions, Generator, Inputs, LossOn, Mode, OnBadRow, QaOptions, TextSource};
 
 use import::BadRow;
 use std::path::{Path, PathBuf};

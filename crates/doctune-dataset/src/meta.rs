@@ -60,6 +60,9 @@ pub struct DatasetMeta {
     pub bad_rows: Vec<BadRow>,
     /// What was detected, for people ("data.jsonl: sharegpt (conversations: from, value), 120 rows").
     pub notes: Vec<String>,
+    /// Question–answer builds: what was generated, kept and dropped, per document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qa: Option<crate::qa::QaReport>,
 }
 
 /// One example on disk.
@@ -69,4 +72,15 @@ pub struct Record {
     pub mask: Vec<u8>,
     pub text: String,
     pub spans: Vec<(usize, usize)>,
+    /// Question–answer datasets: the example's pair and passage (lines of `pairs.jsonl` and
+    /// `passages.jsonl`, counted from 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RecordSource>,
+}
+
+/// Where a question–answer example came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordSource {
+    pub pair: usize,
+    pub passage: usize,
 }

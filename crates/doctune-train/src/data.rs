@@ -77,6 +77,7 @@ mod tests {
             mask,
             text: String::new(),
             spans: vec![],
+            source: None,
         };
         let b = Batch::new(
             &[r(vec![5, 6, 7], vec![0, 1, 1]), r(vec![8], vec![1])],

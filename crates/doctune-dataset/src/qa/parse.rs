@@ -35,7 +35,7 @@ pub const MAX_ANSWER_CHARS: usize = 2_000;
 
 /// Reads `reply`.
 pub fn parse_reply(reply: &str) -> Result<Parsed, ReplyError> {
-    let reply = reply.trim();
+    let reply = without_thinking(reply).trim();
     if reply.is_empty() {
         return Err(ReplyError::Empty);
     }
@@ -52,6 +52,16 @@ pub fn parse_reply(reply: &str) -> Result<Parsed, ReplyError> {
         return Err(ReplyError::NoPairs);
     }
     Ok(parsed)
+}
+
+/// The reply after a reasoning model's `<think>…</think>` block (nothing when the block never
+/// closes: the model ran out of tokens while thinking).
+fn without_thinking(reply: &str) -> &str {
+    match (reply.find("<think>"), reply.rfind("</think>")) {
+        (_, Some(end)) => &reply[end + "</think>".len()..],
+        (Some(start), None) => &reply[..start],
+        (None, None) => reply,
+    }
 }
 
 /// A JSON array of objects with question/answer keys (also `q`/`a`, `instruction`/`output`),
@@ -90,6 +100,15 @@ enum Label {
 /// The label a line starts with, and the rest of the line: `Q:`, `Q1:`, `Question:`,
 /// `Question 2:`, `A:`, `Answer:`, after list markers (`1.`, `-`, `*`) and Markdown emphasis.
 fn label(line: &str) -> Option<(Label, &str)> {
+    let (kind, mut rest) = one_label(line)?;
+    // "Q: Q: …": the same label repeated.
+    while let Some((_, r)) = one_label(rest).filter(|(k, _)| *k == kind) {
+        rest = r;
+    }
+    Some((kind, rest))
+}
+
+fn one_label(line: &str) -> Option<(Label, &str)> {
     let mut l = line.trim_start();
     // List markers and numbering.
     l = l.trim_start_matches(|c: char| {

@@ -5,6 +5,8 @@
 #[derive(Debug, Clone)]
 pub struct QaSource {
     pub name: String,
+    /// The document's sha256 (the build's sources list it).
+    pub sha256: String,
     pub text: String,
     pub sections: Vec<QaSection>,
 }
@@ -260,6 +262,7 @@ mod tests {
 
     fn doc(text: &str, sections: Vec<QaSection>) -> QaSource {
         QaSource {
+            sha256: String::new(),
             name: "guide.md".into(),
             text: text.into(),
             sections,

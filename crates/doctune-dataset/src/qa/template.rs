@@ -29,6 +29,50 @@ const DEFINERS: &[(&str, &str)] = &[
     (" refers to ", "What does {} refer to"),
 ];
 
+/// Words after "is"/"are" that make a sentence a statement, not a definition: irregular past
+/// participles (regular ones end in -ed) and adverbs.
+const NOT_DEFINING: &[&str] = &[
+    "kept",
+    "written",
+    "made",
+    "done",
+    "shown",
+    "given",
+    "known",
+    "found",
+    "built",
+    "held",
+    "seen",
+    "taken",
+    "set",
+    "run",
+    "read",
+    "sent",
+    "put",
+    "left",
+    "cut",
+    "split",
+    "not",
+    "never",
+    "also",
+    "often",
+    "always",
+    "usually",
+    "only",
+    "now",
+    "then",
+    "still",
+    "already",
+    "very",
+    "too",
+    "so",
+    "being",
+    "about",
+    "available",
+    "able",
+    "possible",
+];
+
 /// Template pairs of one passage: a definition question for each sentence that defines a short
 /// subject, and one heading question when the passage has a heading-like section.
 pub fn template_pairs(p: &Passage) -> Vec<TemplatePair> {
@@ -48,39 +92,59 @@ pub fn template_pairs(p: &Passage) -> Vec<TemplatePair> {
         .filter(|l| !l.starts_with("page ") && !l.trim().is_empty())
     {
         let heading: Vec<String> = content_words(label);
-        // The passage's most frequent content word that is not in the heading: what it is about.
+        // The passage's most frequent content word that is not in the heading (nor an adverb):
+        // what it is about. A word said only once is no topic: then the question asks what the
+        // section says, answered by its first sentences.
         let mut counts: Vec<(String, usize)> = Vec::new();
         for w in content_words(&p.text)
             .into_iter()
-            .filter(|w| !heading.contains(w))
+            .filter(|w| !heading.contains(w) && !w.ends_with("ly"))
         {
             match counts.iter_mut().find(|(x, _)| *x == w) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((w, 1)),
             }
         }
-        if let Some((topic, _)) = counts.iter().max_by_key(|(_, n)| *n) {
-            let answer: Vec<&str> = sentences(&p.text)
-                .filter(|s| content_words(s).contains(topic))
-                .take(2)
-                .collect();
-            // The topic as written in the passage (the first word that folds to it).
-            let shown = p
-                .text
-                .split(|c: char| !c.is_alphanumeric())
-                .find(|w| content_words(w).first() == Some(topic))
-                .unwrap_or(topic);
-            if !answer.is_empty() {
-                out.push(TemplatePair {
-                    kind: TemplateKind::Heading,
-                    question: format!(
+        // The first of the most frequent (max_by_key would keep the last).
+        let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+        let topic = counts.iter().find(|(_, n)| *n == best && best >= 2);
+        let body: Vec<&str> = sentences(&p.text)
+            .filter(|s| s.trim() != label.trim())
+            .collect();
+        let (question, answer) = match topic {
+            Some((topic, _)) => {
+                // The topic as written in the passage (the first word that folds to it).
+                let shown = p
+                    .text
+                    .split(|c: char| !c.is_alphanumeric())
+                    .find(|w| content_words(w).first() == Some(topic))
+                    .unwrap_or(topic);
+                let answer: Vec<&str> = body
+                    .iter()
+                    .copied()
+                    .filter(|s| content_words(s).contains(topic))
+                    .take(2)
+                    .collect();
+                (
+                    format!(
                         "What does the section “{}” say about {}?",
                         label.trim(),
                         shown.to_lowercase()
                     ),
-                    answer: answer.join(" "),
-                });
+                    answer,
+                )
             }
+            None => (
+                format!("What does the section “{}” say?", label.trim()),
+                body.into_iter().take(2).collect(),
+            ),
+        };
+        if !answer.is_empty() {
+            out.push(TemplatePair {
+                kind: TemplateKind::Heading,
+                question,
+                answer: answer.join(" "),
+            });
         }
     }
     out
@@ -112,6 +176,19 @@ fn definition_question(sentence: &str) -> Option<String> {
     let body = sentence[at + verb.len()..].trim();
     let words: Vec<&str> = subject.split_whitespace().collect();
     if words.is_empty() || words.len() > 6 || body.split_whitespace().count() < 3 {
+        return None;
+    }
+    // "Secrets are kept …", "It is not …": a passive verb or an adverb after the verb is a
+    // statement about the subject, not a definition of it.
+    let next = body
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    if (verb.trim() == "is" || verb.trim() == "are")
+        && (next.ends_with("ed") || NOT_DEFINING.contains(&next.as_str()))
+    {
         return None;
     }
     let first = words[0].to_lowercase();
@@ -194,6 +271,14 @@ mod tests {
             h.answer,
             "Each export has a manifest. The manifest lists sha256 sums."
         );
+        // A passage without a repeated word: what the section says, without its heading line.
+        let p = passage(
+            "Checkpoints\n\nDocTune writes them atomically. Runs resume.",
+            Some("Checkpoints"),
+        );
+        let h = template_pairs(&p).pop().unwrap();
+        assert_eq!(h.question, "What does the section “Checkpoints” say?");
+        assert_eq!(h.answer, "DocTune writes them atomically. Runs resume.");
         // Pages are labels, not headings.
         assert!(template_pairs(&passage("Plain words here.", Some("page 2"))).is_empty());
     }
