@@ -6,9 +6,11 @@
 //! project's `Scope`) and models by library id; the CLI may name any file and folder.
 
 use crate::models::resolve_model;
+use crate::qa::Extracted;
 use crate::{ingest, projects, ApiError, DocumentEntry, Home};
 use doctune_core::{Area, CancelToken, Code, ProgressSink, ProjectDir};
-pub use doctune_dataset::qa::{PairFormat, QaReport};
+pub use doctune_dataset::pairs::PairFormat;
+pub use doctune_dataset::qa::QaReport;
 pub use doctune_dataset::{BuildOptions, Generator, LossOn, Mode, OnBadRow, QaOptions};
 use doctune_dataset::{DatasetDir, DatasetMeta, Inputs, TextSource};
 use doctune_tokenizer::ModelTokenizer;
@@ -103,9 +105,6 @@ fn new_id(datasets: &Path, mode: Mode) -> String {
     };
     doctune_core::stamped_id(datasets, prefix)
 }
-
-/// An extracted document of a project: its name, its sha256 and what extraction found.
-pub(crate) type Extracted = (String, String, doctune_ingest::Document);
 
 /// The project's extracted prose documents (those with a current extraction; JSON/JSONL data
 /// files are instruction data, not prose) as `(name, sha256, document)`, and how many are not
@@ -331,5 +330,5 @@ pub fn preview(dir: &Path, n: usize) -> Result<Vec<PreviewExample>, ApiError> {
 /// messages, each row with its `source`) and returns how many; build the edited file again with
 /// the instruction mode.
 pub fn export_pairs(dir: &Path, format: PairFormat, out: &Path) -> Result<usize, ApiError> {
-    Ok(doctune_dataset::qa::export_pairs(dir, format, out)?)
+    Ok(doctune_dataset::pairs::export_pairs(dir, format, out)?)
 }

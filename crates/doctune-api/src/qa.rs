@@ -14,6 +14,9 @@ use doctune_tokenizer::{Message, ModelTokenizer};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+/// An extracted document of a project: its name, its sha256 and what extraction found.
+pub(crate) type Extracted = (String, String, Document);
+
 /// A document as passages are cut from it: headings and chapters are boundaries, pages and
 /// sheets only label.
 fn source(name: String, sha256: String, doc: Document) -> QaSource {
@@ -103,7 +106,7 @@ impl PairModel for GeneratorModel {
 /// tokenizer (the trained model's, `tok`, for the templates).
 pub(crate) fn make_pairs(
     home: &Home,
-    docs: Vec<crate::dataset::Extracted>,
+    docs: Vec<Extracted>,
     datasets: &Path,
     opts: &QaOptions,
     tok: &ModelTokenizer,

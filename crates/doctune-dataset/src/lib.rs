@@ -26,6 +26,7 @@ pub mod fast;
 pub mod folder;
 pub mod import;
 pub mod pack;
+pub mod pairs;
 pub mod qa;
 
 pub mod build;
@@ -35,7 +36,8 @@ pub mod options;
 pub use build::{build, is_val, tokenize_documents, BuildReport};
 pub use folder::{DatasetDir, Split, SplitReader, META_FILE, PAIRS_FILE, PASSAGES_FILE};
 pub use meta::{DatasetMeta, Record, RecordSource, SourceInfo, Stats};
-pub use options::{BuildOptions, Generator, Inputs, LossOn, Mode, OnBadRow, QaOptions, TextSource};
+pub use options::{BuildOptions, Inputs, LossOn, Mode, OnBadRow, TextSource};
+pub use qa::{Generator, QaOptions};
 
 use import::BadRow;
 use std::path::{Path, PathBuf};

@@ -4,10 +4,10 @@
 //! the dataset it becomes (rendered, split by passage, previewed, exported and re-imported).
 
 use doctune_core::{CancelToken, NullSink};
+use doctune_dataset::pairs::{export_pairs, PairFormat};
 use doctune_dataset::qa::make::drop_reason;
 use doctune_dataset::qa::{
-    export_pairs, make_pairs, parse_reply, support, PairFormat, PairModel, PairOrigin, QaCache,
-    QaPairs, QaSection, QaSource,
+    make_pairs, parse_reply, support, PairModel, PairOrigin, QaCache, QaPairs, QaSection, QaSource,
 };
 use doctune_dataset::{
     build, preview, BuildOptions, DatasetDir, DatasetError, Generator, Inputs, Mode, QaOptions,

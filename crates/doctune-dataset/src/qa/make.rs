@@ -8,11 +8,11 @@
 
 use super::cache::{CacheEntry, QaCache};
 use super::ground::{support, Dedup};
+use super::options::{Generator, QaOptions};
 use super::parse::{parse_reply, QaPair};
 use super::passages::{passages, Passage, PassageOptions, QaSource};
 use super::prompt::{self, PROMPT_VERSION};
 use super::template::{template_pairs, TemplateKind};
-use crate::options::{Generator, QaOptions};
 use crate::DatasetError;
 use doctune_core::{CancelToken, JobEvent, ProgressSink};
 use doctune_tokenizer::Message;

@@ -11,24 +11,25 @@
 //! - [`template`]: pairs made without a model, from definitions ("X is …") and headings;
 //! - [`prompt`]: what the generator model is asked (versioned);
 //! - [`cache`]: each passage's generated pairs on disk, the build's checkpoint;
-//! - [`make`]: the whole first half — passages, pairs, grounding, deduplication, the report;
-//! - [`export`](mod@export): a dataset's pairs as alpaca or OpenAI-messages JSONL for review,
-//!   re-imported by the instruction mode.
+//! - [`options`]: what a build is asked (the generator, passage sizes, thresholds);
+//! - [`make`]: the whole first half — passages, pairs, grounding, deduplication, the report.
+//!
+//! A built dataset's pairs are exported for review by [`crate::pairs`].
 
 pub mod cache;
-pub mod export;
 pub mod ground;
 pub mod make;
+pub mod options;
 pub mod parse;
 pub mod passages;
 pub mod prompt;
 pub mod template;
 
 pub use cache::{CacheEntry, QaCache};
-pub use export::{export_pairs, PairFormat};
 pub use make::{
     make_pairs, DocReport, PairModel, PairOrigin, QaPairs, QaReport, SourcedPair, StoredPassage,
 };
+pub use options::{Generator, QaOptions, MAX_PAIRS_PER_PASSAGE, MAX_PASSAGE_TOKENS};
 
 pub use ground::{content_words, support, Dedup};
 pub use parse::{parse_reply, Parsed, QaPair, ReplyError};
