@@ -356,6 +356,19 @@ describe("DocTune window", () => {
     assert.match(await example.$("mark").getText(), /A local fine-tuning app\./);
     assert.match(await example.getText(), /What is DocTune\?/);
     await shot("10-dataset");
+    // Questions from the project's documents, by the templates: each pair keeps its passage.
+    await browser.$('[data-testid="mode-qa"]').click();
+    await browser.$('[data-testid="qa-generator"]').selectByVisibleText("templates (no model)");
+    await browser.$('[data-testid="dataset-build"]').click();
+    const qaReport = browser.$('[data-testid="qa-report"]');
+    await qaReport.waitForDisplayed({ timeout: 30_000 });
+    assert.match(await qaReport.getText(), /notes\.md/);
+    const source = browser.$('[data-testid="dataset-source"]');
+    await source.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await source.getText(), /From notes\.md, “Safety”/);
+    await source.$("summary").click();
+    assert.match(await source.$("blockquote").getText(), /Wear goggles\./);
+    await shot("10b-dataset-qa");
     await browser.$('[data-testid="nav-documents"]').click();
   });
 

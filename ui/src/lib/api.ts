@@ -75,7 +75,7 @@ export interface AddReport {
 
 export type JobEvent =
   | { type: "started"; data: { job: string; kind: string } }
-  | { type: "progress"; data: { current: number; total: number; unit: string; message?: string } }
+  | { type: "progress"; data: { current: number; total: number; unit: string; message?: string; etaSecs?: number } }
   | { type: "warning"; data: { message: string } }
   | { type: "text"; data: { text: string } }
   | {
@@ -260,8 +260,23 @@ export function startGenerate(request: GenerateRequest, onEvent: (e: JobEvent) =
   return invoke<string>("start_generate", { request, onEvent: channel });
 }
 
+/** Who writes a question-answer build's pairs: the templates, or a library model. */
+export type Generator = { kind: "template" } | { kind: "model"; model: string };
+
+export interface QaOptions {
+  generator: Generator;
+  passageTokens: number;
+  overlapTokens: number;
+  pairsPerPassage: number;
+  minSupport: number;
+  modelCheck: boolean;
+  duplicateOverlap: number;
+  maxNewTokens: number;
+  device?: string | null;
+}
+
 export interface BuildOptions {
-  mode: "pretrain" | "instruct";
+  mode: "pretrain" | "instruct" | "qa";
   seqLen: number;
   stride?: number | null;
   keepLastPartial: boolean;
@@ -270,6 +285,28 @@ export interface BuildOptions {
   lossOn: "assistant" | "all";
   onBadRow: "skip" | "stop";
   dedup: boolean;
+  qa: QaOptions;
+}
+
+/** A question-answer build's counts for one document (or the total). */
+export interface QaDocReport {
+  document: string;
+  passages: number;
+  fromCache: number;
+  generated: number;
+  kept: number;
+  dropped: Record<string, number>;
+  malformedReplies: number;
+  retries: number;
+}
+
+export interface QaReport {
+  generator: string;
+  promptVersion: number;
+  total: QaDocReport;
+  byOrigin: Record<string, number>;
+  documents: QaDocReport[];
+  generationSeconds: number;
 }
 
 export interface BadRow {
@@ -302,6 +339,7 @@ export interface DatasetMeta {
   stats: DatasetStats;
   badRows: BadRow[];
   notes: string[];
+  qa?: QaReport;
 }
 
 export interface DatasetSummary {
@@ -316,6 +354,16 @@ export interface PreviewExample {
   spans: [number, number][];
   tokens: number;
   trainedTokens: number;
+  /** Question-answer datasets: the passage the pair came from. */
+  source?: {
+    document: string;
+    section?: string | null;
+    start: number;
+    end: number;
+    passage: string;
+    origin: "generator" | "definition" | "heading";
+    support: number;
+  };
 }
 
 /** Starts building a dataset in project `id`; returns the job id. */

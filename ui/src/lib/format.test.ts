@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { baseName, formatDate, humanBytes, shortHash, splitBySpans, summarizeAdd } from "./format";
+import { baseName, formatDate, humanBytes, humanDuration, shortHash, splitBySpans, summarizeAdd } from "./format";
 
 describe("humanBytes", () => {
   it("uses bytes below a KiB and one decimal above", () => {
@@ -69,6 +69,15 @@ describe("humanCount", () => {
   });
 });
 
+
+describe("humanDuration", () => {
+  it("reads like the command line's ETA", () => {
+    expect(humanDuration(44.6)).toBe("45 s");
+    expect(humanDuration(200)).toBe("3 min 20 s");
+    expect(humanDuration(7500)).toBe("2 h 05 min");
+    expect(humanDuration(Number.NaN)).toBe("0 s");
+  });
+});
 
 describe("splitBySpans", () => {
   it("marks trained runs by code point, not UTF-16 unit", () => {

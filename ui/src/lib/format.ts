@@ -70,3 +70,11 @@ export function splitBySpans(text: string, spans: [number, number][]): { text: s
   if (at < chars.length) out.push({ text: chars.slice(at).join(""), trained: false });
   return out;
 }
+
+/** Seconds left as people read them: "45 s", "3 min 20 s", "2 h 05 min" (as Rust's human_duration). */
+export function humanDuration(secs: number): string {
+  const s = Number.isFinite(secs) && secs > 0 ? Math.round(secs) : 0;
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+  return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+}
