@@ -11,6 +11,8 @@
 //! - [`dataset`]: build a project's datasets (pretraining, instruction, or question–answer pairs
 //!   made from the documents: `qa`), list and preview them, export a dataset's pairs.
 //! - [`train`]: start, resume and list training runs.
+//! - [`bundle`](mod@bundle): the same job as a bundle for cluster trainers (transformers
+//!   `Trainer` + PEFT under torchrun, Axolotl), and their adapters imported as runs.
 //! - [`scratch`]: a new model for a project (its own tokenizer and a small Llama), and
 //!   `--method scratch` runs.
 //! - [`demo`]: the built-in demo — the whole job on DocTune's own user guide.
@@ -21,6 +23,7 @@
 //!
 //! Nothing here knows about Tauri; everything here is exercised by `cargo test -p doctune-api`.
 
+pub mod bundle;
 pub mod dataset;
 pub mod demo;
 pub mod doctor;

@@ -887,6 +887,242 @@ fn qa_datasets_are_made_from_the_documents_with_their_sources() {
 }
 
 #[test]
+fn bundles_carry_the_job_and_imported_adapters_become_runs() {
+    use doctune_api::dataset::{self, BuildOptions, Mode};
+    use doctune_api::train;
+    use sha2::{Digest, Sha256};
+    let (d, h) = home();
+    let dir = PathBuf::from(projects::create(&h, "bundle").unwrap().path);
+    let src = d.path().join("qa.jsonl");
+    let rows: String = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"instruction\":\"Q{i}{}\",\"output\":\"A{i}\"}}\n",
+                " more".repeat(i % 3)
+            )
+        })
+        .collect();
+    fs::write(&src, rows).unwrap();
+    let model = tiny_model("llama");
+    let ds = dataset::build(
+        &h,
+        &dir,
+        &doctune_api::DatasetRequest {
+            model: model.display().to_string(),
+            inputs: vec![src],
+            options: BuildOptions {
+                mode: Mode::Instruct,
+                seq_len: 64,
+                val_fraction: 0.2,
+                ..Default::default()
+            },
+        },
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let overrides = train::RunOverrides {
+        max_steps: Some(3),
+        micro_batch: Some(2),
+        grad_accum: Some(2),
+        lora_dropout: Some(0.0),
+        ..Default::default()
+    };
+    let ds_dir = train::resolve_dataset(&dir, &ds.id).unwrap();
+    let mut config = train::settings(&ds_dir, None, &overrides).unwrap();
+    config.base_model = model.clone();
+    let out = d.path().join("job");
+    let b = doctune_api::bundle::bundle(
+        &h,
+        &dir,
+        config.clone(),
+        &out,
+        true,
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
+    assert_eq!(b.steps, 3);
+    // Every file is in the manifest with its sha256.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    for name in [
+        "train.py",
+        "axolotl.yaml",
+        "bundle.json",
+        "README.md",
+        "DATA.md",
+        "data/train.jsonl",
+        "data/val.jsonl",
+        "data/train.text.jsonl",
+        "data/order.json",
+        "data/meta.json",
+        "initial_adapter/adapter_model.safetensors",
+    ] {
+        let f = files
+            .iter()
+            .find(|f| f["path"] == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(
+            f["sha256"],
+            hex::encode(Sha256::digest(fs::read(out.join(name)).unwrap())),
+            "{name}"
+        );
+    }
+    // The examples as the dataset has them, the mask as -100; the order the trainer's.
+    let records: Vec<doctune_dataset::Record> =
+        doctune_dataset::read_split(&ds_dir, doctune_dataset::Split::Train)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let rows: Vec<serde_json::Value> = fs::read_to_string(out.join("data/train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), records.len());
+    for (row, r) in rows.iter().zip(&records) {
+        let ids: Vec<u32> = serde_json::from_value(row["input_ids"].clone()).unwrap();
+        let labels: Vec<i64> = serde_json::from_value(row["labels"].clone()).unwrap();
+        assert_eq!(ids, r.ids);
+        for ((&l, &id), &m) in labels.iter().zip(&r.ids).zip(&r.mask) {
+            assert_eq!(l, if m == 1 { i64::from(id) } else { -100 });
+        }
+    }
+    let order: Vec<usize> =
+        serde_json::from_slice(&fs::read(out.join("data/order.json")).unwrap()).unwrap();
+    let n = records.len();
+    let expected: Vec<usize> = (0..2)
+        .flat_map(|e| doctune_train::epoch_order(n, config.seed, e))
+        .take(3 * 2 * 2)
+        .collect();
+    assert_eq!(order, expected);
+    let settings: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        settings["lora"]["targetModules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(settings["microBatch"], 2);
+    assert_eq!(settings["gradAccum"], 2);
+    let yaml = fs::read_to_string(out.join("axolotl.yaml")).unwrap();
+    for line in [
+        "adapter: lora",
+        "lora_r: 8",
+        "micro_batch_size: 2",
+        "gradient_accumulation_steps: 2",
+        "max_steps: 3",
+        "sequence_len: 64",
+    ] {
+        assert!(yaml.lines().any(|l| l == line), "{line} in\n{yaml}");
+    }
+    let readme = fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("torchrun --nproc_per_node=N train.py"));
+    assert!(readme.contains("--rdzv_endpoint=HOST:29500"));
+    assert!(readme.contains("doctune runs import"));
+    // An existing folder is never replaced.
+    assert!(doctune_api::bundle::bundle(
+        &h,
+        &dir,
+        config.clone(),
+        &out,
+        false,
+        &NullSink,
+        &CancelToken::new()
+    )
+    .is_err());
+
+    // A trainer's output comes back as a run: here an adapter DocTune trained, laid out as the
+    // bundle's train.py writes it (adapter/, bundle.json, metrics.jsonl).
+    config.dataset = ds_dir.clone();
+    let s = train::start(
+        &h,
+        &dir,
+        config.clone(),
+        &NullSink,
+        &CancelToken::new(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let result = d.path().join("output");
+    fs::create_dir_all(result.join("adapter")).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        fs::copy(
+            s.run_dir.join("adapter").join(f),
+            result.join("adapter").join(f),
+        )
+        .unwrap();
+    }
+    fs::copy(out.join("bundle.json"), result.join("bundle.json")).unwrap();
+    fs::copy(
+        s.run_dir.join("metrics.jsonl"),
+        result.join("metrics.jsonl"),
+    )
+    .unwrap();
+    let run = doctune_api::bundle::import_run(&h, &dir, &result, None).unwrap();
+    assert!(run.imported_from.is_some());
+    let listed = train::list(&dir).unwrap();
+    let info = listed.iter().find(|r| r.id == run.id).unwrap();
+    assert_eq!(info.steps, 3);
+    assert!(info.adapter.is_some());
+    // Export works on it, and resuming it is refused with the reason.
+    let peft = doctune_api::export::export(
+        &h,
+        &dir.join("runs").join(&run.id),
+        &doctune_export::ExportOptions {
+            format: doctune_export::Format::Peft,
+            quant: Default::default(),
+            dtype: Default::default(),
+            checkpoint: None,
+            system: None,
+            overwrite: false,
+        },
+        Some(d.path().join("peft")),
+        &NullSink,
+        &CancelToken::new(),
+    );
+    assert!(peft.is_ok(), "{peft:?}");
+    let e = train::resume(
+        &dir.join("runs").join(&run.id),
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("trained elsewhere"), "{e}");
+
+    // What is refused: a pickle, an adapter of another model, a full model, nothing.
+    let pickle = d.path().join("pickle");
+    fs::create_dir_all(&pickle).unwrap();
+    fs::copy(
+        result.join("adapter/adapter_config.json"),
+        pickle.join("adapter_config.json"),
+    )
+    .unwrap();
+    fs::write(pickle.join("adapter_model.bin"), b"\x80\x02}q\x00.").unwrap();
+    let e = doctune_api::bundle::import_run(&h, &dir, &pickle, Some(&model.display().to_string()))
+        .unwrap_err();
+    assert!(e.message.contains("pickle (adapter_model.bin)"), "{e}");
+    let other = tiny_model("qwen3").join("adapter");
+    let e = doctune_api::bundle::import_run(&h, &dir, &other, Some(&model.display().to_string()))
+        .unwrap_err();
+    assert!(e.message.contains("do not fit"), "{e}");
+    let full = d.path().join("full");
+    fs::create_dir_all(full.join("model")).unwrap();
+    let e = doctune_api::bundle::import_run(&h, &dir, &full, Some(&model.display().to_string()))
+        .unwrap_err();
+    assert!(e.message.contains("doctune model import"), "{e}");
+    let e = doctune_api::bundle::import_run(&h, &dir, d.path(), None).unwrap_err();
+    assert!(e.message.contains("name the base model"), "{e}");
+    // Nothing half-made was left among the runs.
+    let runs: Vec<String> = fs::read_dir(dir.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+}
+
+#[test]
 fn runs_are_started_listed_and_redrawn() {
     use doctune_api::dataset::{self, BuildOptions, Mode};
     use doctune_api::train;

@@ -71,6 +71,12 @@ pub enum Command {
     /// metrics line as training goes, then the summary.
     Train(Box<TrainCli>),
     /// A project's training runs.
+    /// Write the training job as a bundle for cluster trainers: the dataset pre-tokenised, a
+    /// train.py (transformers Trainer + PEFT) that torchrun / accelerate launch run unchanged,
+    /// an Axolotl config, a README with the commands and a manifest. Takes every run setting of
+    /// `train`.
+    Bundle(Box<BundleCli>),
+    #[command(alias = "run")]
     Runs {
         #[command(subcommand)]
         command: RunsCommand,
@@ -337,6 +343,31 @@ pub enum RunsCommand {
         #[arg(long, value_name = "DIR")]
         project: String,
     },
+    /// Register a LoRA adapter trained elsewhere (a bundle's output/, or any PEFT adapter
+    /// folder) as a run of the project; checked against the base model.
+    Import {
+        #[arg(long, value_name = "DIR")]
+        project: String,
+        /// The trainer's output folder (with adapter/ and bundle.json), or an adapter folder.
+        source: PathBuf,
+        /// The base model (a library id or folder), when the bundle's is not on this machine.
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
+    },
+}
+
+/// `doctune bundle`: a run's settings and where to write the bundle.
+#[derive(clap::Args, Debug)]
+pub struct BundleCli {
+    #[command(flatten)]
+    pub args: TrainArgs,
+    /// The bundle folder to create.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Add DocTune's seeded LoRA initialisation (initial_adapter/), so the bundle's run starts
+    /// where `doctune train` would (loads the base model once).
+    #[arg(long)]
+    pub initial_adapter: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -156,6 +156,26 @@ fn run(cli: &Cli) -> Result<ExitCode, ApiError> {
             let dir = projects::locate(&home, project)?;
             show(cli, &doctune_api::train::list(&dir)?, |r| print::runs(r))?
         }
+        Command::Runs {
+            command:
+                RunsCommand::Import {
+                    project,
+                    source,
+                    model,
+                },
+        } => {
+            let dir = projects::locate(&home, project)?;
+            let run = doctune_api::bundle::import_run(&home, &dir, source, model.as_deref())?;
+            show(cli, &run, |r| {
+                println!(
+                    "imported run {} ({}) into {}",
+                    r.id,
+                    r.imported_from.as_deref().unwrap_or_default(),
+                    dir.join("runs").join(&r.id).display()
+                )
+            })?
+        }
+        Command::Bundle(b) => bundle(cli, &home, b)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -253,6 +273,46 @@ fn demo(cli: &Cli, a: &crate::args::DemoArgs) -> Result<(), ApiError> {
         print::demo_report(&report);
     }
     Ok(())
+}
+
+fn bundle(cli: &Cli, home: &Home, b: &crate::args::BundleCli) -> Result<(), ApiError> {
+    let a = &b.args;
+    if a.scratch().is_some() {
+        return Err(ApiError::invalid(
+            "a bundle trains an existing model: give --model and --dataset (not --method scratch)",
+        ));
+    }
+    let dir = projects::locate(home, a.project.as_deref().unwrap_or_default())?;
+    let (Some(model), Some(dataset)) = (&a.model, &a.dataset) else {
+        return Err(ApiError::invalid("give --model and --dataset"));
+    };
+    let dataset = doctune_api::train::resolve_dataset(&dir, dataset)?;
+    let mut config = doctune_api::train::settings(&dataset, a.preset(), &a.overrides()?)?;
+    config.base_model = model.into();
+    let report = doctune_api::bundle::bundle(
+        home,
+        &dir,
+        config,
+        &b.out,
+        b.initial_adapter,
+        &print::warnings,
+        &CancelToken::new(),
+    )?;
+    show(cli, &report, |r| {
+        println!(
+            "wrote bundle {} in {}: {} training and {} validation examples, {} steps, {} files",
+            r.id,
+            r.dir,
+            r.train_examples,
+            r.val_examples,
+            r.steps,
+            r.files.len()
+        );
+        println!(
+            "  run it there: cd {} && torchrun --nproc_per_node=N train.py (see README.md)",
+            r.dir
+        );
+    })
 }
 
 fn dataset(cli: &Cli, home: &Home, command: &DatasetCommand) -> Result<(), ApiError> {

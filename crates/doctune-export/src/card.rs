@@ -146,8 +146,36 @@ pub fn render(src: &Source, req: &ExportRequest, warnings: &[String]) -> String 
             l.target_modules().join(", ")
         );
     }
+    s.push_str(&data_section(&cfg.dataset));
+    let _ = writeln!(s, "\n## Before you share this model\n");
+    let _ = writeln!(s, "Language models can memorise and reproduce parts of the data they were trained on, word for word. Anyone who can prompt this model may be able to extract text from the documents listed above. Review what it says before you share it, and do not share a model trained on documents you have no right to distribute.");
+    if !warnings.is_empty() {
+        let _ = writeln!(s, "\n## Notes\n");
+        for w in warnings {
+            let _ = writeln!(s, "- {w}");
+        }
+    }
+    let _ = writeln!(s, "\nMade with DocTune {}.", env!("CARGO_PKG_VERSION"));
+    s
+}
+
+pub(crate) fn write(
+    dir: &Path,
+    src: &Source,
+    req: &ExportRequest,
+    warnings: &[String],
+) -> Result<(), ExportError> {
+    let p = dir.join(CARD);
+    doctune_core::write_atomic(&p, render(src, req, warnings).as_bytes()).map_err(io(&p))
+}
+
+/// The model card's "Training data" section for the dataset in `dataset`: its mode, sizes and
+/// every source document with its sha256 (or a line saying it is gone). Job bundles carry it as
+/// `DATA.md`.
+pub fn data_section(dataset: &Path) -> String {
+    let mut s = String::new();
     let _ = writeln!(s, "\n## Training data\n");
-    match DatasetDir::at(&cfg.dataset).read_meta() {
+    match DatasetDir::at(dataset).read_meta() {
         Ok(meta) => {
             let _ = writeln!(
                 s,
@@ -170,28 +198,9 @@ pub fn render(src: &Source, req: &ExportRequest, warnings: &[String]) -> String 
             let _ = writeln!(
                 s,
                 "The dataset ({}) is no longer available; its documents cannot be listed.",
-                cfg.dataset.display()
+                dataset.display()
             );
         }
     }
-    let _ = writeln!(s, "\n## Before you share this model\n");
-    let _ = writeln!(s, "Language models can memorise and reproduce parts of the data they were trained on, word for word. Anyone who can prompt this model may be able to extract text from the documents listed above. Review what it says before you share it, and do not share a model trained on documents you have no right to distribute.");
-    if !warnings.is_empty() {
-        let _ = writeln!(s, "\n## Notes\n");
-        for w in warnings {
-            let _ = writeln!(s, "- {w}");
-        }
-    }
-    let _ = writeln!(s, "\nMade with DocTune {}.", env!("CARGO_PKG_VERSION"));
     s
-}
-
-pub(crate) fn write(
-    dir: &Path,
-    src: &Source,
-    req: &ExportRequest,
-    warnings: &[String],
-) -> Result<(), ExportError> {
-    let p = dir.join(CARD);
-    doctune_core::write_atomic(&p, render(src, req, warnings).as_bytes()).map_err(io(&p))
 }

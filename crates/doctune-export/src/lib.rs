@@ -17,6 +17,7 @@
 //! - [`Format::Ollama`]: the GGUF plus a `Modelfile` whose `TEMPLATE` reproduces the model's
 //!   own chat template, with the family's stop tokens ([`ollama`]).
 
+pub mod bundle;
 pub mod card;
 pub mod gguf;
 pub mod hf;

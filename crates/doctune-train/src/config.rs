@@ -70,6 +70,16 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Optimiser steps of a run over `train_examples` examples: `max_steps`, else `epochs` ×
+    /// ⌈examples / (`micro_batch` × `grad_accum`)⌉, rounded up, at least one (steps take their
+    /// examples from the epochs' orders concatenated, so none is short).
+    pub fn total_steps(&self, train_examples: usize) -> u64 {
+        let per_step = (self.micro_batch * self.grad_accum).max(1);
+        let steps_per_epoch = train_examples.div_ceil(per_step) as u64;
+        self.max_steps
+            .unwrap_or_else(|| ((steps_per_epoch as f64) * self.epochs).ceil().max(1.0) as u64)
+    }
+
     /// The defaults for a model trained from scratch (every weight, from a random start): a
     /// learning rate ten times LoRA's with a warmup, weight decay 0.1, larger batches and
     /// several epochs, as small GPT-style models are trained. Everything else as

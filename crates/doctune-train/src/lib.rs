@@ -23,6 +23,7 @@
 mod checkpoint;
 pub mod config;
 mod data;
+pub mod import;
 pub mod memory;
 pub mod optim;
 pub mod run_dir;
@@ -138,6 +139,7 @@ pub fn train(
         model_fingerprint: model_fingerprint(&cfg.base_model)?,
         dataset_fingerprint: dataset_fingerprint(&cfg.dataset)?,
         config: cfg.clone(),
+        imported_from: None,
     };
     // Load and check everything before the run folder exists: a configuration that cannot run
     // leaves nothing behind.
@@ -175,6 +177,12 @@ pub fn resume(
 ) -> Result<RunSummary, TrainError> {
     let dir = RunDir::at(run_dir);
     let run = dir.read()?;
+    if let Some(from) = &run.imported_from {
+        return Err(TrainError::Invalid(format!(
+            "{}: imported from {from}; a run trained elsewhere has no checkpoint to resume",
+            run_dir.display()
+        )));
+    }
     run.check_base_model(run_dir)?;
     run.check_dataset(run_dir)?;
     run.config.validate()?;

@@ -34,6 +34,10 @@ pub struct RunFile {
     pub config: RunConfig,
     pub model_fingerprint: String,
     pub dataset_fingerprint: String,
+    /// A run trained elsewhere and imported (`doctune runs import`): where it came from. Such a
+    /// run has an adapter and perhaps metrics, no checkpoints; it cannot be resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported_from: Option<String>,
 }
 
 impl RunFile {

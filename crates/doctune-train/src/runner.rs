@@ -149,11 +149,7 @@ impl Runner {
                 cfg.dataset.display()
             )));
         }
-        let per_step = cfg.micro_batch * cfg.grad_accum;
-        let steps_per_epoch = train.len().div_ceil(per_step) as u64;
-        let total_steps = cfg
-            .max_steps
-            .unwrap_or_else(|| ((steps_per_epoch as f64) * cfg.epochs).ceil().max(1.0) as u64);
+        let total_steps = cfg.total_steps(train.len());
         Ok(Self {
             rng: doctune_models::rng::seeded(cfg.seed.wrapping_add(1)),
             state: State {
