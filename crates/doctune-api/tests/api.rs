@@ -886,9 +886,35 @@ fn qa_datasets_are_made_from_the_documents_with_their_sources() {
     assert_eq!(e.code, Code::Cancelled, "{e}");
 }
 
+/// An instruction dataset (sequences of 64, a fifth for validation) of `src` for `model`.
+fn instruct_dataset(
+    h: &Home,
+    dir: &Path,
+    model: &Path,
+    src: PathBuf,
+) -> doctune_api::DatasetSummary {
+    use doctune_api::dataset::{self, BuildOptions, Mode};
+    dataset::build(
+        h,
+        dir,
+        &doctune_api::DatasetRequest {
+            model: model.display().to_string(),
+            inputs: vec![src],
+            options: BuildOptions {
+                mode: Mode::Instruct,
+                seq_len: 64,
+                val_fraction: 0.2,
+                ..Default::default()
+            },
+        },
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn bundles_carry_the_job_and_imported_adapters_become_runs() {
-    use doctune_api::dataset::{self, BuildOptions, Mode};
     use doctune_api::train;
     use sha2::{Digest, Sha256};
     let (d, h) = home();
@@ -904,23 +930,7 @@ fn bundles_carry_the_job_and_imported_adapters_become_runs() {
         .collect();
     fs::write(&src, rows).unwrap();
     let model = tiny_model("llama");
-    let ds = dataset::build(
-        &h,
-        &dir,
-        &doctune_api::DatasetRequest {
-            model: model.display().to_string(),
-            inputs: vec![src],
-            options: BuildOptions {
-                mode: Mode::Instruct,
-                seq_len: 64,
-                val_fraction: 0.2,
-                ..Default::default()
-            },
-        },
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    let ds = instruct_dataset(&h, &dir, &model, src);
     let overrides = train::RunOverrides {
         max_steps: Some(3),
         micro_batch: Some(2),
@@ -1124,7 +1134,6 @@ fn bundles_carry_the_job_and_imported_adapters_become_runs() {
 
 #[test]
 fn runs_are_started_listed_and_redrawn() {
-    use doctune_api::dataset::{self, BuildOptions, Mode};
     use doctune_api::train;
     let (d, h) = home();
     let dir = PathBuf::from(projects::create(&h, "tr").unwrap().path);
@@ -1133,23 +1142,7 @@ fn runs_are_started_listed_and_redrawn() {
         .map(|i| format!("{{\"instruction\":\"Q{i}\",\"output\":\"A{i}\"}}\n"))
         .collect();
     fs::write(&src, rows).unwrap();
-    let ds = dataset::build(
-        &h,
-        &dir,
-        &doctune_api::DatasetRequest {
-            model: tiny_model("qwen3").display().to_string(),
-            inputs: vec![src],
-            options: BuildOptions {
-                mode: Mode::Instruct,
-                seq_len: 64,
-                val_fraction: 0.2,
-                ..Default::default()
-            },
-        },
-        &NullSink,
-        &CancelToken::new(),
-    )
-    .unwrap();
+    let ds = instruct_dataset(&h, &dir, &tiny_model("qwen3"), src);
     let preset = train::preset(&dir, &ds.id, train::Preset::Balanced).unwrap();
     assert!(matches!(
         preset.method,

@@ -444,19 +444,25 @@ fn qa_build(
     .unwrap()
 }
 
-#[test]
-fn pairs_become_an_instruction_dataset_with_their_sources() {
-    let d = tempfile::tempdir().unwrap();
+/// The scripted generator's pairs, and the dataset they make in `dir/datasets/qa`.
+fn scripted_dataset(dir: &Path) -> (QaPairs, PathBuf, doctune_dataset::BuildReport) {
     let q = make(
         &model_opts(),
         &Scripted::new(),
-        &d.path().join("cache"),
+        &dir.join("cache"),
         &CancelToken::new(),
     )
     .unwrap();
-    let out = d.path().join("datasets");
+    let out = dir.join("datasets");
     std::fs::create_dir_all(&out).unwrap();
     let r = qa_build(&out, "qa", q.clone(), 0.0);
+    (q, out, r)
+}
+
+#[test]
+fn pairs_become_an_instruction_dataset_with_their_sources() {
+    let d = tempfile::tempdir().unwrap();
+    let (q, out, r) = scripted_dataset(d.path());
     assert_eq!(r.meta.stats.train_examples, 3);
     assert_eq!(r.meta.stats.split_unit, "passage");
     assert_eq!(r.meta.qa.as_ref().unwrap().total.kept, 3);
@@ -500,16 +506,7 @@ fn pairs_become_an_instruction_dataset_with_their_sources() {
 #[test]
 fn exported_pairs_are_reimported_as_instruction_data() {
     let d = tempfile::tempdir().unwrap();
-    let q = make(
-        &model_opts(),
-        &Scripted::new(),
-        &d.path().join("cache"),
-        &CancelToken::new(),
-    )
-    .unwrap();
-    let out = d.path().join("datasets");
-    std::fs::create_dir_all(&out).unwrap();
-    let r = qa_build(&out, "qa", q, 0.0);
+    let (_, out, r) = scripted_dataset(d.path());
     let model = fixtures().join("models/llama3.1");
     let tok = ModelTokenizer::load(&model).unwrap();
     for (format, name) in [

@@ -5,7 +5,7 @@
 
 use crate::optim::{LossScaler, Schedule};
 use crate::TrainError;
-use doctune_models::{DeviceKind, Precision, Target};
+use doctune_models::{DeviceKind, LoraSpec, Precision, Target};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -22,6 +22,30 @@ pub enum Method {
         targets: Vec<Target>,
     },
     Full,
+}
+
+impl Method {
+    /// LoRA's adapter settings and targets; `None` for full fine-tuning.
+    pub fn lora(&self) -> Option<(LoraSpec, &[Target])> {
+        match self {
+            Method::Lora {
+                rank,
+                alpha,
+                dropout,
+                rslora,
+                targets,
+            } => Some((
+                LoraSpec {
+                    rank: *rank,
+                    alpha: *alpha,
+                    dropout: *dropout,
+                    rslora: *rslora,
+                },
+                targets,
+            )),
+            Method::Full => None,
+        }
+    }
 }
 
 /// Which method, without its settings (what a person picks).

@@ -6,7 +6,7 @@
 use crate::checkpoint::State;
 use crate::data::{epoch_order, Batch};
 use crate::run_dir::{MetricsLine, RunDir};
-use crate::{checkpoint, io, optim, Method, RunConfig, RunSummary, TrainError};
+use crate::{checkpoint, io, optim, RunConfig, RunSummary, TrainError};
 use candle_core::{Tensor, Var};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, Throttle};
 use doctune_dataset::{DatasetDir, Record, Split, SplitReader};
@@ -107,20 +107,8 @@ impl Runner {
         };
         let mut model = doctune_models::load_model(&cfg.base_model, &opts)?;
         model.set_gradient_checkpointing(cfg.gradient_checkpointing);
-        let lora = match &cfg.method {
-            Method::Lora {
-                rank,
-                alpha,
-                dropout,
-                rslora,
-                targets,
-            } => {
-                let spec = LoraSpec {
-                    rank: *rank,
-                    alpha: *alpha,
-                    dropout: *dropout,
-                    rslora: *rslora,
-                };
+        let lora = match cfg.method.lora() {
+            Some((spec, targets)) => {
                 if model.add_lora(targets, &spec, cfg.seed)? == 0 {
                     return Err(TrainError::Invalid(
                         "no projection matches the LoRA targets".into(),
@@ -128,7 +116,7 @@ impl Runner {
                 }
                 Some(spec)
             }
-            Method::Full => {
+            None => {
                 model.make_all_trainable()?;
                 None
             }

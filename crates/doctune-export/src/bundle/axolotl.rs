@@ -9,7 +9,7 @@
 use super::BaseModelRef;
 use doctune_models::Precision;
 use doctune_train::optim::Schedule;
-use doctune_train::{Method, RunConfig};
+use doctune_train::RunConfig;
 use std::fmt::Write;
 
 fn q(s: &str) -> String {
@@ -54,21 +54,14 @@ pub(super) fn config(
     let _ = writeln!(s, "sequence_len: {seq_len}");
     let _ = writeln!(s, "sample_packing: false");
     let _ = writeln!(s, "pad_to_sequence_len: false");
-    if let Method::Lora {
-        rank,
-        alpha,
-        dropout,
-        rslora,
-        ..
-    } = &cfg.method
-    {
+    if let Some((spec, _)) = cfg.method.lora() {
         let _ = writeln!(s, "adapter: lora");
-        let _ = writeln!(s, "lora_r: {rank}");
-        let _ = writeln!(s, "lora_alpha: {alpha}");
-        let _ = writeln!(s, "lora_dropout: {dropout}");
+        let _ = writeln!(s, "lora_r: {}", spec.rank);
+        let _ = writeln!(s, "lora_alpha: {}", spec.alpha);
+        let _ = writeln!(s, "lora_dropout: {}", spec.dropout);
         let modules: Vec<String> = target_modules.iter().map(|m| q(m)).collect();
         let _ = writeln!(s, "lora_target_modules: [{}]", modules.join(", "));
-        let _ = writeln!(s, "peft_use_rslora: {rslora}");
+        let _ = writeln!(s, "peft_use_rslora: {}", spec.rslora);
     }
     let _ = writeln!(s, "micro_batch_size: {}", cfg.micro_batch);
     let _ = writeln!(s, "gradient_accumulation_steps: {}", cfg.grad_accum);

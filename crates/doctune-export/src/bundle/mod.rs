@@ -26,8 +26,8 @@ use crate::manifest::{list_files, ExportedFile, MANIFEST};
 use crate::{io, ExportError};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, StagedDir};
 use doctune_dataset::{DatasetDir, Record, Split};
-use doctune_models::{LoraSpec, ModelConfig, Target};
-use doctune_train::{Method, RunConfig};
+use doctune_models::{ModelConfig, Target};
+use doctune_train::RunConfig;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -168,16 +168,7 @@ pub fn write_bundle(
     let cfg = &req.config;
     cfg.validate()
         .map_err(|e| ExportError::Invalid(e.to_string()))?;
-    let lora = match &cfg.method {
-        Method::Lora {
-            rank,
-            alpha,
-            dropout,
-            rslora,
-            targets,
-        } => Some((*rank, *alpha, *dropout, *rslora, targets.clone())),
-        Method::Full => None,
-    };
+    let lora = cfg.method.lora();
     let (parent, name) = match (req.out.parent(), req.out.file_name()) {
         (Some(p), Some(n)) => (
             if p.as_os_str().is_empty() {
@@ -257,7 +248,7 @@ pub fn write_bundle(
     let id = format!("bundle-{}", &hex::encode(digest)[..12]);
     let targets = lora
         .as_ref()
-        .map(|l| hf_target_modules(&l.4, &model_type))
+        .map(|(_, t)| hf_target_modules(t, &model_type))
         .unwrap_or_default();
     let settings = json!({
         "schema": BUNDLE_SCHEMA,
@@ -282,8 +273,9 @@ pub fn write_bundle(
         "precision": cfg.precision,
         "gradientCheckpointing": cfg.gradient_checkpointing,
         "padTokenId": 0,
-        "lora": lora.as_ref().map(|(r, a, d, rs, _)| json!({
-            "r": r, "alpha": a, "dropout": d, "rslora": rs, "targetModules": targets,
+        "lora": lora.as_ref().map(|(spec, _)| json!({
+            "r": spec.rank, "alpha": spec.alpha, "dropout": spec.dropout, "rslora": spec.rslora,
+            "targetModules": targets,
         })),
         "config": cfg,
     });
@@ -307,25 +299,19 @@ pub fn write_bundle(
         crate::card::data_section(&cfg.dataset).as_bytes(),
     )?;
 
-    if let (true, Some((rank, alpha, dropout, rslora, targets))) = (req.initial_adapter, &lora) {
+    if let (true, Some((spec, targets))) = (req.initial_adapter, &lora) {
         sink.emit(JobEvent::progress(
             1,
             3,
             "stages",
             Some("initial adapter".into()),
         ));
-        let spec = LoraSpec {
-            rank: *rank,
-            alpha: *alpha,
-            dropout: *dropout,
-            rslora: *rslora,
-        };
         let mut model = doctune_models::load_model(&cfg.base_model, &Default::default())?;
-        model.add_lora(targets, &spec, cfg.seed)?;
+        model.add_lora(targets, spec, cfg.seed)?;
         doctune_models::save_adapter(
             &model,
             &root.join(INITIAL_ADAPTER),
-            &spec,
+            spec,
             req.base.reference(),
         )?;
     }
