@@ -398,6 +398,21 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("the Export view writes a GGUF of the run and lists its files", async () => {
+    await browser.$('[data-testid="nav-export"]').click();
+    await browser.$('[data-testid="export-view"]').waitForDisplayed({ timeout: 10_000 });
+    await browser.$('[data-testid="export-format"]').selectByAttribute("value", "gguf");
+    await browser.$('[data-testid="export-quant"]').selectByAttribute("value", "q8_0");
+    await browser.$('[data-testid="export-start"]').click();
+    const done = browser.$('[data-testid="export-done"]');
+    await done.waitForDisplayed({ timeout: 60_000 });
+    const files = await browser.$$('[data-testid="export-file"]').map((f) => f.getText());
+    assert.ok(files.some((f) => /\.gguf\b/.test(f)), files.join(" | "));
+    assert.ok(files.some((f) => /manifest\.json|README\.md/.test(f)), files.join(" | "));
+    await shot("11b-export");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("Try the demo trains a model from scratch and the Train view shows its run live", async () => {
     await browser.$('[data-testid="try-demo"]').click();
     // The demo creates its project, extracts its guide, trains a tokenizer and a tiny model,

@@ -551,3 +551,41 @@ export interface DemoFollow {
   job: string;
   event: JobEvent;
 }
+
+/** Export formats (`doctune_export::Format`). */
+export type ExportFormat = "peft" | "merged" | "gguf" | "ggufLora" | "ollama";
+export type Quant = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_k_m" | "q5_k_m" | "q6_k";
+export type Dtype = "f32" | "bf16" | "f16";
+
+export interface ExportOptions {
+  format: ExportFormat;
+  quant?: Quant;
+  dtype?: Dtype;
+  checkpoint?: number | null;
+  system?: string | null;
+  overwrite?: boolean;
+}
+
+export interface ExportedFile {
+  path: string;
+  bytes: number;
+  sha256: string;
+}
+
+/** An export of a project (`doctune_api::export::ExportInfo`). */
+export interface ExportInfo {
+  id: string;
+  path: string;
+  format: ExportFormat;
+  quant?: Quant | null;
+  runId: string;
+  step: number;
+  createdAt: string;
+  files: ExportedFile[];
+  totalBytes: number;
+}
+
+/** Starts exporting run `run` of project `id` into the project's exports/. */
+export const startExport = (id: string, run: string, options: ExportOptions, onEvent: (e: JobEvent) => void) =>
+  invoke<string>("start_export", { id, run, options, onEvent: channelFor(onEvent) });
+export const listExports = (id: string) => invoke<ExportInfo[]>("list_exports", { id });
