@@ -407,7 +407,7 @@ describe("DocTune window", () => {
     const done = browser.$('[data-testid="export-done"]');
     await done.waitForDisplayed({ timeout: 60_000 });
     const files = await browser.$$('[data-testid="export-file"]').map((f) => f.getText());
-    assert.ok(files.some((f) => /\.gguf\b/.test(f)), files.join(" | "));
+    assert.ok(files.some((f) => /^\S+\.gguf/.test(f)), files.join(" | "));
     assert.ok(files.some((f) => /manifest\.json|README\.md/.test(f)), files.join(" | "));
     await shot("11b-export");
     await browser.$('[data-testid="nav-documents"]').click();
