@@ -21,6 +21,19 @@ pub struct GpuInfo {
     pub compute_capability: Option<[u32; 2]>,
 }
 
+/// Why NVML did not start, for people. A machine without the NVIDIA driver (the library cannot
+/// be loaded, or the driver is not loaded) simply has no NVIDIA GPU; the loader's own error
+/// (a `dlopen` message) would only confuse.
+fn reason(e: &nvml_wrapper::error::NvmlError) -> String {
+    use nvml_wrapper::error::NvmlError;
+    match e {
+        NvmlError::LibloadingError(_) | NvmlError::DriverNotLoaded | NvmlError::LibraryNotFound => {
+            "no NVIDIA GPU found — training runs on the CPU".to_string()
+        }
+        other => format!("no NVIDIA GPU readings (NVML: {other}) — training runs on the CPU"),
+    }
+}
+
 /// The NVML handle, or why there is none.
 pub struct Gpus {
     nvml: Result<nvml_wrapper::Nvml, String>,
@@ -38,16 +51,14 @@ impl Gpus {
     /// Loads NVML if the NVIDIA driver provides it.
     pub fn init() -> Self {
         Self {
-            nvml: nvml_wrapper::Nvml::init().map_err(|e| e.to_string()),
+            nvml: nvml_wrapper::Nvml::init().map_err(|e| reason(&e)),
         }
     }
 
-    /// Why there are no GPU readings, when there are none.
+    /// Why there are no GPU readings, when there are none, in words for people: no driver
+    /// means no NVIDIA GPU, said plainly; anything else names what NVML said.
     pub fn unavailable_reason(&self) -> Option<String> {
-        match &self.nvml {
-            Ok(_) => None,
-            Err(e) => Some(format!("no NVIDIA GPU found (NVML not available: {e})")),
-        }
+        self.nvml.as_ref().err().cloned()
     }
 
     /// The GPUs NVML sees, with the readings it could take. Empty without a driver.
@@ -162,6 +173,19 @@ pub fn free_disk_bytes(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_machine_without_the_driver_is_told_so_in_plain_words() {
+        use nvml_wrapper::error::NvmlError;
+        for e in [NvmlError::DriverNotLoaded, NvmlError::LibraryNotFound] {
+            assert_eq!(reason(&e), "no NVIDIA GPU found — training runs on the CPU");
+        }
+        let other = reason(&NvmlError::NoPermission);
+        assert!(
+            other.starts_with("no NVIDIA GPU readings (NVML: "),
+            "{other}"
+        );
+    }
 
     #[test]
     fn gpus_never_fail_and_explain_an_empty_list() {
