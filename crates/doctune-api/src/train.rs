@@ -96,6 +96,8 @@ pub struct RunInfo {
     /// Steps done (the last line of `metrics.jsonl`).
     pub steps: u64,
     pub last: Option<MetricsLine>,
+    /// The held-out loss before the first step (the base model's, for LoRA), when measured.
+    pub base_eval_loss: Option<f64>,
     pub checkpoints: usize,
     pub adapter: Option<String>,
     /// The ids of the project's exports made from this run.
@@ -131,6 +133,7 @@ pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
             created_at: run.created_at,
             steps: last.as_ref().map_or(0, |l| l.step),
             last,
+            base_eval_loss: dir.base_eval().map(|b| b.eval_loss),
             checkpoints: dir.checkpoints().len(),
             adapter: dir.adapter().map(|a| a.display().to_string()),
             exports: exports

@@ -176,6 +176,12 @@ pub fn run_summary(summary: &RunSummary) {
             .map_or("-".into(), |p| format!("{p:.2}")),
         summary.output.display()
     );
+    if let Some(base) = summary.base_eval_loss {
+        println!(
+            "before training: eval loss {base:.4} (perplexity {:.2})",
+            base.exp()
+        );
+    }
 }
 
 pub fn runs(runs: &[RunInfo]) {

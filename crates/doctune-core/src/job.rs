@@ -59,6 +59,10 @@ pub enum JobEvent {
         /// GPU memory the process holds, when training on an NVIDIA GPU.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gpu_mem_bytes: Option<u64>,
+        /// The held-out loss measured before the first step (the base model's, for LoRA), on
+        /// every metrics event once it is known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_eval_loss: Option<f64>,
     },
     Warning {
         message: String,
@@ -243,6 +247,7 @@ mod tests {
             eta_secs: 3.0,
             mem_bytes: Some(7),
             gpu_mem_bytes: None,
+            base_eval_loss: None,
         };
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["type"], "metrics");

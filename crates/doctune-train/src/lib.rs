@@ -31,7 +31,9 @@ mod runner;
 
 pub use config::{Method, MethodKind, Preset, RunConfig, RunOverrides};
 pub use data::epoch_order;
-pub use run_dir::{checkpoints, MetricsLine, RunDir, RunFile, CHECKPOINT_WEIGHTS, RUN_SCHEMA};
+pub use run_dir::{
+    checkpoints, BaseEval, MetricsLine, RunDir, RunFile, CHECKPOINT_WEIGHTS, RUN_SCHEMA,
+};
 
 use doctune_core::{CancelToken, ProgressSink};
 use run_dir::{dataset_fingerprint, model_fingerprint};
@@ -93,6 +95,8 @@ pub struct RunSummary {
     pub eval_loss: Option<f64>,
     /// `exp(eval_loss)`.
     pub eval_perplexity: Option<f64>,
+    /// The same held-out loss before the first step (the base model's, for LoRA).
+    pub base_eval_loss: Option<f64>,
     pub cancelled: bool,
     pub early_stopped: bool,
     /// The PEFT adapter (LoRA) or the newest checkpoint (full).

@@ -1,6 +1,7 @@
 //! The run folder, owned here: `run.json` ([`RunFile`]), `metrics.jsonl` (one [`MetricsLine`]
-//! per optimiser step), `checkpoints/step-NNNNNNNN/` (see `checkpoint.rs`) and, for a finished
-//! LoRA run, `adapter/` (a PEFT adapter). Also the fingerprints that tie a run to the exact base
+//! per optimiser step), `base-eval.json` ([`BaseEval`]: the held-out loss before the first
+//! step), `checkpoints/step-NNNNNNNN/` (see `checkpoint.rs`) and, for a finished LoRA run,
+//! `adapter/` (a PEFT adapter). Also the fingerprints that tie a run to the exact base
 //! model and dataset it was started on.
 
 use crate::{io, RunConfig, TrainError};
@@ -91,6 +92,18 @@ pub struct MetricsLine {
     pub gpu_mem_bytes: Option<u64>,
 }
 
+/// `base-eval.json`: the validation loss of the model the run started from, measured before
+/// its first step on the same examples every later evaluation uses. For a LoRA run (whose `B`
+/// matrices start at zero) that is the base model's held-out loss, what the tuned model is
+/// compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseEval {
+    pub eval_loss: f64,
+    /// The validation examples it was measured on.
+    pub examples: usize,
+}
+
 /// A run folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDir {
@@ -102,6 +115,7 @@ impl RunDir {
     pub const METRICS_FILE: &'static str = "metrics.jsonl";
     pub const CHECKPOINTS: &'static str = "checkpoints";
     pub const ADAPTER: &'static str = "adapter";
+    pub const BASE_EVAL_FILE: &'static str = "base-eval.json";
 
     /// The run folder at `path` (not checked).
     pub fn at(path: impl Into<PathBuf>) -> Self {
@@ -139,6 +153,23 @@ impl RunDir {
 
     pub fn adapter_dir(&self) -> PathBuf {
         self.path.join(Self::ADAPTER)
+    }
+
+    /// The held-out loss before the first step, if it was measured (a run without validation
+    /// examples, or one imported, has none; an unreadable file reads as none).
+    pub fn base_eval(&self) -> Option<BaseEval> {
+        let bytes = std::fs::read(self.path.join(Self::BASE_EVAL_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Writes `base-eval.json` (atomically).
+    pub(crate) fn write_base_eval(&self, eval: BaseEval) -> Result<(), TrainError> {
+        let p = self.path.join(Self::BASE_EVAL_FILE);
+        let json = serde_json::to_vec_pretty(&eval).map_err(|e| TrainError::Io {
+            path: p.clone(),
+            source: e.into(),
+        })?;
+        doctune_core::write_atomic(&p, &json).map_err(io(&p))
     }
 
     /// The finished run's PEFT adapter, if it has one.

@@ -5,7 +5,7 @@
 
 use crate::checkpoint::State;
 use crate::data::{epoch_order, Batch};
-use crate::run_dir::{MetricsLine, RunDir};
+use crate::run_dir::{BaseEval, MetricsLine, RunDir};
 use crate::{checkpoint, io, optim, RunConfig, RunSummary, TrainError};
 use candle_core::{Tensor, Var};
 use doctune_core::{CancelToken, JobEvent, ProgressSink, Throttle};
@@ -335,6 +335,20 @@ impl Runner {
         let (mut last_loss, mut last_eval) = (None, None);
         let (mut cancelled, mut early) = (false, false);
         let vars: Vec<Var> = self.opt.vars().iter().map(|(_, v)| v.clone()).collect();
+        // Before the first step: the held-out loss of the starting model, for comparison.
+        let mut base_eval = self.run.base_eval().map(|b| b.eval_loss);
+        if self.state.step == 0 && base_eval.is_none() && !cancel.is_cancelled() {
+            let eval_started = Instant::now();
+            if let Some(loss) = self.evaluate()? {
+                let examples = self.val.len().min(self.cfg.eval_max_examples);
+                self.run.write_base_eval(BaseEval {
+                    eval_loss: loss,
+                    examples,
+                })?;
+                base_eval = Some(loss);
+            }
+            eval_secs += eval_started.elapsed().as_secs_f64();
+        }
         while self.state.step < self.total_steps {
             if cancel.is_cancelled() {
                 cancelled = true;
@@ -397,6 +411,7 @@ impl Runner {
                     eta_secs: line.eta_secs,
                     mem_bytes: Some(line.mem_bytes),
                     gpu_mem_bytes: line.gpu_mem_bytes,
+                    base_eval_loss: base_eval,
                 });
             }
             if self.state.step.is_multiple_of(self.cfg.checkpoint_every) && !at_end {
@@ -452,6 +467,7 @@ impl Runner {
             final_loss: last_loss,
             eval_loss: last_eval,
             eval_perplexity: last_eval.map(f64::exp),
+            base_eval_loss: base_eval,
             cancelled,
             early_stopped: early,
             output,

@@ -200,6 +200,23 @@ fn a_stopped_and_resumed_run_ends_bit_identical() {
         .collect();
     assert_eq!(steps, vec![1, 2, 3, 4, 5, 6]);
 
+    // The held-out loss before the first step: measured once (a resume keeps it), and for LoRA
+    // (B = 0 at the start) the base model's whatever the seed that drew A.
+    let base = straight.base_eval_loss.expect("measured before step 1");
+    assert_eq!(first.base_eval_loss, Some(base));
+    assert_eq!(resumed.base_eval_loss, Some(base));
+    let read = doctune_train::RunDir::at(runs.join("stopped"))
+        .base_eval()
+        .unwrap();
+    assert_eq!(read.eval_loss, base);
+    assert!(read.examples > 0);
+    let mut other_seed = config(&ds);
+    other_seed.seed = 99;
+    other_seed.max_steps = Some(1);
+    let other = train(other_seed, &runs, "seed99", &NullSink, &CancelToken::new()).unwrap();
+    let diff = (other.base_eval_loss.unwrap() - base).abs();
+    assert!(diff < 1e-6, "base loss depends on the LoRA init: {diff}");
+
     // A changed dataset refuses to resume, saying what changed.
     std::fs::write(
         ds.join("train.jsonl"),
@@ -274,6 +291,8 @@ fn training_learns() {
     let first = lines[0]["loss"].as_f64().unwrap();
     let last = s.final_loss.unwrap();
     assert!(last < first * 0.5, "loss {first} → {last}");
+    let (before, after) = (s.base_eval_loss.unwrap(), s.eval_loss.unwrap());
+    assert!(after < before, "held-out loss {before} → {after}");
     // Full fine-tuning runs too.
     let mut full = config(&ds);
     full.method = Method::Full;

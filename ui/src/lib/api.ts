@@ -92,6 +92,8 @@ export type JobEvent =
         etaSecs: number;
         memBytes?: number;
         gpuMemBytes?: number;
+        /** The held-out loss before the first step (the base model's, for LoRA). */
+        baseEvalLoss?: number;
       };
     }
   | { type: "checkpoint"; data: { path: string } }
@@ -430,6 +432,8 @@ export interface RunInfo {
   createdAt: string;
   steps: number;
   last?: MetricsLine | null;
+  /** The held-out loss before the first step (the base model's, for LoRA), when measured. */
+  baseEvalLoss?: number | null;
   checkpoints: number;
   adapter?: string | null;
 }
@@ -483,6 +487,7 @@ export interface RunSummary {
   finalLoss?: number | null;
   evalLoss?: number | null;
   evalPerplexity?: number | null;
+  baseEvalLoss?: number | null;
   cancelled: boolean;
   earlyStopped: boolean;
   output: string;
