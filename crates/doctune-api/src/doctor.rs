@@ -119,6 +119,7 @@ mod tests {
             memory_used_bytes: 0,
             utilization_percent: None,
             temperature_c: None,
+            power_watts: None,
             compute_capability: Some([7, 5]),
         };
         let cuda = &devices(&[old])[1];

@@ -95,6 +95,8 @@ pub struct RunInfo {
     pub created_at: String,
     /// Steps done (the last line of `metrics.jsonl`).
     pub steps: u64,
+    /// Steps the run was set to take (`None` when its dataset is gone).
+    pub total_steps: Option<u64>,
     pub last: Option<MetricsLine>,
     /// The held-out loss before the first step (the base model's, for LoRA), when measured.
     pub base_eval_loss: Option<f64>,
@@ -129,9 +131,12 @@ pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
         out.push(RunInfo {
             id: dir.id(),
             path: dir.path().display().to_string(),
-            config: run.config,
             created_at: run.created_at,
             steps: last.as_ref().map_or(0, |l| l.step),
+            total_steps: doctune_dataset::read_meta(&run.config.dataset)
+                .ok()
+                .map(|m| run.config.total_steps(m.stats.train_examples)),
+            config: run.config,
             last,
             base_eval_loss: dir.base_eval().map(|b| b.eval_loss),
             checkpoints: dir.checkpoints().len(),

@@ -17,6 +17,8 @@ pub struct GpuInfo {
     pub memory_used_bytes: u64,
     pub utilization_percent: Option<u32>,
     pub temperature_c: Option<u32>,
+    /// Board power draw in watts.
+    pub power_watts: Option<f64>,
     /// CUDA compute capability (`[8, 0]` for an A100); bf16 needs 8.0 or newer.
     pub compute_capability: Option<[u32; 2]>,
 }
@@ -80,6 +82,7 @@ impl Gpus {
                     temperature_c: d
                         .temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
                         .ok(),
+                    power_watts: d.power_usage().ok().map(|mw| f64::from(mw) / 1000.0),
                     compute_capability: d
                         .cuda_compute_capability()
                         .ok()

@@ -111,6 +111,7 @@ export interface GpuInfo {
   memoryUsedBytes: number;
   utilizationPercent?: number;
   temperatureC?: number;
+  powerWatts?: number;
 }
 
 export interface DoctorReport {
@@ -431,6 +432,8 @@ export interface RunInfo {
   config: RunConfig;
   createdAt: string;
   steps: number;
+  /** Steps the run was set to take (null when its dataset is gone). */
+  totalSteps?: number | null;
   last?: MetricsLine | null;
   /** The held-out loss before the first step (the base model's, for LoRA), when measured. */
   baseEvalLoss?: number | null;
