@@ -42,9 +42,18 @@ async function waitForPort(port, ms) {
   throw new Error(`tauri-driver did not listen on ${port} within ${ms} ms`);
 }
 
+/** Screenshots of the window as it is, in the light and the dark theme (`NAME-light.png`, `NAME-dark.png`). */
 async function shot(name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  await browser.saveScreenshot(path.join(ARTIFACTS, `${name}.png`));
+  const chosen = await browser.execute(() => document.documentElement.dataset.theme ?? null);
+  for (const theme of ["light", "dark"]) {
+    await browser.execute((t) => (document.documentElement.dataset.theme = t), theme);
+    await browser.saveScreenshot(path.join(ARTIFACTS, `${name}-${theme}.png`));
+  }
+  await browser.execute((t) => {
+    if (t) document.documentElement.dataset.theme = t;
+    else delete document.documentElement.dataset.theme;
+  }, chosen);
 }
 
 let inboxSeq = 0;
@@ -261,6 +270,15 @@ describe("DocTune window", () => {
     assert.equal(await browser.$('[data-testid="token-input"]').getValue(), "", "the field is cleared");
     assert.ok(!(await browser.$("body").getText()).includes("SECRET"));
     await shot("06-settings");
+    // The theme: chosen in Settings, on the document at once, kept for the next start.
+    await browser.$('[data-testid="theme-dark"]').click();
+    assert.equal(await browser.execute(() => document.documentElement.dataset.theme), "dark");
+    assert.equal(await browser.execute(() => localStorage.getItem("doctune.theme")), "dark");
+    const bg = await browser.execute(() => getComputedStyle(document.documentElement).backgroundColor);
+    await browser.$('[data-testid="theme-light"]').click();
+    assert.notEqual(await browser.execute(() => getComputedStyle(document.documentElement).backgroundColor), bg);
+    await browser.$('[data-testid="theme-system"]').click();
+    assert.equal(await browser.execute(() => document.documentElement.dataset.theme ?? null), null);
     await browser.$('[data-testid="token-delete"]').click();
     await browser.waitUntil(async () => /No token stored/.test(await state.getText()), { timeout: 10_000 });
     // Nothing DocTune wrote holds the token.
@@ -393,8 +411,45 @@ describe("DocTune window", () => {
     });
     const points = await browser.$('[data-testid="train-line"]').getAttribute("points");
     assert.equal(points.trim().split(/\s+/).length, 6, points);
+    // The learning rate and throughput charts, and readable ticks on the loss chart.
+    assert.equal((await browser.$('[data-testid="train-lr"]').getAttribute("points")).trim().split(/\s+/).length, 6);
+    assert.ok((await browser.$('[data-testid="train-chart"]').$$("text.tick").length) >= 6);
+    // The cursor reads values at a step (keyboard: focus the chart, then an arrow key).
+    await browser.execute((el) => el.focus(), await browser.$('[data-testid="train-chart"] svg'));
+    await browser.keys(["End"]);
+    assert.match(await browser.$('[data-testid="train-chart-readout"]').getText(), /step 6 · .* training loss \d/);
     assert.match(await browser.$('[data-testid="train-hardware"]').getText(), /CPU|GPU|NVIDIA/);
     await shot("11-train");
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
+  test("the Playground compares the tuned run with its base model, side by side", async () => {
+    await browser.$('[data-testid="nav-playground"]').click();
+    await browser.$('[data-testid="playground-view"]').waitForDisplayed({ timeout: 10_000 });
+    const compare = browser.$('[data-testid="playground-compare"]');
+    await browser.waitUntil(async () => (await compare.$$("option").length) > 1, { timeout: 10_000 });
+    await compare.selectByIndex(1);
+    // The model follows the run: its base model, not a choice.
+    assert.equal(await browser.$('[data-testid="playground-model"]').isEnabled(), false);
+    await browser.$('[data-testid="playground-prompt"]').setValue("What is DocTune?");
+    await browser.$('[data-testid="playground-run"]').click();
+    const panes = () => browser.$$('[data-testid="playground-pane"]');
+    await browser.waitUntil(
+      async () => {
+        const stats = await panes().map((p) => p.$('[data-testid="playground-stats"]').getText().catch(() => ""));
+        return stats.length === 2 && stats.every((t) => /\d+ tokens · /.test(t));
+      },
+      { timeout: 60_000, timeoutMsg: "base and tuned replies did not both finish" },
+    );
+    const titles = await panes().map((p) => p.$("h2").getText());
+    assert.match(titles[0], /^Base model/);
+    assert.match(titles[1], /^Tuned · run /);
+    // Each side's perplexity on the run's held-out examples (the base one measured before step 1).
+    const ppl = await panes().map((p) => p.$('[data-testid="playground-perplexity"]').getText());
+    const ok = ppl.every((t) => /^Held-out perplexity [\d.]+$/.test(t)) || ppl.every((t) => /^No held-out perplexity/.test(t));
+    assert.ok(ok, ppl.join(" | "));
+    for (const p of await panes()) assert.ok((await p.$('[data-testid="playground-output"]').getText()).length > 0);
+    await shot("11a-compare");
     await browser.$('[data-testid="nav-documents"]').click();
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { baseName, formatDate, humanBytes, humanDuration, shortHash, splitBySpans, summarizeAdd } from "./format";
+import type { DatasetSummary, DocumentEntry, ModelEntry, RunInfo } from "./api";
+import { baseName, formatDate, humanBytes, humanDuration, niceTicks, pipelineSteps, shortHash, splitBySpans, summarizeAdd, tickLabel } from "./format";
 
 describe("humanBytes", () => {
   it("uses bytes below a KiB and one decimal above", () => {
@@ -88,5 +89,59 @@ describe("splitBySpans", () => {
     ]);
     expect(splitBySpans("abc", [])).toEqual([{ text: "abc", trained: false }]);
     expect(splitBySpans("abc", [[0, 3]])).toEqual([{ text: "abc", trained: true }]);
+  });
+});
+
+describe("niceTicks / tickLabel", () => {
+  it("covers the range with round steps", () => {
+    const { ticks, step } = niceTicks(2.31, 5.87, 5);
+    expect(step).toBe(1);
+    expect(ticks).toEqual([2, 3, 4, 5, 6]);
+    expect(niceTicks(0, 200, 4).ticks).toEqual([0, 50, 100, 150, 200]);
+  });
+  it("reads small spacings without float noise", () => {
+    const { ticks, step } = niceTicks(0.1, 0.42, 4);
+    expect(step).toBe(0.1);
+    expect(ticks).toEqual([0.1, 0.2, 0.3, 0.4, 0.5]);
+    expect(ticks.map((t) => tickLabel(t, step))).toEqual(["0.1", "0.2", "0.3", "0.4", "0.5"]);
+  });
+  it("widens a flat range and handles learning rates", () => {
+    expect(niceTicks(3, 3).ticks.length).toBeGreaterThan(1);
+    const lr = niceTicks(0, 2e-4, 4);
+    expect(lr.ticks.at(-1)).toBeCloseTo(2e-4);
+    expect(tickLabel(2e-4, lr.step)).toBe("2e-4");
+    expect(tickLabel(1500, 500)).toBe("1,500");
+    expect(niceTicks(NaN, 1).ticks).toEqual([]);
+  });
+});
+
+describe("pipelineSteps", () => {
+  const doc = (extracted: boolean) => ({ name: "a.md", extraction: extracted ? {} : undefined }) as unknown as DocumentEntry;
+  const run = (steps: number, totalSteps: number | null, adapter: string | null) =>
+    ({ id: "r", steps, totalSteps, adapter }) as unknown as RunInfo;
+  const dataset = { meta: { stats: { trainExamples: 1204 } } } as unknown as DatasetSummary;
+  const model = {} as ModelEntry;
+
+  it("asks a new project for documents first", () => {
+    const s = pipelineSteps({ documents: [], datasets: [], models: [], runs: [], exports: [] }, true);
+    expect(s.map((x) => x.view)).toEqual(["documents", "dataset", "models", "train", "playground", "export", "system", "settings"]);
+    expect(s[0]).toMatchObject({ state: "add files", todo: true });
+    expect(s.filter((x) => x.todo)).toHaveLength(1);
+    expect(s[2].state).toBe("choose a base model");
+  });
+  it("says what each step has and points at the next one", () => {
+    const s = pipelineSteps({ documents: [doc(true), doc(false), doc(true)], datasets: [dataset], models: [model], runs: [run(150, 200, null)], exports: [] }, true);
+    expect(s[0].state).toBe("3 documents, 2 extracted");
+    expect(s[1].state).toBe("1,204 examples");
+    expect(s[2].state).toBe("1 model in the library");
+    expect(s[3].state).toBe("run: step 150/200");
+    expect(s.some((x) => x.todo)).toBe(false);
+    const done = pipelineSteps({ documents: [doc(true)], datasets: [dataset], models: [model], runs: [run(200, 200, "/a")], exports: [] }, true);
+    expect(done[3].state).toBe("run done: 200 steps");
+    expect(done[4].state).toBe("compare 1 tuned run");
+    expect(done[5]).toMatchObject({ state: "ready to export", todo: true });
+  });
+  it("without a project, says to open one", () => {
+    expect(pipelineSteps(null, false)[0].state).toBe("open a project");
   });
 });

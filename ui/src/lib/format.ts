@@ -1,5 +1,5 @@
 // Small pure helpers for showing values; unit-tested in format.test.ts.
-import type { AddReport } from "./api";
+import type { AddReport, DatasetSummary, DocumentEntry, ExportInfo, ModelEntry, RunInfo } from "./api";
 
 /** `1.5 MB`-style sizes (powers of 1024, as file managers show them). */
 export function humanBytes(n: number): string {
@@ -77,4 +77,123 @@ export function humanDuration(secs: number): string {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
   return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+}
+
+/**
+ * About `count` evenly spaced round values (1, 2 or 5 × 10ⁿ apart) that cover [lo, hi], for a
+ * chart's axis; `step` is their spacing (its decimals say how many digits a label needs).
+ */
+export function niceTicks(lo: number, hi: number, count = 5): { ticks: number[]; step: number } {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return { ticks: [], step: 1 };
+  if (hi < lo) [lo, hi] = [hi, lo];
+  if (hi === lo) {
+    const pad = Math.abs(lo) * 0.05 || 0.5;
+    lo -= pad;
+    hi += pad;
+  }
+  const raw = (hi - lo) / Math.max(count, 1);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const norm = raw / mag;
+  const step = (norm <= 1 ? 1 : norm <= 2 ? 2 : norm <= 5 ? 5 : 10) * mag;
+  const first = Math.floor(lo / step + 1e-9) * step;
+  const ticks: number[] = [];
+  for (let v = first; v <= hi + step * (1 - 1e-9); v += step) {
+    // Rounded to the step's precision so 0.30000000000000004 reads 0.3.
+    ticks.push(Number(v.toFixed(Math.max(0, -Math.floor(Math.log10(step))) + 1)));
+  }
+  return { ticks, step };
+}
+
+/** A tick's label with the digits its spacing needs: 0.25 → "0.25", 1000 → "1,000", 2e-4 → "2e-4". */
+export function tickLabel(v: number, step: number): string {
+  if (v === 0) return "0";
+  if (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e6) {
+    const digits = Math.max(0, Math.floor(Math.log10(Math.abs(v))) - Math.floor(Math.log10(step)));
+    return v.toExponential(Math.min(digits, 3)).replace("e+", "e");
+  }
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return v.toLocaleString("en-US", { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+/** What the open project has at each step, as the sidebar reads it. */
+export interface PipelineState {
+  documents: DocumentEntry[];
+  datasets: DatasetSummary[];
+  models: ModelEntry[];
+  runs: RunInfo[];
+  exports: ExportInfo[];
+}
+
+/** A sidebar entry: the view, its name, its state in a few words, and whether it waits for the person. */
+export interface PipelineStep {
+  view: string;
+  label: string;
+  state: string;
+  todo: boolean;
+}
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+
+/**
+ * The pipeline's steps in order — Documents, Dataset, Models, Train, Playground (compare), Export —
+ * then System and Settings, each with what the open project has there ("3 documents, 2
+ * extracted", "1,204 examples", "step 150/200"); the first step still to do is marked `todo`.
+ */
+export function pipelineSteps(p: PipelineState | null, projectOpen: boolean): PipelineStep[] {
+  const docs = p?.documents ?? [];
+  const extracted = docs.filter((d) => d.extraction).length;
+  const ds = p?.datasets ?? [];
+  const runs = p?.runs ?? [];
+  const newest = runs[0];
+  const tuned = runs.filter((r) => r.adapter).length;
+  const exports = p?.exports ?? [];
+  const models = p?.models ?? [];
+  const steps: PipelineStep[] = [
+    {
+      view: "documents",
+      label: "Documents",
+      state: !projectOpen ? "open a project" : docs.length ? `${plural(docs.length, "document")}, ${extracted} extracted` : "add files",
+      todo: projectOpen && docs.length === 0,
+    },
+    {
+      view: "dataset",
+      label: "Dataset",
+      state: !projectOpen ? "" : ds.length ? `${plural(ds[0].meta.stats.trainExamples, "example")}${ds.length > 1 ? ` · ${ds.length} sets` : ""}` : "not built",
+      todo: projectOpen && ds.length === 0,
+    },
+    {
+      view: "models",
+      label: "Models",
+      state: models.length ? `${plural(models.length, "model")} in the library` : "choose a base model",
+      todo: models.length === 0,
+    },
+    {
+      view: "train",
+      label: "Train",
+      state: !projectOpen ? "" : newest ? runState(newest) : "no run yet",
+      todo: projectOpen && runs.length === 0,
+    },
+    {
+      view: "playground",
+      label: "Playground",
+      state: tuned ? `compare ${plural(tuned, "tuned run")}` : "try a model",
+      todo: false,
+    },
+    {
+      view: "export",
+      label: "Export",
+      state: !projectOpen ? "" : exports.length ? plural(exports.length, "export") : tuned ? "ready to export" : "",
+      todo: projectOpen && tuned > 0 && exports.length === 0,
+    },
+    { view: "system", label: "System", state: "", todo: false },
+    { view: "settings", label: "Settings", state: "", todo: false },
+  ];
+  // Only the first unfinished step asks for attention.
+  const first = steps.findIndex((s) => s.todo);
+  return steps.map((s, i) => ({ ...s, todo: i === first }));
+}
+
+function runState(r: RunInfo): string {
+  if (r.adapter && r.steps > 0) return `run done: ${plural(r.steps, "step")}`;
+  return r.totalSteps ? `run: step ${r.steps}/${r.totalSteps}` : `run: step ${r.steps}`;
 }
