@@ -35,6 +35,54 @@ pub fn open_project(state: State<'_, AppState>, id: String) -> Result<Project, A
     projects::open(&projects::dir_of(&state.home, &id)?)
 }
 
+#[tauri::command]
+pub fn rename_project(
+    state: State<'_, AppState>,
+    id: String,
+    name: String,
+) -> Result<ProjectSummary, ApiError> {
+    projects::rename(&state.home, &id, &name)
+}
+
+/// Deletes a project (to the OS trash unless `how` says `permanent`); returns its name.
+#[tauri::command]
+pub fn delete_project(
+    state: State<'_, AppState>,
+    id: String,
+    how: projects::Deletion,
+) -> Result<String, ApiError> {
+    projects::delete(&state.home, &id, how)
+}
+
+/// Removes one document (by sha256) from project `id`; returns the project as it is now.
+#[tauri::command]
+pub fn remove_document(
+    state: State<'_, AppState>,
+    id: String,
+    sha256: String,
+) -> Result<Project, ApiError> {
+    let dir = projects::dir_of(&state.home, &id)?;
+    doctune_api::remove_document(&dir, &sha256)?;
+    projects::open(&dir)
+}
+
+/// Opens a folder of project `id` in the OS file manager. The UI names the folder; Rust
+/// resolves it inside the project and opens it (the UI has no opener permission of its own).
+#[tauri::command]
+pub fn show_in_folder(
+    state: State<'_, AppState>,
+    id: String,
+    folder: projects::Folder,
+) -> Result<(), ApiError> {
+    let path = projects::folder(&state.home, &id, &folder)?;
+    open::that_detached(&path).map_err(|e| {
+        ApiError::new(
+            doctune_core::Code::Internal,
+            format!("cannot open {} in the file manager: {e}", path.display()),
+        )
+    })
+}
+
 /// What a drop on the window and the file dialog both end in: add the granted files and folders
 /// (`grants`, ids from a drop or a dialog of this window) to project `id`.
 #[tauri::command]
@@ -93,6 +141,13 @@ fn test_choice() -> Option<Vec<PathBuf>> {
 #[tauri::command]
 pub fn doctor(state: State<'_, AppState>) -> DoctorReport {
     doctune_api::doctor(&state.home, &state.gpus)
+}
+
+/// Whether fine-tuning library model `model` fits this machine (LoRA and full).
+#[tauri::command]
+pub fn model_fit(state: State<'_, AppState>, model: String) -> Result<train::ModelFit, ApiError> {
+    models::require_in_library(&state.home, &model)?;
+    train::fit(&state.home, &model, &state.gpus.list())
 }
 
 #[tauri::command]
@@ -343,6 +398,24 @@ pub fn start_export(
     Ok(state.jobs.start("export", sink, move |sink, cancel| {
         doctune_api::export::export(&home, &dir, &options, None, sink, cancel)
     }))
+}
+
+/// The export formats with the GGUF types and dtypes each takes.
+#[tauri::command]
+pub fn export_formats() -> Vec<doctune_api::export::FormatInfo> {
+    doctune_api::export::formats()
+}
+
+/// The expected size of exporting run `run` of project `id` with `options`.
+#[tauri::command]
+pub fn export_estimate(
+    state: State<'_, AppState>,
+    id: String,
+    run: String,
+    options: doctune_api::export::ExportOptions,
+) -> Result<doctune_api::export::ExportEstimate, ApiError> {
+    let dir = train::run_dir(&projects::dir_of(&state.home, &id)?, &run)?;
+    doctune_api::export::estimate(&dir, &options)
 }
 
 #[tauri::command]

@@ -79,6 +79,39 @@ fn commands_work_over_ipc_and_errors_have_the_wire_shape() {
     assert_eq!(err["code"], "alreadyExists");
     let doctor = invoke(&w, "doctor", json!({})).unwrap();
     assert!(doctor["system"]["logicalCores"].as_u64().unwrap() >= 1);
+
+    // Rename keeps the id; remove_document names the missing document; delete takes its mode
+    // from the wire (`trash` / `permanent`).
+    let r = invoke(
+        &w,
+        "rename_project",
+        json!({"id": "notes", "name": "Field notes"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (r["id"].as_str(), r["name"].as_str()),
+        (Some("notes"), Some("Field notes"))
+    );
+    let sha = "0".repeat(64);
+    let err = invoke(&w, "remove_document", json!({"id": "notes", "sha256": sha})).unwrap_err();
+    assert_eq!(err["code"], "notFound", "{err}");
+    let err = invoke(
+        &w,
+        "show_in_folder",
+        json!({"id": "notes", "folder": {"kind": "run", "id": "../x"}}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+    let err = invoke(&w, "delete_project", json!({"id": "notes", "how": "shred"})).unwrap_err();
+    assert!(err.to_string().contains("shred"), "{err}");
+    let name = invoke(
+        &w,
+        "delete_project",
+        json!({"id": "notes", "how": "permanent"}),
+    )
+    .unwrap();
+    assert_eq!(name, "Field notes");
+    assert_eq!(invoke(&w, "list_projects", json!({})).unwrap(), json!([]));
 }
 
 #[test]
@@ -122,6 +155,15 @@ fn token_and_model_commands_over_ipc() {
             .len(),
         1
     );
+    // Whether it fits: a tiny model fits this machine both ways, on the CPU here.
+    let fit = invoke(&w, "model_fit", json!({"model": m["id"]})).unwrap();
+    assert_eq!(fit["loraFits"], true, "{fit}");
+    assert_eq!(fit["fullFits"], true, "{fit}");
+    assert!(fit["loraBytes"].as_u64().unwrap() > 0, "{fit}");
+    assert_eq!(fit["device"], "cpu", "{fit}");
+    // Library ids only: the window cannot name a folder.
+    let err = invoke(&w, "model_fit", json!({"model": "/etc"})).unwrap_err();
+    assert_eq!(err["code"], "notFound", "{err}");
     let err = invoke(
         &w,
         "import_model",
@@ -317,6 +359,24 @@ fn export_commands_take_ids_not_paths() {
         invoke(&w, "list_exports", json!({"id": "p"})).unwrap(),
         json!([])
     );
+    // The formats come with their rules: GGUF's default type first, the LoRA's four types.
+    let formats = invoke(&w, "export_formats", json!({})).unwrap();
+    assert_eq!(formats[0]["format"], "gguf");
+    assert_eq!(formats[0]["quants"][0], "q4_k_m");
+    let lora = formats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["format"] == "ggufLora")
+        .unwrap();
+    assert_eq!(lora["quants"], json!(["f16", "q8_0", "bf16", "f32"]));
+    let err = invoke(
+        &w,
+        "export_estimate",
+        json!({"id": "p", "run": "../r", "options": {"format": "gguf"}}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
     // A run named by path is refused; the window cannot name where an export goes (always the
     // project's exports/), so an `out` it sends is not even read.
     let err = invoke(
@@ -380,7 +440,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 33, "{commands:?}");
+    assert_eq!(commands.len(), 40, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

@@ -5,6 +5,7 @@
 //! app names instruction files by the sha256 of a project document (resolved through the
 //! project's `Scope`) and models by library id; the CLI may name any file and folder.
 
+use crate::lock::InUse;
 use crate::models::resolve_model;
 use crate::qa::Extracted;
 use crate::{ingest, projects, ApiError, DocumentEntry, Home};
@@ -205,6 +206,7 @@ pub fn build(
     cancel: &CancelToken,
 ) -> Result<DatasetSummary, ApiError> {
     let model_dir = resolve_model(home, &req.model)?;
+    let _in_use = InUse::shared(project_dir)?;
     let tok = ModelTokenizer::load(&model_dir)?;
     let datasets = ProjectDir::open(project_dir)?.area(Area::Datasets)?;
     let inputs = match req.options.mode {

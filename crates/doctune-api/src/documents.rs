@@ -1,5 +1,5 @@
 //! Adding documents to a project: the use case behind a drop on the window, the file dialog and
-//! `doctune add`.
+//! `doctune add`; and removing one again ([`remove_document`]).
 //!
 //! Each chosen path is a file or a folder. Folders are walked; every entry found below a chosen
 //! folder must resolve (through symlinks) inside that folder — a link that points elsewhere is
@@ -9,11 +9,11 @@
 //! computed, then renamed into place — or discarded if the project already holds the same bytes
 //! (reported as a duplicate). Originals are only ever read.
 
-use crate::lock::DirLock;
+use crate::lock::{DirLock, InUse};
 use crate::project_file::{self, DocumentEntry};
 use crate::ApiError;
 use doctune_core::units::human_bytes;
-use doctune_core::{atomic, CancelToken, Code, JobEvent, ProgressSink, Scope};
+use doctune_core::{atomic, CancelToken, Code, JobEvent, ProgressSink, ProjectDir, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -127,6 +127,7 @@ pub fn add_documents(
     cancel: &CancelToken,
 ) -> Result<AddReport, ApiError> {
     let project_scope = Scope::new(project_dir)?;
+    let _in_use = InUse::shared(project_scope.root())?;
     let _lock = DirLock::acquire(project_scope.root())?;
     let mut file = project_file::read(project_scope.root())?;
     let docs_dir = project_scope.resolve(doctune_core::Area::Documents.dir_name())?;
@@ -180,6 +181,41 @@ pub fn add_documents(
     }
     sink.emit(JobEvent::progress(total, total, "files", None));
     Ok(report)
+}
+
+/// Removes the document whose sha256 is `sha256` from the project in `project_dir`: its entry,
+/// its copy in `documents/` and its extracted text. Datasets already built from it keep their
+/// examples (they are snapshots). Refused while a job works in the project. Returns the entry.
+pub fn remove_document(project_dir: &Path, sha256: &str) -> Result<DocumentEntry, ApiError> {
+    let scope = Scope::new(project_dir)?;
+    let _in_use = InUse::exclusive(scope.root(), "remove the document")?;
+    let _lock = DirLock::acquire(scope.root())?;
+    let mut file = project_file::read(scope.root())?;
+    let at = file
+        .documents
+        .iter()
+        .position(|d| d.sha256 == sha256)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::NotFound,
+                format!(
+                    "{}: no document with sha256 {sha256}",
+                    scope.root().display()
+                ),
+            )
+        })?;
+    let entry = file.documents.remove(at);
+    // The entry goes first: a crash after this leaves an orphan file, never an entry without one.
+    project_file::write(scope.root(), &file)?;
+    let layout = ProjectDir::open(scope.root())?;
+    for path in [layout.document(&entry.file)?, layout.extraction(sha256)?] {
+        if let Err(e) = fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(ApiError::io(&path, "cannot remove", &e));
+            }
+        }
+    }
+    Ok(entry)
 }
 
 /// Turns one chosen path into candidates (walking folders), or failures.

@@ -3,19 +3,12 @@
 //! id when it was pulled), the free disk checked first; and the list of a project's exports,
 //! read from their manifests.
 
+use crate::lock::InUse;
 use crate::{models, ApiError, Home};
 use doctune_core::{Area, CancelToken, ProgressSink, ProjectDir};
 pub use doctune_export::{Dtype, ExportOptions, ExportReport, ExportedFile, Format, Quant};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-
-/// The project a run belongs to (a run folder is `<project>/runs/<id>`).
-fn project_of(run_dir: &Path) -> Option<PathBuf> {
-    let runs = run_dir.parent()?;
-    let project = runs.parent()?;
-    (runs.file_name()? == Area::Runs.dir_name() && ProjectDir::is_project(project))
-        .then(|| project.to_path_buf())
-}
 
 /// The base model's name as the library knows it: the Hub repo id of a pulled model, else the
 /// entry's name; `None` for a folder the library does not have.
@@ -42,10 +35,12 @@ pub fn export(
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<ExportReport, ApiError> {
+    let project = ProjectDir::containing(run_dir, Area::Runs);
+    let _in_use = project.as_deref().map(InUse::shared).transpose()?;
     let out = match out {
         Some(o) => o,
         None => {
-            let project = project_of(run_dir).ok_or_else(|| {
+            let project = project.ok_or_else(|| {
                 ApiError::invalid(format!(
                     "{}: not a run of a DocTune project; say where to export it (--out DIR)",
                     run_dir.display()
@@ -70,6 +65,57 @@ pub fn export(
         sink,
         cancel,
     )?)
+}
+
+/// A format as the Export view offers it: its label, the GGUF types it takes (the first is the
+/// default) and the weight dtypes of a merged model. Rust's rules, so the UI holds none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FormatInfo {
+    pub format: Format,
+    pub label: &'static str,
+    pub quants: Vec<Quant>,
+    pub dtypes: Vec<Dtype>,
+}
+
+/// Every export format, in the order to offer them.
+pub fn formats() -> Vec<FormatInfo> {
+    Format::ALL
+        .iter()
+        .map(|&format| FormatInfo {
+            format,
+            label: format.label(),
+            quants: format.quants().to_vec(),
+            dtypes: if format == Format::Merged {
+                vec![Dtype::Bf16, Dtype::F16, Dtype::F32]
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
+}
+
+/// What an export will take before it starts: its expected size and the free space where it
+/// would be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportEstimate {
+    pub bytes: u64,
+    /// Free bytes on the disk of the project's `exports/` (`None` when unknown).
+    pub free_bytes: Option<u64>,
+}
+
+/// The expected size of exporting the run in `run_dir` with `options` (see [`ExportEstimate`]).
+pub fn estimate(run_dir: &Path, options: &ExportOptions) -> Result<ExportEstimate, ApiError> {
+    let bytes = doctune_export::estimate(run_dir, options)?;
+    let at = ProjectDir::containing(run_dir, Area::Runs)
+        .and_then(|p| ProjectDir::open(&p).ok()?.area(Area::Exports).ok())
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| run_dir.to_path_buf());
+    Ok(ExportEstimate {
+        bytes,
+        free_bytes: doctune_gpu::free_disk_bytes(&at),
+    })
 }
 
 /// An export as lists show it (from its `manifest.json`).

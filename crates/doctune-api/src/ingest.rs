@@ -4,11 +4,11 @@
 //! `project.json`. Across the project, documents with the same text and paragraphs that repeat
 //! in several documents are reported.
 
-use crate::lock::DirLock;
+use crate::lock::{DirLock, InUse};
 use crate::project_file;
 pub use crate::project_file::{ExtractStatus, Extraction};
 use crate::ApiError;
-use doctune_core::{Area, CancelToken, Code, JobEvent, ProgressSink, Scope};
+use doctune_core::{Area, CancelToken, Code, JobEvent, ProgressSink, ProjectDir, Scope};
 use doctune_ingest::{Document, Format, EXTRACTOR_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -46,10 +46,7 @@ pub struct IngestReport {
 }
 
 fn cache_path(scope: &Scope, sha256: &str) -> Result<PathBuf, ApiError> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::invalid(format!("\"{sha256}\" is not a sha256")));
-    }
-    Ok(scope.resolve(Path::new(Area::Extracted.dir_name()).join(format!("{sha256}.json")))?)
+    Ok(ProjectDir::open(scope.root())?.extraction(sha256)?)
 }
 
 /// The cached extraction of a document, if it is current.
@@ -99,6 +96,7 @@ pub fn ingest(
     cancel: &CancelToken,
 ) -> Result<IngestReport, ApiError> {
     let scope = Scope::new(project_dir)?;
+    let _in_use = InUse::shared(scope.root())?;
     let file = project_file::read(scope.root())?;
     let todo: Vec<(String, String, String)> = file
         .documents

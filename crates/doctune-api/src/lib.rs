@@ -71,7 +71,7 @@ pub fn init_logging() {
 
 pub use dataset::{DatasetRequest, DatasetSummary, PreviewExample};
 pub use doctor::{doctor, DoctorReport};
-pub use documents::{add_documents, AddFailure, AddReport, Duplicate, Limits};
+pub use documents::{add_documents, remove_document, AddFailure, AddReport, Duplicate, Limits};
 pub use error::ApiError;
 pub use generate::{GenerateRequest, GenerateResult, ModelCache};
 pub use home::Home;

@@ -53,6 +53,26 @@ pub struct ModelEntry {
     pub parameters: u64,
     pub size_bytes: u64,
     pub added_at: String,
+    /// The licence its model card (`README.md` front matter) names, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+}
+
+/// The `license:` of a model card's YAML front matter (the first 64 KiB of `README.md`).
+fn card_license(dir: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = String::new();
+    std::fs::File::open(dir.join("README.md"))
+        .ok()?
+        .take(64 << 10)
+        .read_to_string(&mut head)
+        .ok()?;
+    let front = head.strip_prefix("---")?;
+    let front = &front[..front.find("\n---")?];
+    front.lines().find_map(|l| {
+        let v = l.strip_prefix("license:")?.trim().trim_matches(['"', '\'']);
+        (!v.is_empty()).then(|| v.chars().take(64).collect())
+    })
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -136,6 +156,7 @@ pub(crate) fn register(
             id
         }
     };
+    let license = card_license(Path::new(&path));
     let entry = ModelEntry {
         id,
         name: name.to_string(),
@@ -148,6 +169,7 @@ pub(crate) fn register(
         parameters: info.parameters,
         size_bytes: info.size_bytes,
         added_at: now_rfc3339(),
+        license,
     };
     match existing {
         Some(i) => lib.models[i] = entry.clone(),
@@ -318,6 +340,23 @@ pub fn import(home: &Home, folder: &Path, copy: bool) -> Result<ModelEntry, ApiE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_licence_comes_from_the_model_cards_front_matter() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(card_license(d.path()), None);
+        let card = d.path().join("README.md");
+        std::fs::write(
+            &card,
+            "---\nlanguage: en\nlicense: \"apache-2.0\"\ntags: [x]\n---\n# M\n",
+        )
+        .unwrap();
+        assert_eq!(card_license(d.path()).as_deref(), Some("apache-2.0"));
+        std::fs::write(&card, "# M\nlicense: mit\n").unwrap();
+        assert_eq!(card_license(d.path()), None, "only the front matter counts");
+        std::fs::write(&card, "---\nlicense:\n---\n").unwrap();
+        assert_eq!(card_license(d.path()), None);
+    }
 
     #[test]
     fn repo_ids_and_revisions() {

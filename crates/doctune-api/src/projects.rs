@@ -1,13 +1,14 @@
 //! Projects: a folder each, under [`Home::projects_dir`](crate::Home::projects_dir), laid out as
 //! [`ProjectDir`] says and described by `project.json` ([`crate::project_file`]). Create, list,
-//! find and open them.
+//! find, open, rename and delete them (to the OS trash where there is one).
 //!
 //! The app names a project by its id (the folder name); the id is resolved through a
 //! [`Scope`] on the projects folder, so no id can name a folder elsewhere.
 
+use crate::lock::{DirLock, InUse};
 use crate::project_file::{self, DocumentEntry, ProjectFile, SCHEMA_VERSION};
 use crate::{ApiError, Home};
-use doctune_core::{now_rfc3339, Code, ProjectDir, Scope};
+use doctune_core::{now_rfc3339, Area, Code, ProjectDir, Scope};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -73,20 +74,26 @@ pub(crate) fn slug(name: &str) -> String {
     }
 }
 
-/// Creates a project called `name` under `home`.
-pub fn create(home: &Home, name: &str) -> Result<ProjectSummary, ApiError> {
-    let name = validate_name(name)?;
-    let dir = home.projects_dir();
-    fs::create_dir_all(&dir).map_err(|e| ApiError::io(&dir, "cannot create", &e))?;
+/// Refuses `name` when another project under `home` (not `except`, an id) has it.
+fn check_unique(home: &Home, name: &str, except: Option<&str>) -> Result<(), ApiError> {
     if list(home)?
         .iter()
-        .any(|p| p.name.to_lowercase() == name.to_lowercase())
+        .any(|p| Some(p.id.as_str()) != except && p.name.to_lowercase() == name.to_lowercase())
     {
         return Err(ApiError::new(
             Code::AlreadyExists,
             format!("a project called \"{name}\" already exists"),
         ));
     }
+    Ok(())
+}
+
+/// Creates a project called `name` under `home`.
+pub fn create(home: &Home, name: &str) -> Result<ProjectSummary, ApiError> {
+    let name = validate_name(name)?;
+    let dir = home.projects_dir();
+    fs::create_dir_all(&dir).map_err(|e| ApiError::io(&dir, "cannot create", &e))?;
+    check_unique(home, &name, None)?;
     let base = slug(&name);
     let mut n = 1;
     let project_dir = loop {
@@ -189,6 +196,87 @@ pub fn locate(home: &Home, dir_or_name: &str) -> Result<PathBuf, ApiError> {
                 format!("{dir_or_name}: no such project folder or project name"),
             )
         })
+}
+
+/// Renames the project with id `id` to `name`. Its folder (and so its id) stays: runs, exports
+/// and scripts that name it keep working.
+pub fn rename(home: &Home, id: &str, name: &str) -> Result<ProjectSummary, ApiError> {
+    let name = validate_name(name)?;
+    let dir = dir_of(home, id)?;
+    check_unique(home, &name, Some(id))?;
+    let _lock = DirLock::acquire(&dir)?;
+    let mut file = project_file::read(&dir)?;
+    file.name = name;
+    project_file::write(&dir, &file)?;
+    Ok(summary(&dir, &file))
+}
+
+/// How a project is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Deletion {
+    /// Moved to the OS trash, from where the user can restore it.
+    Trash,
+    /// Removed for good (where there is no trash, or the user asks).
+    Permanent,
+}
+
+/// Deletes the project with id `id`: to the OS trash, or for good. Refused while a job works
+/// in the project. Returns its name.
+pub fn delete(home: &Home, id: &str, how: Deletion) -> Result<String, ApiError> {
+    let dir = dir_of(home, id)?;
+    let name = project_file::read(&dir)?.name;
+    let _in_use = InUse::exclusive(&dir, "delete the project")?;
+    // Windows cannot move a folder with a file open in it; elsewhere the lock is held throughout.
+    #[cfg(windows)]
+    drop(_in_use);
+    match how {
+        Deletion::Trash => trash::delete(&dir).map_err(|e| {
+            ApiError::new(
+                Code::Internal,
+                format!(
+                    "cannot move project \"{name}\" ({}) to the trash: {e}; delete it \
+                     permanently instead",
+                    dir.display()
+                ),
+            )
+        }),
+        Deletion::Permanent => {
+            fs::remove_dir_all(&dir).map_err(|e| ApiError::io(&dir, "cannot delete", &e))
+        }
+    }?;
+    tracing::info!("deleted project {id} ({how:?})");
+    Ok(name)
+}
+
+/// A folder of a project the user may ask to see in the file manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "id")]
+pub enum Folder {
+    Project,
+    Documents,
+    Dataset(String),
+    Run(String),
+    Export(String),
+}
+
+/// Where `what` of the project with id `id` is: resolved inside the project, and existing.
+pub fn folder(home: &Home, id: &str, what: &Folder) -> Result<PathBuf, ApiError> {
+    let layout = ProjectDir::open(&dir_of(home, id)?)?;
+    let path = match what {
+        Folder::Project => layout.root().to_path_buf(),
+        Folder::Documents => layout.area(Area::Documents)?,
+        Folder::Dataset(x) => layout.item(Area::Datasets, x)?,
+        Folder::Run(x) => layout.item(Area::Runs, x)?,
+        Folder::Export(x) => layout.item(Area::Exports, x)?,
+    };
+    if !path.is_dir() {
+        return Err(ApiError::new(
+            Code::NotFound,
+            format!("{}: no such folder", path.display()),
+        ));
+    }
+    Ok(path)
 }
 
 /// Opens the project in `dir`.

@@ -2,6 +2,7 @@
 //! chose, combined by `doctune-train`'s rules), start one (a run folder under the project's
 //! `runs/`), resume one, list them with their history.
 
+use crate::lock::InUse;
 use crate::models::resolve_model;
 use crate::{ApiError, Home};
 use doctune_core::{Area, CancelToken, Code, ProgressSink, ProjectDir};
@@ -69,6 +70,7 @@ pub fn start(
     // before the caller is told of a run folder).
     config.validate()?;
     doctune_train::preflight(&config, available_memory(config.device))?;
+    let _in_use = InUse::shared(project_dir)?;
     let runs = ProjectDir::open(project_dir)?.area(Area::Runs)?;
     std::fs::create_dir_all(&runs).map_err(|e| ApiError::io(&runs, "cannot create", &e))?;
     let id = doctune_core::stamped_id(&runs, "run");
@@ -82,6 +84,8 @@ pub fn resume(
     sink: &dyn ProgressSink,
     cancel: &CancelToken,
 ) -> Result<RunSummary, ApiError> {
+    let project = ProjectDir::containing(run_dir, Area::Runs);
+    let _in_use = project.as_deref().map(InUse::shared).transpose()?;
     Ok(doctune_train::resume(run_dir, sink, cancel)?)
 }
 
@@ -221,6 +225,72 @@ pub fn available_memory(device: DeviceKind) -> u64 {
             .unwrap_or(u64::MAX),
         DeviceKind::Cpu | DeviceKind::Metal => doctune_gpu::system_info().available_memory_bytes,
     }
+}
+
+/// Whether fine-tuning a model fits this machine, before any dataset exists: the memory
+/// estimate of the Balanced preset (LoRA) and of full fine-tuning, at the dataset builder's
+/// default sequence length, on the device a run would use by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelFit {
+    pub device: DeviceKind,
+    pub precision: Precision,
+    pub seq_len: usize,
+    pub available_bytes: u64,
+    pub lora_bytes: u64,
+    pub lora_fits: bool,
+    pub full_bytes: u64,
+    pub full_fits: bool,
+}
+
+/// The device a run uses unless told otherwise: the first NVIDIA GPU or Apple GPU this build
+/// can use, else the CPU; in bf16 where the GPU has it, f16 on an older GPU, f32 on the CPU.
+pub fn default_device(gpus: &[doctune_gpu::GpuInfo]) -> (DeviceKind, Precision) {
+    let options = crate::doctor::devices(gpus);
+    let pick = [DeviceKind::Cuda, DeviceKind::Metal]
+        .into_iter()
+        .find_map(|d| options.iter().find(|o| o.device == d && o.available));
+    match pick {
+        Some(o) => {
+            let p = [Precision::Bf16, Precision::F16]
+                .into_iter()
+                .find(|p| o.precisions.contains(p))
+                .unwrap_or(Precision::F32);
+            (o.device, p)
+        }
+        None => (DeviceKind::Cpu, Precision::F32),
+    }
+}
+
+/// See [`ModelFit`]; `model` is a library id or a model folder.
+pub fn fit(home: &Home, model: &str, gpus: &[doctune_gpu::GpuInfo]) -> Result<ModelFit, ApiError> {
+    let dir = resolve_model(home, model)?;
+    let cfg = doctune_models::ModelConfig::load(&dir)?;
+    let (device, precision) = default_device(gpus);
+    let seq_len = doctune_dataset::BuildOptions::default().seq_len;
+    let base = RunConfig {
+        device,
+        precision,
+        ..RunConfig::default()
+    };
+    let lora = Preset::Balanced.apply(&base, 1000);
+    let full = RunConfig {
+        method: Method::Full,
+        ..lora.clone()
+    };
+    let available = available_memory(device);
+    let lora_bytes = doctune_train::memory::estimate(&cfg, &lora, seq_len).total;
+    let full_bytes = doctune_train::memory::estimate(&cfg, &full, seq_len).total;
+    Ok(ModelFit {
+        device,
+        precision,
+        seq_len,
+        available_bytes: available,
+        lora_bytes,
+        lora_fits: lora_bytes <= available,
+        full_bytes,
+        full_fits: full_bytes <= available,
+    })
 }
 
 /// The memory estimate of a run configuration (already resolved to folders).

@@ -66,6 +66,113 @@ fn create_list_and_open_projects() {
     assert!(e.message.contains("nope"));
 }
 
+/// Holds the shared lock a job in the project holds (as another process's job would).
+fn job_in(dir: &Path) -> fs::File {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(doctune_core::ProjectDir::IN_USE))
+        .unwrap();
+    f.lock_shared().unwrap();
+    f
+}
+
+#[test]
+fn projects_are_renamed_and_deleted_but_not_while_a_job_works_in_them() {
+    let (d, h) = home();
+    let a = projects::create(&h, "Alpha").unwrap();
+    projects::create(&h, "Beta").unwrap();
+    // Rename keeps the folder (the id); names stay unique and validated.
+    let r = projects::rename(&h, &a.id, "  Alpha, second edition ").unwrap();
+    assert_eq!(
+        (r.id.as_str(), r.name.as_str()),
+        ("alpha", "Alpha, second edition")
+    );
+    assert_eq!(
+        projects::open(Path::new(&r.path)).unwrap().summary.name,
+        r.name
+    );
+    let e = projects::rename(&h, &a.id, "beta").unwrap_err();
+    assert_eq!(e.code, Code::AlreadyExists);
+    assert_eq!(
+        projects::rename(&h, &a.id, " ").unwrap_err().code,
+        Code::InvalidInput
+    );
+    projects::rename(&h, &a.id, "ALPHA, second edition").unwrap();
+    assert_eq!(
+        projects::rename(&h, "../x", "y").unwrap_err().code,
+        Code::InvalidInput
+    );
+
+    // Documents are removed with their copy and their extracted text.
+    let dir = PathBuf::from(&a.path);
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.md"), "# A\n\nfirst").unwrap();
+    fs::write(src.join("b.md"), "# B\n\nsecond").unwrap();
+    let report = add(&dir, &[src.join("a.md"), src.join("b.md")]);
+    let limits = doctune_api::ingest::IngestLimits::default();
+    doctune_api::ingest::ingest(&dir, None, &limits, &NullSink, &CancelToken::new()).unwrap();
+    let gone = &report.added[0];
+    let copy = dir.join("documents").join(&gone.file);
+    let text = dir.join("extracted").join(format!("{}.json", gone.sha256));
+    assert!(copy.is_file() && text.is_file());
+    let job = job_in(&dir);
+    let e = doctune_api::remove_document(&dir, &gone.sha256).unwrap_err();
+    assert!(
+        e.message.contains("a job is still working"),
+        "{}",
+        e.message
+    );
+    assert!(copy.is_file());
+    drop(job);
+    let removed = doctune_api::remove_document(&dir, &gone.sha256).unwrap();
+    assert_eq!(removed.name, "a.md");
+    assert!(!copy.exists() && !text.exists());
+    let left = projects::open(&dir).unwrap();
+    assert_eq!(left.documents.len(), 1);
+    assert_eq!(left.documents[0].name, "b.md");
+    let e = doctune_api::remove_document(&dir, &gone.sha256).unwrap_err();
+    assert_eq!(e.code, Code::NotFound);
+    assert!(e.message.contains(&gone.sha256));
+    assert!(doctune_api::remove_document(&dir, "../../etc/passwd").is_err());
+
+    // Show in folder resolves inside the project only.
+    use projects::Folder;
+    assert_eq!(
+        projects::folder(&h, &a.id, &Folder::Project).unwrap(),
+        dir.canonicalize().unwrap()
+    );
+    assert!(projects::folder(&h, &a.id, &Folder::Documents)
+        .unwrap()
+        .ends_with("documents"));
+    assert_eq!(
+        projects::folder(&h, &a.id, &Folder::Run("nope".into()))
+            .unwrap_err()
+            .code,
+        Code::NotFound
+    );
+    assert!(projects::folder(&h, &a.id, &Folder::Export("../../x".into())).is_err());
+
+    // Deleting waits for the project's jobs; permanent deletion removes the folder.
+    let job = job_in(&dir);
+    let e = projects::delete(&h, &a.id, projects::Deletion::Permanent).unwrap_err();
+    assert!(e.message.contains("delete the project"), "{}", e.message);
+    assert!(dir.is_dir());
+    drop(job);
+    let name = projects::delete(&h, &a.id, projects::Deletion::Permanent).unwrap();
+    assert_eq!(name, "ALPHA, second edition");
+    assert!(!dir.exists());
+    assert_eq!(projects::list(&h).unwrap().len(), 1);
+    assert_eq!(
+        projects::delete(&h, &a.id, projects::Deletion::Permanent)
+            .unwrap_err()
+            .code,
+        Code::NotFound
+    );
+}
+
 #[test]
 fn adding_copies_hashes_types_and_reports_duplicates() {
     let (d, h) = home();
@@ -1190,7 +1297,17 @@ fn runs_are_started_listed_and_redrawn() {
         overwrite: false,
     };
     let run_dir = train::run_dir(&dir, &id).unwrap();
+    let est = export::estimate(&run_dir, &opts).unwrap();
     let r = export::export(&h, &run_dir, &opts, None, &NullSink, &CancelToken::new()).unwrap();
+    // The estimate shown before the export is its weights and tokenizer: within a tenth of what
+    // was written (the rest is the card, Modelfile and manifest).
+    let written = r.total_bytes as f64;
+    assert!(
+        (est.bytes as f64 - written).abs() / written < 0.1,
+        "estimated {} bytes, wrote {written}",
+        est.bytes
+    );
+    assert!(est.free_bytes.is_some_and(|f| f > 0));
     assert!(
         r.dir.starts_with(dir.join("exports")),
         "{}",

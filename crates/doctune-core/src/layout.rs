@@ -5,6 +5,8 @@
 //! ```text
 //! <project>/project.json   name, creation time, the document list
 //! <project>/.lock          held while project.json is read, changed and written
+//! <project>/.in-use        held (shared) by every job working in the project; deleting the
+//!                          project or removing a document needs it exclusively
 //! <project>/documents/     originals, copied in, never modified
 //! <project>/extracted/     text extracted from documents (<sha256>.json)
 //! <project>/datasets/<id>/ built training sets
@@ -78,6 +80,8 @@ impl ProjectDir {
     pub const FILE: &'static str = "project.json";
     /// The lock file held while `project.json` changes.
     pub const LOCK: &'static str = ".lock";
+    /// The file every job working in the project holds a shared lock on (see the module docs).
+    pub const IN_USE: &'static str = ".in-use";
 
     /// The project folder at `root` (which must exist; it is canonicalised).
     pub fn open(root: &Path) -> Result<Self, ScopeError> {
@@ -106,6 +110,15 @@ impl ProjectDir {
         root.join(Self::FILE).is_file()
     }
 
+    /// The project holding `item` when `item` is `<project>/<area>/<id>` (a run folder given
+    /// on the command line, say); `None` for a folder elsewhere.
+    pub fn containing(item: &Path, area: Area) -> Option<PathBuf> {
+        let parent = item.parent()?;
+        let project = parent.parent()?;
+        (parent.file_name()? == area.dir_name() && Self::is_project(project))
+            .then(|| project.to_path_buf())
+    }
+
     /// A sub-folder (resolved: a link to outside the project is refused).
     pub fn area(&self, area: Area) -> Result<PathBuf, ScopeError> {
         self.scope.resolve(area.dir_name())
@@ -115,6 +128,28 @@ impl ProjectDir {
     pub fn item(&self, area: Area, id: &str) -> Result<PathBuf, LayoutError> {
         check_id(area.item_kind(), id)?;
         Ok(self.scope.resolve(Path::new(area.dir_name()).join(id))?)
+    }
+
+    /// The extracted text of the document whose sha256 is `sha256` (`extracted/<sha256>.json`).
+    pub fn extraction(&self, sha256: &str) -> Result<PathBuf, LayoutError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(InvalidId {
+                kind: "sha256",
+                id: sha256.to_owned(),
+            }
+            .into());
+        }
+        Ok(self
+            .scope
+            .resolve(Path::new(Area::Extracted.dir_name()).join(format!("{sha256}.json")))?)
+    }
+
+    /// A document's copy (`documents/<file>`, `file` as `project.json` records it).
+    pub fn document(&self, file: &str) -> Result<PathBuf, LayoutError> {
+        check_id("document", file)?;
+        Ok(self
+            .scope
+            .resolve(Path::new(Area::Documents.dir_name()).join(file))?)
     }
 
     /// Creates every sub-folder that is missing.

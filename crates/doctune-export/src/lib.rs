@@ -127,6 +127,26 @@ impl std::str::FromStr for Format {
 }
 
 impl Format {
+    /// Every format, in the order a person is offered them (the most used first).
+    pub const ALL: [Format; 5] = [
+        Format::Gguf,
+        Format::Ollama,
+        Format::Peft,
+        Format::Merged,
+        Format::GgufLora,
+    ];
+
+    /// The GGUF types this format is written in (the first is its default); none for the
+    /// formats that are not GGUF.
+    pub fn quants(self) -> &'static [Quant] {
+        use Quant::*;
+        match self {
+            Format::Gguf | Format::Ollama => &[Q4KM, Q5KM, Q6K, Q8_0, Q4_0, F16, Bf16, F32],
+            Format::GgufLora => &[F16, Q8_0, Bf16, F32],
+            Format::Peft | Format::Merged => &[],
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Format::Peft => "PEFT adapter",
@@ -294,7 +314,7 @@ pub fn export(
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
 
     // What the export will write, planned before anything is: the estimate the disk check uses.
-    let plan = Plan::new(req, &src)?;
+    let plan = Plan::new(&req.options, &src)?;
     let needed = plan.bytes + (16 << 20);
     if let Some(available) = free_disk(&parent) {
         if available < needed {
@@ -389,6 +409,13 @@ pub fn export(
     })
 }
 
+/// What exporting the run in `run_dir` with `options` will write, in bytes: the estimate the
+/// export's own free-disk check uses, for showing before the user starts it.
+pub fn estimate(run_dir: &Path, options: &ExportOptions) -> Result<u64, ExportError> {
+    let src = Source::open(run_dir, options.checkpoint)?;
+    Ok(Plan::new(options, &src)?.bytes)
+}
+
 /// A file name stem for GGUF files: the base model's folder name, made safe.
 fn file_stem(src: &Source) -> String {
     let raw = src
@@ -422,26 +449,27 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(req: &ExportRequest, src: &Source) -> Result<Self, ExportError> {
+    fn new(options: &ExportOptions, src: &Source) -> Result<Self, ExportError> {
         let weights = src.weights()?;
         let params: u64 = weights.parameter_count()?;
-        let (bytes, model) = match req.options.format {
+        let (bytes, model) = match options.format {
             Format::Peft => (src.lora()?.bytes(), None),
             Format::Merged => {
-                let per = if req.options.dtype == Dtype::F32 {
-                    4
-                } else {
-                    2
-                };
+                let per = if options.dtype == Dtype::F32 { 4 } else { 2 };
                 (params * per, None)
             }
             Format::Gguf | Format::Ollama => {
-                let plan = gguf::plan_model(src, req.options.quant)?;
+                let plan = gguf::plan_model(src, options.quant)?;
                 (plan.bytes, Some(plan))
             }
             Format::GgufLora => (src.lora()?.bytes(), None),
         };
-        let tokenizer = src.tokenizer_bytes();
+        // Only the merged folder carries the tokenizer files; a GGUF holds its vocabulary (in
+        // the plan's bytes) and an adapter uses the base model's.
+        let tokenizer = match options.format {
+            Format::Merged => src.tokenizer_bytes(),
+            _ => 0,
+        };
         Ok(Self {
             bytes: bytes + tokenizer,
             model,

@@ -263,15 +263,13 @@ pub fn write_lora(
     let lora = src.lora()?;
     let cfg = &src.config;
     let arch = Arch::of(cfg);
-    let base_ty = match quant {
-        Quant::F32 | Quant::F16 | Quant::Bf16 | Quant::Q8_0 => quant.base_type(),
-        other => {
-            return Err(ExportError::Invalid(format!(
-                "a GGUF LoRA adapter is written in f32, f16, bf16 or q8_0, not {}",
-                other.label()
-            )))
-        }
-    };
+    if !crate::Format::GgufLora.quants().contains(&quant) {
+        return Err(ExportError::Invalid(format!(
+            "a GGUF LoRA adapter is written in f16, q8_0, bf16 or f32, not {}",
+            quant.label()
+        )));
+    }
+    let base_ty = quant.base_type();
     let mut metadata = general(src, &arch, "adapter", quant);
     metadata.push(("adapter.type".into(), Value::Str("lora".into())));
     // llama.cpp scales by alpha / rank; rsLoRA's alpha / √rank is written as such an alpha.
