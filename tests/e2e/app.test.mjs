@@ -4,7 +4,7 @@
 //   TAURI_DRIVER  path of the tauri-driver binary
 //   E2E_ARTIFACTS folder for screenshots
 // Each test saves a screenshot there.
-import { after, before, describe, test } from "node:test";
+import { after, afterEach, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import fs from "node:fs";
@@ -114,7 +114,14 @@ before(async () => {
     fakeHub.once("error", reject);
   });
   driver = spawn(DRIVER, ["--port", String(PORT)], {
-    env: { ...process.env, DOCTUNE_HOME: home, HF_ENDPOINT: endpoint, DOCTUNE_E2E_INBOX: INBOX },
+    // XDG_DATA_HOME: the freedesktop trash a deleted project goes to, inside the test's folder.
+    env: {
+      ...process.env,
+      DOCTUNE_HOME: home,
+      HF_ENDPOINT: endpoint,
+      DOCTUNE_E2E_INBOX: INBOX,
+      XDG_DATA_HOME: path.join(work, "xdg-data"),
+    },
     stdio: ["ignore", "inherit", "inherit"],
   });
   const exited = new Promise((_, reject) => {
@@ -148,12 +155,30 @@ after(async () => {
   }
 });
 
+/** The app's listening sockets other than the automation socket WebDriver asked for. */
+function unexpectedListeners() {
+  const pids = appProcessTree(APP);
+  assert.ok(pids.length >= 1, "the app process was not found");
+  const allowed = new Set(pids.map(inspectorServerPort).filter((p) => p !== null));
+  return listeningSockets(pids).filter((s) => !(s.proto.startsWith("tcp") && allowed.has(portOf(s.local))));
+}
+
 describe("DocTune window", () => {
+  // The no-listener promise holds through the whole flow: checked after every step, while the
+  // step's jobs (extraction, a pull, training, an export, the demo) may still be running.
+  afterEach(() => {
+    if (browser) assert.deepEqual(unexpectedListeners(), [], "a listening socket appeared during this step");
+  });
+
   test("opens with its title and the Documents view", async () => {
     const view = await browser.$('[data-testid="documents-view"]');
     await view.waitForDisplayed({ timeout: 20_000 });
     assert.equal(await browser.getTitle(), "DocTune");
-    assert.match(await view.getText(), /Create or open a project/);
+    // The empty state says what to do and offers it: "New project" puts the cursor in the name.
+    const empty = await browser.$('[data-testid="no-project"]');
+    assert.match(await empty.getText(), /Create a project for your documents/);
+    await browser.$('[data-testid="no-project-new-project"]').click();
+    assert.equal(await browser.execute(() => document.activeElement?.id), "new-project-name");
     await shot("01-start");
   });
 
@@ -214,6 +239,26 @@ describe("DocTune window", () => {
     await text.waitForDisplayed({ timeout: 10_000 });
     assert.equal(await text.getText(), "Safety\n\nWear goggles.");
     await shot("03b-extracted");
+  });
+
+  test("a document is removed with its copy, after a confirmation", async () => {
+    const src = path.join(work, "src");
+    fs.writeFileSync(path.join(src, "old.md"), "# Old\n\nOut of date.\n");
+    const report = await dropPaths([path.join(src, "old.md")]);
+    assert.equal(report.added.length, 1, JSON.stringify(report));
+    const docs = path.join(work, "doctune-home", "projects", "lab-handbook", "documents");
+    assert.ok(fs.existsSync(path.join(docs, "old.md")));
+    const rows = await browser.$$('[data-testid="document-row"]');
+    assert.equal(rows.length, 3);
+    await rows[2].$('[data-testid="document-remove"]').click();
+    await rows[2].$('[data-testid="document-remove-yes"]').click();
+    await browser.waitUntil(async () => (await browser.$$('[data-testid="document-row"]').length) === 2, {
+      timeout: 10_000,
+    });
+    assert.match(await browser.$('[data-testid="remove-status"]').getText(), /Removed old\.md/);
+    assert.ok(!fs.existsSync(path.join(docs, "old.md")), "the copy is gone");
+    assert.ok(fs.existsSync(path.join(src, "old.md")), "the original is untouched");
+    assert.deepEqual((await documentRows()).map((r) => r.name), ["notes.md", "manual.pdf"]);
   });
 
   test("bad paths show a clear error naming the file", async () => {
@@ -297,6 +342,9 @@ describe("DocTune window", () => {
     await row.waitForDisplayed({ timeout: 10_000 });
     const cells = await row.$$("td").map((c) => c.getText());
     assert.deepEqual(cells.slice(0, 4), ["tiny-model", "Llama", "792", "F32"]);
+    // Whether fine-tuning it fits this machine, from Rust's memory estimate.
+    const fit = row.$('[data-testid="model-fit"]');
+    await browser.waitUntil(async () => /✓ LoRA · ✓ full/.test(await fit.getText()), { timeout: 10_000 });
     // A folder with only a pickle is refused with the reason.
     const pickle = path.join(work, "pickle-model");
     fs.mkdirSync(pickle);
@@ -458,12 +506,16 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="export-view"]').waitForDisplayed({ timeout: 10_000 });
     await browser.$('[data-testid="export-format"]').selectByAttribute("value", "gguf");
     await browser.$('[data-testid="export-quant"]').selectByAttribute("value", "q8_0");
+    // The expected size and the free space, before anything is written.
+    const estimate = browser.$('[data-testid="export-estimate"]');
+    await browser.waitUntil(async () => /About \d.* free/.test(await estimate.getText()), { timeout: 10_000 });
     await browser.$('[data-testid="export-start"]').click();
     const done = browser.$('[data-testid="export-done"]');
     await done.waitForDisplayed({ timeout: 60_000 });
     const files = await browser.$$('[data-testid="export-file"]').map((f) => f.getText());
     assert.ok(files.some((f) => /^\S+\.gguf/.test(f)), files.join(" | "));
     assert.ok(files.some((f) => /manifest\.json|README\.md/.test(f)), files.join(" | "));
+    assert.ok(await browser.$('[data-testid="export-show"]').isExisting(), "each export has Show in folder");
     await shot("11b-export");
     await browser.$('[data-testid="nav-documents"]').click();
   });
@@ -487,16 +539,37 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("a project is renamed, then deleted to the trash after a confirmation", async () => {
+    await browser.$('[data-testid="new-project-name"]').setValue("Scratch pad");
+    await browser.$('[data-testid="create-project"]').click();
+    const actions = browser.$('[data-testid="project-actions"]');
+    await actions.waitForDisplayed({ timeout: 10_000 });
+    await browser.$('[data-testid="rename-project"]').click();
+    const input = browser.$('[data-testid="rename-input"]');
+    await input.clearValue();
+    await input.setValue("Scratch pad, old");
+    await browser.$('[data-testid="rename-save"]').click();
+    const names = async () => browser.$$('[data-testid="project-item"]').map((i) => i.getText());
+    await browser.waitUntil(async () => (await names()).some((n) => /Scratch pad, old/.test(n)), { timeout: 10_000 });
+    await browser.$('[data-testid="delete-project"]').click();
+    const confirm = browser.$('[data-testid="delete-confirm"]');
+    assert.match(await confirm.getText(), /Move “Scratch pad, old” .* to the trash\?/);
+    await shot("13-delete-confirm");
+    await browser.$('[data-testid="delete-trash"]').click();
+    const notice = browser.$('[data-testid="notice"]');
+    await notice.waitForDisplayed({ timeout: 10_000 });
+    assert.match(await notice.getText(), /“Scratch pad, old” was moved to the trash/);
+    assert.ok(!(await names()).some((n) => /Scratch pad/.test(n)));
+    // In the freedesktop trash, whole, where the file manager can restore it.
+    const trashed = path.join(work, "xdg-data", "Trash", "files", "scratch-pad");
+    assert.ok(fs.existsSync(path.join(trashed, "project.json")), `${trashed} is not in the trash`);
+  });
+
   test("under WebDriver, the app listens only on the automation socket WebDriver asked for", async () => {
     // WebKitWebDriver drives the browser through WebKit's inspector server, which it asks for
     // with WEBKIT_INSPECTOR_SERVER; that socket is the harness's. standalone.test.mjs proves the
     // app started normally listens on nothing at all.
-    const pids = appProcessTree(APP);
-    assert.ok(pids.length >= 1, "the app process was not found");
-    const allowed = new Set(pids.map(inspectorServerPort).filter((p) => p !== null));
-    const listening = listeningSockets(pids).filter(
-      (s) => !(s.proto.startsWith("tcp") && allowed.has(portOf(s.local))),
-    );
+    const listening = unexpectedListeners();
     assert.deepEqual(listening, [], `listening sockets: ${JSON.stringify(listening)}`);
   });
 });

@@ -154,6 +154,22 @@ export function asApiError(e: unknown): ApiError {
 export const listProjects = () => invoke<ProjectSummary[]>("list_projects");
 export const createProject = (name: string) => invoke<ProjectSummary>("create_project", { name });
 export const openProject = (id: string) => invoke<Project>("open_project", { id });
+/** Renames a project; its id (folder) stays. */
+export const renameProject = (id: string, name: string) => invoke<ProjectSummary>("rename_project", { id, name });
+/** How a project is deleted: to the OS trash, or for good. */
+export type Deletion = "trash" | "permanent";
+/** Deletes a project; returns its name. Refused while a job works in it. */
+export const deleteProject = (id: string, how: Deletion) => invoke<string>("delete_project", { id, how });
+/** Removes one document (its copy and extracted text); returns the project as it is now. */
+export const removeDocument = (id: string, sha256: string) => invoke<Project>("remove_document", { id, sha256 });
+/** A folder of a project, as "show in folder" names it; Rust resolves and opens it. */
+export type Folder =
+  | { kind: "project" }
+  | { kind: "documents" }
+  | { kind: "dataset"; id: string }
+  | { kind: "run"; id: string }
+  | { kind: "export"; id: string };
+export const showInFolder = (id: string, folder: Folder) => invoke<void>("show_in_folder", { id, folder });
 /**
  * A file or folder the user dropped on the window or chose in a dialog, as Rust granted it: the
  * UI passes the id back; it never sends a path of its own.
@@ -203,6 +219,8 @@ export interface ModelEntry {
   parameters: number;
   sizeBytes: number;
   addedAt: string;
+  /** The licence the model card names. */
+  license?: string;
 }
 
 export const tokenStatus = () => invoke<TokenStatus>("token_status");
@@ -210,6 +228,18 @@ export const setToken = (token: string) => invoke<void>("set_token", { token });
 export const deleteToken = () => invoke<void>("delete_token");
 export const testToken = () => invoke<string>("test_token");
 export const listModels = () => invoke<ModelEntry[]>("list_models");
+/** Whether fine-tuning a model fits this machine (`doctune_api::train::ModelFit`). */
+export interface ModelFit {
+  device: string;
+  precision: string;
+  seqLen: number;
+  availableBytes: number;
+  loraBytes: number;
+  loraFits: boolean;
+  fullBytes: number;
+  fullFits: boolean;
+}
+export const modelFit = (model: string) => invoke<ModelFit>("model_fit", { model });
 export const cancelJob = (id: string) => invoke<boolean>("cancel_job", { id });
 export const chooseModelFolder = () => invoke<GrantedPath | null>("choose_model_folder");
 export const importModel = (grant: string, copy: boolean) =>
@@ -597,3 +627,18 @@ export interface ExportInfo {
 export const startExport = (id: string, run: string, options: ExportOptions, onEvent: (e: JobEvent) => void) =>
   invoke<string>("start_export", { id, run, options, onEvent: channelFor(onEvent) });
 export const listExports = (id: string) => invoke<ExportInfo[]>("list_exports", { id });
+/** An export format with the GGUF types (first = default) and dtypes it takes (`FormatInfo`). */
+export interface FormatInfo {
+  format: ExportFormat;
+  label: string;
+  quants: Quant[];
+  dtypes: Dtype[];
+}
+export const exportFormats = () => invoke<FormatInfo[]>("export_formats");
+/** An export's expected size, and the free space where it goes. */
+export interface ExportEstimate {
+  bytes: number;
+  freeBytes: number | null;
+}
+export const exportEstimate = (id: string, run: string, options: ExportOptions) =>
+  invoke<ExportEstimate>("export_estimate", { id, run, options });

@@ -1,0 +1,25 @@
+/**
+ * What an empty state may offer: moving to another view, starting the built-in demo, or
+ * creating a project. App provides it (Svelte context) so every view's empty state can offer
+ * the action it names instead of only naming it.
+ */
+import { getContext, setContext } from "svelte";
+
+export type View = "documents" | "dataset" | "models" | "train" | "playground" | "export" | "system" | "settings";
+
+export interface Nav {
+  go(view: View): void;
+  tryDemo(): void;
+  newProject(): void;
+}
+
+const KEY = Symbol("doctune.nav");
+
+export function provideNav(nav: Nav): void {
+  setContext(KEY, nav);
+}
+
+/** The app's navigation; a no-op outside App (a view rendered alone in a unit test). */
+export function useNav(): Nav {
+  return getContext<Nav | undefined>(KEY) ?? { go() {}, tryDemo() {}, newProject() {} };
+}
