@@ -5,6 +5,7 @@
 use crate::grants::GrantedPath;
 use crate::AppState;
 use doctune_api::dataset::{self, AppDatasetRequest};
+use doctune_api::preferences::{self, Preferences};
 use doctune_api::train::{self, AppTrainRequest};
 use doctune_api::{
     generate, models, projects, token, AddReport, ApiError, CancelToken, DatasetSummary,
@@ -148,6 +149,17 @@ pub fn doctor(state: State<'_, AppState>) -> DoctorReport {
 pub fn model_fit(state: State<'_, AppState>, model: String) -> Result<train::ModelFit, ApiError> {
     models::require_in_library(&state.home, &model)?;
     train::fit(&state.home, &model, &state.gpus.list())
+}
+
+/// The person's defaults (training device and precision).
+#[tauri::command]
+pub fn get_preferences(state: State<'_, AppState>) -> Result<Preferences, ApiError> {
+    preferences::read(&state.home)
+}
+
+#[tauri::command]
+pub fn set_preferences(state: State<'_, AppState>, prefs: Preferences) -> Result<(), ApiError> {
+    preferences::write(&state.home, &prefs)
 }
 
 #[tauri::command]
@@ -302,7 +314,7 @@ pub fn start_training(
     on_event: Channel<JobEvent>,
 ) -> Result<JobId, ApiError> {
     let dir = projects::dir_of(&state.home, &id)?;
-    let config = request.resolve(&state.home, &dir)?;
+    let config = request.resolve(&state.home, &dir, &state.gpus.list())?;
     let home = state.home.clone();
     let sink = Arc::new(move |e: JobEvent| {
         let _ = on_event.send(e);
@@ -351,7 +363,7 @@ pub fn train_estimate(
     request: AppTrainRequest,
 ) -> Result<train::EstimateReport, ApiError> {
     let dir = projects::dir_of(&state.home, &id)?;
-    train::estimate(&request.resolve(&state.home, &dir)?)
+    train::estimate(&request.resolve(&state.home, &dir, &state.gpus.list())?)
 }
 
 /// The settings a run of `request` would use (defaults or the preset, with the person's
@@ -362,7 +374,17 @@ pub fn train_settings(
     id: String,
     request: AppTrainRequest,
 ) -> Result<train::RunConfig, ApiError> {
-    request.resolve(&state.home, &projects::dir_of(&state.home, &id)?)
+    request.resolve(
+        &state.home,
+        &projects::dir_of(&state.home, &id)?,
+        &state.gpus.list(),
+    )
+}
+
+/// The training presets, with their labels and what each does.
+#[tauri::command]
+pub fn train_presets() -> Vec<train::PresetInfo> {
+    train::presets()
 }
 
 /// The dataset builder's defaults (`BuildOptions::default`), which the Dataset view starts from.

@@ -80,6 +80,32 @@ fn commands_work_over_ipc_and_errors_have_the_wire_shape() {
     let doctor = invoke(&w, "doctor", json!({})).unwrap();
     assert!(doctor["system"]["logicalCores"].as_u64().unwrap() >= 1);
 
+    // Presets and preferences: Rust's, with their rules.
+    let presets = invoke(&w, "train_presets", json!({})).unwrap();
+    assert_eq!(presets[0]["preset"], "quick");
+    assert_eq!(presets.as_array().unwrap().len(), 3);
+    assert_eq!(
+        invoke(&w, "get_preferences", json!({})).unwrap(),
+        json!({"device": null, "precision": null})
+    );
+    invoke(
+        &w,
+        "set_preferences",
+        json!({"prefs": {"device": "cpu", "precision": "f32"}}),
+    )
+    .unwrap();
+    assert_eq!(
+        invoke(&w, "get_preferences", json!({})).unwrap()["device"],
+        "cpu"
+    );
+    let err = invoke(
+        &w,
+        "set_preferences",
+        json!({"prefs": {"device": "cpu", "precision": "bf16"}}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+
     // Rename keeps the id; remove_document names the missing document; delete takes its mode
     // from the wire (`trash` / `permanent`).
     let r = invoke(
@@ -440,7 +466,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 40, "{commands:?}");
+    assert_eq!(commands.len(), 43, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

@@ -7,6 +7,7 @@
 //! <home>/hub/             models pulled from the Hub, in Hugging Face's cache layout
 //! <home>/models/<id>/     private copies of imported model folders
 //! <home>/models.json      the model library
+//! <home>/preferences.json the person's defaults (training device and precision)
 //! <home>/demo/            the built-in demo's documents, written out to be added
 //! <home>/.lock            held while models.json changes
 //! ```
@@ -67,5 +68,10 @@ impl Home {
     /// The model library.
     pub fn library_file(&self) -> PathBuf {
         self.root.join("models.json")
+    }
+
+    /// The person's defaults ([`crate::preferences`]).
+    pub fn preferences_file(&self) -> PathBuf {
+        self.root.join("preferences.json")
     }
 }

@@ -37,6 +37,7 @@ pub mod ingest;
 mod jobs;
 mod lock;
 pub mod models;
+pub mod preferences;
 pub mod project_file;
 pub mod projects;
 mod qa;

@@ -176,14 +176,44 @@ pub struct AppTrainRequest {
 
 impl AppTrainRequest {
     /// The run configuration, with the model checked against the library and resolved to its
-    /// folder, and the dataset resolved under the project's `datasets/`.
-    pub fn resolve(&self, home: &Home, project_dir: &Path) -> Result<RunConfig, ApiError> {
+    /// folder, the dataset resolved under the project's `datasets/`, and the device and
+    /// precision, when the request names none, from the person's preferences (`gpus`: this
+    /// machine's).
+    pub fn resolve(
+        &self,
+        home: &Home,
+        project_dir: &Path,
+        gpus: &[doctune_gpu::GpuInfo],
+    ) -> Result<RunConfig, ApiError> {
         crate::models::require_in_library(home, &self.model)?;
         let dataset = crate::dataset::dir_of(project_dir, &self.dataset)?;
-        let mut config = settings(&dataset, self.preset, &self.overrides)?;
+        let mut overrides = self.overrides.clone();
+        crate::preferences::apply(home, gpus, &mut overrides);
+        let mut config = settings(&dataset, self.preset, &overrides)?;
         config.base_model = resolve_model(home, &self.model)?;
         Ok(config)
     }
+}
+
+/// A preset as the Train view offers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresetInfo {
+    pub preset: Preset,
+    pub label: &'static str,
+    pub description: &'static str,
+}
+
+/// Every preset, quickest first.
+pub fn presets() -> Vec<PresetInfo> {
+    Preset::ALL
+        .iter()
+        .map(|&preset| PresetInfo {
+            preset,
+            label: preset.label(),
+            description: preset.description(),
+        })
+        .collect()
 }
 
 /// A preset's settings for a dataset of the project.
@@ -229,7 +259,8 @@ pub fn available_memory(device: DeviceKind) -> u64 {
 
 /// Whether fine-tuning a model fits this machine, before any dataset exists: the memory
 /// estimate of the Balanced preset (LoRA) and of full fine-tuning, at the dataset builder's
-/// default sequence length, on the device a run would use by default.
+/// default sequence length, on the device a run would use by default (the person's preference,
+/// else the best available: [`crate::preferences::training_device`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelFit {
@@ -243,30 +274,11 @@ pub struct ModelFit {
     pub full_fits: bool,
 }
 
-/// The device a run uses unless told otherwise: the first NVIDIA GPU or Apple GPU this build
-/// can use, else the CPU; in bf16 where the GPU has it, f16 on an older GPU, f32 on the CPU.
-pub fn default_device(gpus: &[doctune_gpu::GpuInfo]) -> (DeviceKind, Precision) {
-    let options = crate::doctor::devices(gpus);
-    let pick = [DeviceKind::Cuda, DeviceKind::Metal]
-        .into_iter()
-        .find_map(|d| options.iter().find(|o| o.device == d && o.available));
-    match pick {
-        Some(o) => {
-            let p = [Precision::Bf16, Precision::F16]
-                .into_iter()
-                .find(|p| o.precisions.contains(p))
-                .unwrap_or(Precision::F32);
-            (o.device, p)
-        }
-        None => (DeviceKind::Cpu, Precision::F32),
-    }
-}
-
 /// See [`ModelFit`]; `model` is a library id or a model folder.
 pub fn fit(home: &Home, model: &str, gpus: &[doctune_gpu::GpuInfo]) -> Result<ModelFit, ApiError> {
     let dir = resolve_model(home, model)?;
     let cfg = doctune_models::ModelConfig::load(&dir)?;
-    let (device, precision) = default_device(gpus);
+    let (device, precision) = crate::preferences::training_device(home, gpus);
     let seq_len = doctune_dataset::BuildOptions::default().seq_len;
     let base = RunConfig {
         device,

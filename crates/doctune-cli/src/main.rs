@@ -223,7 +223,11 @@ fn train(cli: &Cli, home: &Home, t: &TrainCli) -> Result<(), ApiError> {
                 ));
             };
             let dataset = train::resolve_dataset(&dir, dataset)?;
-            let mut config = train::settings(&dataset, a.preset(), &a.overrides()?)?;
+            // --device/--precision, else the preferences the app saved, else the best device.
+            let mut overrides = a.overrides()?;
+            let gpus = doctune_api::Gpus::init().list();
+            doctune_api::preferences::apply(home, &gpus, &mut overrides);
+            let mut config = train::settings(&dataset, a.preset(), &overrides)?;
             config.base_model = model.into();
             let mut started = |p: &std::path::Path| print_run_dir(json, p);
             train::start(home, &dir, config, &sink, &CancelToken::new(), &mut started)?

@@ -230,6 +230,27 @@ impl std::str::FromStr for Preset {
 }
 
 impl Preset {
+    /// Every preset, quickest first.
+    pub const ALL: [Preset; 3] = [Preset::Quick, Preset::Balanced, Preset::Thorough];
+
+    /// Its name for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Preset::Quick => "Quick",
+            Preset::Balanced => "Balanced",
+            Preset::Thorough => "Thorough",
+        }
+    }
+
+    /// What it does, in a line.
+    pub fn description(self) -> &'static str {
+        match self {
+            Preset::Quick => "one epoch, LoRA rank 8 on q and v: a first look",
+            Preset::Balanced => "two epochs, LoRA rank 16 on the attention projections",
+            Preset::Thorough => "three epochs, LoRA rank 32 on every projection",
+        }
+    }
+
     /// `base` with this preset's method and schedule, for a training split of `examples`.
     pub fn apply(self, base: &RunConfig, examples: usize) -> RunConfig {
         self.apply_with_steps(base, examples, None)
