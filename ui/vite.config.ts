@@ -2,9 +2,11 @@
 // server configuration: DocTune never serves its UI over HTTP, not even while developing.
 import { defineConfig } from "vitest/config";
 import { svelte } from "@sveltejs/vite-plugin-svelte";
+import { svelteTesting } from "@testing-library/svelte/vite";
 
 export default defineConfig({
-  plugins: [svelte()],
+  // svelteTesting: Svelte's browser build and cleanup between tests, under Vitest only.
+  plugins: process.env.VITEST ? [svelte(), svelteTesting()] : [svelte()],
   clearScreen: false,
   build: {
     target: "safari15",
@@ -15,6 +17,8 @@ export default defineConfig({
   },
   test: {
     include: ["src/**/*.test.ts"],
+    // Pure functions run in Node; the views' tests (*.view.test.ts) in jsdom, with Tauri's IPC
+    // mocked (src/test/ipc.ts).
     environment: "node",
   },
 });

@@ -19,6 +19,11 @@ export function provideNav(nav: Nav): void {
   setContext(KEY, nav);
 }
 
+/** A component context holding `nav`, for rendering a view alone (unit tests). */
+export function navContext(nav: Nav): Map<symbol, Nav> {
+  return new Map([[KEY, nav]]);
+}
+
 /** The app's navigation; a no-op outside App (a view rendered alone in a unit test). */
 export function useNav(): Nav {
   return getContext<Nav | undefined>(KEY) ?? { go() {}, tryDemo() {}, newProject() {} };
