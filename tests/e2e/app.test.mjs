@@ -454,7 +454,7 @@ describe("DocTune window", () => {
     assert.deepEqual(precisions, ["f32"]);
     await browser.$('[data-testid="train-start"]').click();
     const run = browser.$('[data-testid="train-run"]');
-    await browser.waitUntil(async () => /6 steps · done/.test(await run.getText().catch(() => "")), {
+    await browser.waitUntil(async () => /step 6\/6 · done/.test(await run.getText().catch(() => "")), {
       timeout: 60_000,
     });
     const points = await browser.$('[data-testid="train-line"]').getAttribute("points");

@@ -223,6 +223,13 @@ export interface ModelEntry {
   license?: string;
 }
 
+/** The person's defaults (`doctune_api::preferences::Preferences`); null: the best available. */
+export interface Preferences {
+  device: DeviceKind | null;
+  precision: Precision | null;
+}
+export const getPreferences = () => invoke<Preferences>("get_preferences");
+export const setPreferences = (prefs: Preferences) => invoke<void>("set_preferences", { prefs });
 export const tokenStatus = () => invoke<TokenStatus>("token_status");
 export const setToken = (token: string) => invoke<void>("set_token", { token });
 export const deleteToken = () => invoke<void>("delete_token");
@@ -533,6 +540,13 @@ export const resumeTraining = (id: string, run: string, onEvent: (e: JobEvent) =
 export const listRuns = (id: string) => invoke<RunInfo[]>("list_runs", { id });
 export const runHistory = (id: string, run: string) => invoke<MetricsLine[]>("run_history", { id, run });
 /** The full settings a request would run with (defaults or preset, then the choices). */
+/** A training preset (`doctune_api::train::PresetInfo`). */
+export interface PresetInfo {
+  preset: "quick" | "balanced" | "thorough";
+  label: string;
+  description: string;
+}
+export const trainPresets = () => invoke<PresetInfo[]>("train_presets");
 export const trainSettings = (id: string, request: TrainRequest) => invoke<RunConfig>("train_settings", { id, request });
 /** The project's documents an instruction dataset can be built from. */
 export const listInstructionDocuments = (id: string) =>
