@@ -9,8 +9,8 @@ use doctune_api::preferences::{self, Preferences};
 use doctune_api::train::{self, AppTrainRequest};
 use doctune_api::{
     generate, models, projects, token, AddReport, ApiError, CancelToken, DatasetSummary,
-    DoctorReport, GenerateRequest, JobEvent, JobId, Limits, ModelEntry, PreviewExample, Project,
-    ProjectSummary, Sensitive, TokenStatus,
+    DoctorReport, GenerateRequest, Home, JobEvent, JobId, Limits, ModelEntry, PreviewExample,
+    Project, ProjectSummary, Sensitive, TokenStatus,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -149,6 +149,40 @@ pub fn doctor(state: State<'_, AppState>) -> DoctorReport {
 pub fn model_fit(state: State<'_, AppState>, model: String) -> Result<train::ModelFit, ApiError> {
     models::require_in_library(&state.home, &model)?;
     train::fit(&state.home, &model, &state.gpus.list())
+}
+
+/// The data folder in use, where it came from, and what the next start will use.
+#[tauri::command]
+pub fn data_folder(state: State<'_, AppState>) -> doctune_api::DataFolder {
+    state.home.data_folder()
+}
+
+/// Asks for a folder (a native dialog, opened from Rust) and makes it the data folder from the
+/// next start on; `reset` goes back to the OS default instead. Nothing is moved.
+#[tauri::command]
+pub async fn choose_data_folder<R: tauri::Runtime>(
+    window: tauri::Window<R>,
+    state: State<'_, AppState>,
+    reset: bool,
+) -> Result<doctune_api::DataFolder, ApiError> {
+    if reset {
+        Home::choose_for_next_start(None)?;
+    } else {
+        let picked = match test_choice() {
+            Some(p) => p.into_iter().next(),
+            None => window
+                .dialog()
+                .file()
+                .set_parent(&window)
+                .set_title("Choose where DocTune keeps its data")
+                .blocking_pick_folder()
+                .and_then(|p| p.into_path().ok()),
+        };
+        if let Some(folder) = picked {
+            Home::choose_for_next_start(Some(&folder))?;
+        }
+    }
+    Ok(state.home.data_folder())
 }
 
 /// The person's defaults (training device and precision).
@@ -339,6 +373,17 @@ pub fn resume_training(
     Ok(state.jobs.start("train", sink, move |sink, cancel| {
         train::resume(&dir, sink, cancel)
     }))
+}
+
+/// Deletes run `run` of project `id` (to the OS trash unless `how` says `permanent`).
+#[tauri::command]
+pub fn delete_run(
+    state: State<'_, AppState>,
+    id: String,
+    run: String,
+    how: projects::Deletion,
+) -> Result<(), ApiError> {
+    train::delete_run(&projects::dir_of(&state.home, &id)?, &run, how)
 }
 
 #[tauri::command]

@@ -80,6 +80,10 @@ fn commands_work_over_ipc_and_errors_have_the_wire_shape() {
     let doctor = invoke(&w, "doctor", json!({})).unwrap();
     assert!(doctor["system"]["logicalCores"].as_u64().unwrap() >= 1);
 
+    // The data folder in use: the test's, named as such.
+    let folder = invoke(&w, "data_folder", json!({})).unwrap();
+    assert_eq!(folder["path"], d.path().display().to_string(), "{folder}");
+
     // Presets and preferences: Rust's, with their rules.
     let presets = invoke(&w, "train_presets", json!({})).unwrap();
     assert_eq!(presets[0]["preset"], "quick");
@@ -374,6 +378,21 @@ fn training_commands_take_ids_not_paths() {
             .contains("not a model of the library"),
         "{err}"
     );
+    // A run is deleted by id only, and a missing one is named.
+    let err = invoke(
+        &w,
+        "delete_run",
+        json!({"id": "p", "run": "../../x", "how": "trash"}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "invalidInput", "{err}");
+    let err = invoke(
+        &w,
+        "delete_run",
+        json!({"id": "p", "run": "run-1", "how": "trash"}),
+    )
+    .unwrap_err();
+    assert_eq!(err["code"], "notFound", "{err}");
 }
 
 #[test]
@@ -466,7 +485,7 @@ fn capability_grants_exactly_the_app_commands() {
         .step_by(2)
         .map(|c| format!("allow-{}", c.replace('_', "-")))
         .collect();
-    assert_eq!(commands.len(), 43, "{commands:?}");
+    assert_eq!(commands.len(), 46, "{commands:?}");
 
     let cap = read_json("capabilities/main.json");
     assert_eq!(cap["windows"], json!(["main"]));

@@ -75,7 +75,7 @@ pub use doctor::{doctor, DoctorReport};
 pub use documents::{add_documents, remove_document, AddFailure, AddReport, Duplicate, Limits};
 pub use error::ApiError;
 pub use generate::{GenerateRequest, GenerateResult, ModelCache};
-pub use home::Home;
+pub use home::{DataFolder, Home, HomeSource};
 pub use jobs::Jobs;
 pub use models::{ModelEntry, ModelSource};
 pub use project_file::DocumentEntry;

@@ -230,23 +230,27 @@ pub fn delete(home: &Home, id: &str, how: Deletion) -> Result<String, ApiError> 
     // Windows cannot move a folder with a file open in it; elsewhere the lock is held throughout.
     #[cfg(windows)]
     drop(_in_use);
+    remove_folder(&dir, &format!("project \"{name}\""), how)?;
+    tracing::info!("deleted project {id} ({how:?})");
+    Ok(name)
+}
+
+/// Moves `dir` (`what`, for messages: `project "Notes"`) to the OS trash, or removes it.
+pub(crate) fn remove_folder(dir: &Path, what: &str, how: Deletion) -> Result<(), ApiError> {
     match how {
-        Deletion::Trash => trash::delete(&dir).map_err(|e| {
+        Deletion::Trash => trash::delete(dir).map_err(|e| {
             ApiError::new(
                 Code::Internal,
                 format!(
-                    "cannot move project \"{name}\" ({}) to the trash: {e}; delete it \
-                     permanently instead",
+                    "cannot move {what} ({}) to the trash: {e}; delete it permanently instead",
                     dir.display()
                 ),
             )
         }),
         Deletion::Permanent => {
-            fs::remove_dir_all(&dir).map_err(|e| ApiError::io(&dir, "cannot delete", &e))
+            fs::remove_dir_all(dir).map_err(|e| ApiError::io(dir, "cannot delete", &e))
         }
-    }?;
-    tracing::info!("deleted project {id} ({how:?})");
-    Ok(name)
+    }
 }
 
 /// A folder of a project the user may ask to see in the file manager.

@@ -222,6 +222,18 @@ pub fn preset(project_dir: &Path, dataset: &str, preset: Preset) -> Result<RunCo
     settings(&dir, Some(preset), &RunOverrides::default())
 }
 
+/// Deletes run `id` of the project in `project_dir` — to the OS trash, or for good — after its
+/// job has stopped: refused while any job works in the project. Its exports stay.
+pub fn delete_run(
+    project_dir: &Path,
+    id: &str,
+    how: crate::projects::Deletion,
+) -> Result<(), ApiError> {
+    let dir = run_dir(project_dir, id)?;
+    let _in_use = InUse::exclusive(project_dir, "delete the run")?;
+    crate::projects::remove_folder(&dir, &format!("run {id}"), how)
+}
+
 /// The run folder of run `id` of a project (confined to its `runs/`).
 pub fn run_dir(project_dir: &Path, id: &str) -> Result<PathBuf, ApiError> {
     let p = ProjectDir::open(project_dir)?.item(Area::Runs, id)?;

@@ -1328,6 +1328,22 @@ fn runs_are_started_listed_and_redrawn() {
     let e = export::export(&h, &loose, &opts, None, &NullSink, &CancelToken::new()).unwrap_err();
     assert_eq!(e.code, Code::InvalidInput);
     assert!(e.message.contains("--out"), "{}", e.message);
+
+    // A run is deleted only while no job works in the project; its exports stay.
+    fs::rename(&loose, &run_dir).unwrap();
+    let job = job_in(&dir);
+    let e = train::delete_run(&dir, &id, projects::Deletion::Permanent).unwrap_err();
+    assert!(e.message.contains("delete the run"), "{}", e.message);
+    drop(job);
+    train::delete_run(&dir, &id, projects::Deletion::Permanent).unwrap();
+    assert!(!run_dir.exists());
+    assert_eq!(export::list(&dir).unwrap().len(), 1);
+    assert_eq!(
+        train::delete_run(&dir, &id, projects::Deletion::Permanent)
+            .unwrap_err()
+            .code,
+        Code::NotFound
+    );
 }
 
 /// This crate's folder, read when the test runs (cargo sets it then too): a test binary that
