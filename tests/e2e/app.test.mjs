@@ -523,6 +523,24 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="nav-documents"]').click();
   });
 
+  test("a finished run is deleted to the trash after a confirmation; its export stays", async () => {
+    await browser.$('[data-testid="nav-train"]').click();
+    await browser.$('[data-testid="train-view"]').waitForDisplayed({ timeout: 10_000 });
+    const runs = path.join(work, "doctune-home", "projects", "lab-handbook", "runs");
+    const before = fs.readdirSync(runs).filter((n) => !n.startsWith("."));
+    assert.equal(before.length, 1, before.join(", "));
+    await browser.$('[data-testid="train-delete"]').click();
+    await browser.$('[data-testid="train-discard-yes"]').click();
+    await browser.waitUntil(async () => /moved to the trash/.test(await browser.$('[data-testid="train-warning"]').getText().catch(() => "")), {
+      timeout: 10_000,
+    });
+    assert.deepEqual(fs.readdirSync(runs).filter((n) => !n.startsWith(".")), []);
+    assert.ok(fs.existsSync(path.join(work, "xdg-data", "Trash", "files", before[0])), "the run is in the trash");
+    const exports = path.join(work, "doctune-home", "projects", "lab-handbook", "exports");
+    assert.equal(fs.readdirSync(exports).filter((n) => !n.startsWith(".")).length, 1);
+    await browser.$('[data-testid="nav-documents"]').click();
+  });
+
   test("Try the demo trains a model from scratch and the Train view shows its run live", async () => {
     await browser.$('[data-testid="try-demo"]').click();
     // The demo creates its project, extracts its guide, trains a tokenizer and a tiny model,

@@ -228,6 +228,15 @@ export interface Preferences {
   device: DeviceKind | null;
   precision: Precision | null;
 }
+/** The data folder in use, where it came from, and what the next start will use. */
+export interface DataFolder {
+  path: string;
+  source: "env" | "chosen" | "default";
+  next: string | null;
+}
+export const dataFolder = () => invoke<DataFolder>("data_folder");
+/** Opens a folder dialog (from Rust) for the next start's data folder; `reset`: the OS default. */
+export const chooseDataFolder = (reset: boolean) => invoke<DataFolder>("choose_data_folder", { reset });
 export const getPreferences = () => invoke<Preferences>("get_preferences");
 export const setPreferences = (prefs: Preferences) => invoke<void>("set_preferences", { prefs });
 export const tokenStatus = () => invoke<TokenStatus>("token_status");
@@ -538,6 +547,8 @@ export const startTraining = (id: string, request: TrainRequest, onEvent: (e: Jo
 export const resumeTraining = (id: string, run: string, onEvent: (e: JobEvent) => void) =>
   invoke<string>("resume_training", { id, run, onEvent: channelFor(onEvent) });
 export const listRuns = (id: string) => invoke<RunInfo[]>("list_runs", { id });
+/** Deletes a run (to the OS trash unless `how` is "permanent"); refused while a job works in the project. */
+export const deleteRun = (id: string, run: string, how: Deletion) => invoke<void>("delete_run", { id, run, how });
 export const runHistory = (id: string, run: string) => invoke<MetricsLine[]>("run_history", { id, run });
 /** The full settings a request would run with (defaults or preset, then the choices). */
 /** A training preset (`doctune_api::train::PresetInfo`). */

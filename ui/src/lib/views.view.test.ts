@@ -186,6 +186,35 @@ describe("Train", () => {
   });
 });
 
+describe("Train, with a run", () => {
+  const handlers = (runs: RunInfo[]) => ({
+    list_models: () => [model],
+    list_datasets: () => [{ id: "ds-1", path: "/data/projects/lab/datasets/ds-1", meta: { stats: { trainExamples: 12 } } }],
+    list_runs: () => runs,
+    run_history: () => [1, 2, 3].map((step) => ({ step, epoch: 1, loss: 3 - step / 10, lr: 2e-4, gradNorm: 1, tokensPerSec: 900, elapsedSecs: step })),
+    doctor: () => ({ gpus: [], devices: [{ device: "cpu", available: true, precisions: ["f32"] }], system: { cpu: "AMD EPYC", logicalCores: 2, totalMemoryBytes: 24e9, availableMemoryBytes: 20e9 } }),
+    train_presets: () => [
+      { preset: "quick", label: "Quick", description: "one epoch" },
+      { preset: "balanced", label: "Balanced", description: "two epochs" },
+    ],
+    train_settings: () => run.config,
+    train_estimate: () => ({ estimate: { weights: 1, trainable: 1, activations: 1, overhead: 1, total: 4 }, availableBytes: 8e9, fits: true, suggestions: [] }),
+    delete_run: () => null,
+  });
+
+  test("presets come from Rust; the chart draws the run's history; a run is deleted after a yes", async () => {
+    const m = ipc(handlers([run]));
+    render(TrainView, { props: { project: project([doc("a.md")]), demoJob: null } });
+    const preset = (await screen.findByTestId("train-preset")) as HTMLSelectElement;
+    await waitFor(() => expect([...preset.options].map((o) => o.textContent)).toEqual(["Quick", "Balanced"]));
+    await waitFor(() => expect(screen.getByTestId("train-line").getAttribute("points")?.trim().split(/\s+/)).toHaveLength(3));
+    await fireEvent.click(screen.getByTestId("train-delete"));
+    expect(m.last("delete_run")).toBeUndefined();
+    await fireEvent.click(screen.getByTestId("train-discard-yes"));
+    await waitFor(() => expect(m.last("delete_run")).toEqual({ id: "lab", run: "run-1", how: "trash" }));
+  });
+});
+
 describe("Playground", () => {
   test("without models, it offers the Models view and the demo", async () => {
     ipc({ list_models: () => [], list_runs: () => [] });
@@ -276,6 +305,7 @@ describe("Settings", () => {
       token_status: () => ({ stored: true, problem: null }),
       doctor: () => ({ dataDir: "/data", devices: [], gpus: [] }),
       get_preferences: () => ({ device: null, precision: null }),
+      data_folder: () => ({ path: "/data", source: "default", next: null }),
     });
     render(SettingsView);
     await fireEvent.click(await screen.findByTestId("theme-dark"));
@@ -301,6 +331,8 @@ test("Settings saves the training device, with only the precisions that device t
     }),
     get_preferences: () => ({ device: null, precision: null }),
     set_preferences: () => null,
+    data_folder: () => ({ path: "/home/u/.local/share/DocTune", source: "default", next: null }),
+    choose_data_folder: () => ({ path: "/home/u/.local/share/DocTune", source: "default", next: "/mnt/big/DocTune" }),
   });
   render(SettingsView);
   await waitFor(() => expect(screen.getByTestId("data-dir").textContent).toMatch(/DocTune/));
@@ -311,6 +343,10 @@ test("Settings saves the training device, with only the precisions that device t
   await waitFor(() => expect(m.last("set_preferences")).toEqual({ prefs: { device: "cuda", precision: null } }));
   const precision = screen.getByTestId("pref-precision") as HTMLSelectElement;
   expect([...precision.options].map((o) => o.textContent)).toEqual(["The device's best", "f32", "bf16", "f16"]);
+  // Another data folder, chosen in a dialog Rust opens, is said to take effect at the next start.
+  await fireEvent.click(screen.getByTestId("data-choose"));
+  await waitFor(() => expect(screen.getByTestId("data-next").textContent).toMatch(/\/mnt\/big\/DocTune/));
+  expect(m.last("choose_data_folder")).toEqual({ reset: false });
 });
 
 describe("LineChart", () => {
