@@ -139,6 +139,21 @@ fn test_choice() -> Option<Vec<PathBuf>> {
     None
 }
 
+/// A folder the user picks in a native dialog over `window` (the e2e build's stand-in answers
+/// instead); `None` when they cancel.
+fn pick_folder<R: tauri::Runtime>(window: &tauri::Window<R>, title: &str) -> Option<PathBuf> {
+    match test_choice() {
+        Some(p) => p.into_iter().next(),
+        None => window
+            .dialog()
+            .file()
+            .set_parent(window)
+            .set_title(title)
+            .blocking_pick_folder()
+            .and_then(|p| p.into_path().ok()),
+    }
+}
+
 #[tauri::command]
 pub fn doctor(state: State<'_, AppState>) -> DoctorReport {
     doctune_api::doctor(&state.home, &state.gpus)
@@ -168,17 +183,7 @@ pub async fn choose_data_folder<R: tauri::Runtime>(
     if reset {
         Home::choose_for_next_start(None)?;
     } else {
-        let picked = match test_choice() {
-            Some(p) => p.into_iter().next(),
-            None => window
-                .dialog()
-                .file()
-                .set_parent(&window)
-                .set_title("Choose where DocTune keeps its data")
-                .blocking_pick_folder()
-                .and_then(|p| p.into_path().ok()),
-        };
-        if let Some(folder) = picked {
+        if let Some(folder) = pick_folder(&window, "Choose where DocTune keeps its data") {
             Home::choose_for_next_start(Some(&folder))?;
         }
     }
@@ -252,16 +257,7 @@ pub async fn choose_model_folder<R: tauri::Runtime>(
     window: tauri::Window<R>,
     state: State<'_, AppState>,
 ) -> Result<Option<GrantedPath>, ApiError> {
-    let picked = match test_choice() {
-        Some(p) => p.into_iter().next(),
-        None => window
-            .dialog()
-            .file()
-            .set_parent(&window)
-            .set_title("Import a model folder")
-            .blocking_pick_folder()
-            .and_then(|p| p.into_path().ok()),
-    };
+    let picked = pick_folder(&window, "Import a model folder");
     Ok(picked.map(|p| state.grants.grant(window.label(), p)))
 }
 
