@@ -419,7 +419,7 @@ describe("DocTune window", () => {
     await browser.$('[data-testid="dataset-build"]').click();
     const stats = browser.$('[data-testid="dataset-stats"]');
     await stats.waitForDisplayed({ timeout: 30_000 });
-    assert.match(await stats.getText(), /1 bad rows/);
+    assert.match(await stats.getText(), /1 bad row\b/);
     const example = browser.$('[data-testid="dataset-example"]');
     await example.waitForDisplayed({ timeout: 10_000 });
     assert.match(await example.$("mark").getText(), /A local fine-tuning app\./);

@@ -142,6 +142,7 @@ describe("pipelineSteps", () => {
     expect(done[5]).toMatchObject({ state: "ready to export", todo: true });
   });
   it("without a project, says to open one", () => {
-    expect(pipelineSteps(null, false)[0].state).toBe("open a project");
+    expect(pipelineSteps(null, false)[0]).toMatchObject({ state: "open a project", todo: true });
+    expect(pipelineSteps(null, false).filter((x) => x.todo)).toHaveLength(1);
   });
 });

@@ -132,7 +132,8 @@ export interface PipelineStep {
   todo: boolean;
 }
 
-const plural = (n: number, one: string, many = `${one}s`) => `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
+/** "1 example", "1,204 examples". */
+export const plural = (n: number, one: string, many = `${one}s`) => `${n.toLocaleString("en-US")} ${n === 1 ? one : many}`;
 
 /**
  * The pipeline's steps in order — Documents, Dataset, Models, Train, Playground (compare), Export —
@@ -153,7 +154,8 @@ export function pipelineSteps(p: PipelineState | null, projectOpen: boolean): Pi
       view: "documents",
       label: "Documents",
       state: !projectOpen ? "open a project" : docs.length ? `${plural(docs.length, "document")}, ${extracted} extracted` : "add files",
-      todo: projectOpen && docs.length === 0,
+      // Without a project, making or opening one comes first.
+      todo: !projectOpen || docs.length === 0,
     },
     {
       view: "dataset",

@@ -1,7 +1,8 @@
 /**
  * What an empty state may offer: moving to another view, starting the built-in demo, or
- * creating a project. App provides it (Svelte context) so every view's empty state can offer
- * the action it names instead of only naming it.
+ * creating a project; and how a view says that what the sidebar shows of the pipeline has
+ * changed (a dataset built, a run's step, an export written). App provides it (Svelte context)
+ * so every view's empty state can offer the action it names instead of only naming it.
  */
 import { getContext, setContext } from "svelte";
 
@@ -11,6 +12,8 @@ export interface Nav {
   go(view: View): void;
   tryDemo(): void;
   newProject(): void;
+  /** Something the sidebar's pipeline summary shows has changed: read it again (throttled). */
+  changed(): void;
 }
 
 const KEY = Symbol("doctune.nav");
@@ -26,5 +29,5 @@ export function navContext(nav: Nav): Map<symbol, Nav> {
 
 /** The app's navigation; a no-op outside App (a view rendered alone in a unit test). */
 export function useNav(): Nav {
-  return getContext<Nav | undefined>(KEY) ?? { go() {}, tryDemo() {}, newProject() {} };
+  return getContext<Nav | undefined>(KEY) ?? { go() {}, tryDemo() {}, newProject() {}, changed() {} };
 }

@@ -86,6 +86,7 @@ const nav = () => ({
   go: vi.fn<(v: View) => void>(),
   tryDemo: vi.fn<() => void>(),
   newProject: vi.fn<() => void>(),
+  changed: vi.fn<() => void>(),
 });
 const docsProps = (p: Project | null) => ({ project: p, busy: null, status: "", report: null, onChoose: vi.fn(), onChanged: vi.fn() });
 
@@ -212,6 +213,39 @@ describe("Train, with a run", () => {
     expect(m.last("delete_run")).toBeUndefined();
     await fireEvent.click(screen.getByTestId("train-discard-yes"));
     await waitFor(() => expect(m.last("delete_run")).toEqual({ id: "lab", run: "run-1", how: "trash" }));
+  });
+});
+
+describe("Train, live", () => {
+  test("a newly started run is listed and charted from its first step, and the sidebar told", async () => {
+    let started = false;
+    const m = ipc({
+      list_models: () => [model],
+      list_datasets: () => [{ id: "ds-1", path: "/data/projects/lab/datasets/ds-1", meta: { stats: { trainExamples: 1 } } }],
+      // No run until the job has made one.
+      list_runs: () => (started ? [{ ...run, id: "run-2", steps: 1, adapter: null, last: null }] : []),
+      doctor: () => ({ gpus: [], devices: [{ device: "cpu", available: true, precisions: ["f32"] }], system: { cpu: "AMD EPYC", logicalCores: 2, totalMemoryBytes: 24e9, availableMemoryBytes: 20e9 } }),
+      train_presets: () => [{ preset: "quick", label: "Quick", description: "one epoch" }],
+      train_settings: () => run.config,
+      train_estimate: () => ({ estimate: { weights: 1, trainable: 1, activations: 1, overhead: 1, total: 4 }, availableBytes: 8e9, fits: true, suggestions: [] }),
+      start_training: () => {
+        started = true;
+        return "job-1";
+      },
+      run_history: () => [],
+    });
+    const n = nav();
+    render(TrainView, { props: { project: project([doc("a.md")]), demoJob: null }, context: navContext(n) });
+    // One example, in words.
+    await waitFor(() => expect(screen.getByTestId("train-dataset").textContent).toContain("(1 example)"));
+    await waitFor(() => expect((screen.getByTestId("train-start") as HTMLButtonElement).disabled).toBe(false));
+    await fireEvent.click(screen.getByTestId("train-start"));
+    await waitFor(() => expect(m.last("start_training")).toBeDefined());
+    m.emit("start_training", { type: "metrics", data: { step: 1, epoch: 0, loss: 3, lr: 1e-4, tokensPerSec: 900, etaSecs: 112, memBytes: 375 * 1048576 } } as never);
+    await waitFor(() => expect(screen.getByTestId("train-live").textContent).toBe("step 1 · 900 tokens/s · ETA 1 min 52 s · memory 375.0 MB"));
+    expect((screen.getByTestId("train-run") as HTMLSelectElement).value).toBe("run-2");
+    await waitFor(() => expect(screen.getByTestId("train-line").getAttribute("points")?.trim().split(/\s+/)).toHaveLength(1));
+    expect(n.changed).toHaveBeenCalled();
   });
 });
 
