@@ -35,8 +35,8 @@ pub struct DeviceOption {
     pub reason: Option<String>,
 }
 
-/// The devices of this build: the CPU always; CUDA when built in and NVML sees a GPU (bf16 only
-/// from compute capability 8.0); Metal when built in on macOS.
+/// The devices of this build: the CPU always (bf16 where it has AVX-512 BF16); CUDA when built in
+/// and NVML sees a GPU (bf16 only from compute capability 8.0); Metal when built in on macOS.
 pub fn devices(gpus: &[GpuInfo]) -> Vec<DeviceOption> {
     DeviceKind::ALL
         .into_iter()
@@ -104,7 +104,12 @@ mod tests {
         let d = devices(&[]);
         assert_eq!(d[0].device, DeviceKind::Cpu);
         assert!(d[0].available);
-        assert_eq!(d[0].precisions, vec![Precision::F32]);
+        // f32, and bf16 where the CPU has AVX-512 BF16.
+        let mut want = vec![Precision::F32];
+        if doctune_models::cpu_bf16().is_ok() {
+            want.push(Precision::Bf16);
+        }
+        assert_eq!(d[0].precisions, want);
         let cuda = &d[1];
         assert!(!cuda.available);
         assert!(cuda

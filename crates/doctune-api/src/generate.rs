@@ -149,7 +149,7 @@ impl ModelCache {
         *slot = None;
         let opts = LoadOptions {
             device: device(device_name)?,
-            dtype: None,
+            ..Default::default()
         };
         let mut loaded = load(dir, &opts)?;
         if let Some(a) = adapter {

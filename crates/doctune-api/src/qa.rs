@@ -125,7 +125,7 @@ pub(crate) fn make_pairs(
             let dir = resolve_model(home, model)?;
             let load = LoadOptions {
                 device: generate::device(opts.device.as_deref())?,
-                dtype: None,
+                ..Default::default()
             };
             let loaded = doctune_models::load(&dir, &load)?;
             if loaded.tokenizer.chat_template().is_none() {

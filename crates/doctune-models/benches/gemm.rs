@@ -8,10 +8,11 @@
 //! Each shape is timed twice per side: `x·Wᵀ` (a projection's forward, `W` stored [out, in] as
 //! in a model file) and `g·W` (its input gradient). Options (environment):
 //! `DOCTUNE_BENCH_THREADS` (default: all cores), `DOCTUNE_BENCH_CONFIGS` (`tiny`, `20m`,
-//! `20m-gqa`, `100m`; default all).
+//! `20m-gqa`, `100m`; default all), `DOCTUNE_BENCH_DTYPE` (`f32`, the default, or `bf16`: DocTune's
+//! bf16 weights under f32 activations, `gemm::bf16`, against PyTorch multiplying bf16 by bf16).
 
 use doctune_models::ops::{frozen::input_grad, frozen_matmul};
-use doctune_models::{Device, Tensor};
+use doctune_models::{DType, Device, Tensor};
 use doctune_testkit::bench::{bench_threads, run_json};
 use std::path::Path;
 use std::process::Command;
@@ -38,14 +39,22 @@ fn rate(m: usize, k: usize, n: usize, mut f: impl FnMut()) -> f64 {
     2.0 * (m * k * n) as f64 * reps as f64 / t0.elapsed().as_secs_f64() / 1e9
 }
 
-fn ours(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
+/// DocTune's product as a frozen projection runs it: f32 activations, the weight in `wdtype`
+/// (bf16: the AVX-512 BF16 kernel, the activations' rounding and packing included).
+fn ours(m: usize, k: usize, n: usize, transposed: bool, wdtype: DType) -> f64 {
     let dev = Device::Cpu;
     let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
     if transposed {
-        let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (n, k), &dev)
+            .unwrap()
+            .to_dtype(wdtype)
+            .unwrap();
         rate(m, k, n, || drop(frozen_matmul(&a, &w).unwrap()))
     } else {
-        let w = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (k, n), &dev)
+            .unwrap()
+            .to_dtype(wdtype)
+            .unwrap();
         rate(m, k, n, || drop(input_grad(&a, &w).unwrap()))
     }
 }
@@ -96,6 +105,9 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
+    // Freed buffers stay in the process, as in a training run (and as PyTorch's allocator
+    // keeps them): the products' outputs are not page-faulted in again on every call.
+    let _heap = doctune_models::HeapGuard::keep_freed_memory();
     let threads = bench_threads();
     let wanted =
         std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,20m-gqa,100m".into());
@@ -106,10 +118,24 @@ fn main() {
         .build_global()
         .ok();
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    println!(
-        "f32 GEMM, {threads} thread(s): DocTune ({}) against PyTorch",
-        doctune_models::cpu::describe()
-    );
+    let bf16 = std::env::var("DOCTUNE_BENCH_DTYPE").is_ok_and(|d| d == "bf16");
+    let wdtype = if bf16 { DType::BF16 } else { DType::F32 };
+    if bf16 {
+        println!(
+            "bf16 weights × f32 activations, {threads} thread(s): DocTune ({}, {}) against PyTorch's bf16 GEMM (both operands bf16)",
+            if doctune_models::gemm::bf16::available() {
+                "AVX-512 BF16 kernel"
+            } else {
+                "portable path"
+            },
+            doctune_models::cpu::describe_cpu()
+        );
+    } else {
+        println!(
+            "f32 GEMM, {threads} thread(s): DocTune ({}) against PyTorch",
+            doctune_models::cpu::describe()
+        );
+    }
     for &(name, m, h, kv, i, v) in CONFIGS
         .iter()
         .filter(|c| wanted.split(',').any(|w| w.trim() == c.0))
@@ -137,6 +163,7 @@ fn main() {
                     .arg(&script)
                     .arg(threads.to_string())
                     .arg(serde_json::to_string(&spec).unwrap())
+                    .arg(if bf16 { "bf16" } else { "f32" })
                     .env("OMP_NUM_THREADS", threads.to_string()),
             )
         });
@@ -151,13 +178,14 @@ fn main() {
         );
         let (mut t_ours, mut t_torch, mut t_crate) = (0.0, 0.0, 0.0);
         for (j, (label, m, k, n, tr)) in shapes.iter().enumerate() {
-            let o = ours(*m, *k, *n, *tr);
+            let o = ours(*m, *k, *n, *tr, wdtype);
             let t = torch.as_ref().and_then(|t| t["gflops"][j].as_f64());
             let flops = 2.0 * (m * k * n) as f64;
             t_ours += flops / o;
             if let Some(t) = t {
                 t_torch += flops / t;
             }
+            // The gemm crate's f32 rate on the same shape (for bf16: what f32 would give).
             let g = crate_gemm(*m, *k, *n, *tr);
             t_crate += flops / g;
             println!(

@@ -215,31 +215,65 @@ impl Dims {
     }
 }
 
-/// The key columns each block of query rows needs: from the first column any of its rows can
-/// see to one past the last (the whole range without a mask).
-fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize) -> Vec<(usize, usize)> {
+/// The key columns one block of query rows needs, `c0..c1` (from the first column any of its
+/// rows can see to one past the last; all of them without a mask), and `m0..m1` within it, the
+/// columns where the mask is not 0 for some row (the only ones it must be added to: the causal
+/// diagonal, a sliding window's edge).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Block {
+    c0: usize,
+    c1: usize,
+    m0: usize,
+    m1: usize,
+}
+
+/// Each block's columns (see [`Block`]).
+fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize) -> Vec<Block> {
     (0..t.div_ceil(BLOCK))
         .map(|blk| {
             let rows = blk * BLOCK..((blk + 1) * BLOCK).min(t);
-            match mask {
-                None => (0, s),
-                Some(m) => {
-                    let mut lo = s;
-                    let mut hi = 0;
-                    for r in rows {
-                        let row = &m[r * s..(r + 1) * s];
-                        if let Some(first) = row.iter().position(|v| v.is_finite()) {
-                            lo = lo.min(first);
-                            let last = row.iter().rposition(|v| v.is_finite()).unwrap_or(first);
-                            hi = hi.max(last + 1);
-                        }
-                    }
-                    if lo >= hi {
-                        (0, 0)
-                    } else {
-                        (lo, hi)
-                    }
+            let Some(m) = mask else {
+                return Block {
+                    c0: 0,
+                    c1: s,
+                    m0: 0,
+                    m1: 0,
+                };
+            };
+            let (mut lo, mut hi) = (s, 0);
+            for r in rows.clone() {
+                let row = &m[r * s..(r + 1) * s];
+                if let Some(first) = row.iter().position(|v| v.is_finite()) {
+                    lo = lo.min(first);
+                    let last = row.iter().rposition(|v| v.is_finite()).unwrap_or(first);
+                    hi = hi.max(last + 1);
                 }
+            }
+            if lo >= hi {
+                return Block {
+                    c0: 0,
+                    c1: 0,
+                    m0: 0,
+                    m1: 0,
+                };
+            }
+            let (mut m0, mut m1) = (hi, lo);
+            for r in rows {
+                let row = &m[r * s + lo..r * s + hi];
+                if let Some(first) = row.iter().position(|v| *v != T::zero()) {
+                    m0 = m0.min(lo + first);
+                    let last = row.iter().rposition(|v| *v != T::zero()).unwrap_or(first);
+                    m1 = m1.max(lo + last + 1);
+                }
+            }
+            if m0 >= m1 {
+                (m0, m1) = (lo, lo);
+            }
+            Block {
+                c0: lo,
+                c1: hi,
+                m0,
+                m1,
             }
         })
         .collect()
@@ -253,12 +287,14 @@ fn scores<T: Float + 'static>(
     q: &[T],
     k: &[T],
     mask: Option<&[T]>,
-    (b, h, r0, r1, c0, c1): (usize, usize, usize, usize, usize, usize),
+    (b, h, r0, r1): (usize, usize, usize, usize),
+    blk: Block,
     scale: T,
     cap: Option<T>,
     sc: &mut [T],
     mut tanh: Option<&mut [T]>,
 ) {
+    let Block { c0, c1, m0, m1 } = blk;
     let (rows, w) = (r1 - r0, c1 - c0);
     let g = h / dm.n_rep();
     gemm(
@@ -283,9 +319,16 @@ fn scores<T: Float + 'static>(
     }
     if let Some(m) = mask {
         for i in 0..rows {
-            let mrow = &m[(r0 + i) * dm.s + c0..(r0 + i) * dm.s + c1];
-            for (x, &mv) in sc[i * w..(i + 1) * w].iter_mut().zip(mrow) {
-                *x = *x + mv;
+            let mrow = &m[(r0 + i) * dm.s + m0..(r0 + i) * dm.s + m1];
+            let srow = &mut sc[i * w + (m0 - c0)..i * w + (m1 - c0)];
+            match (crate::simd::as_f32(srow), crate::simd::as_f32_ref(mrow)) {
+                (Some(x), Some(mv)) => crate::simd::add_assign(x, mv),
+                _ => {
+                    let srow = &mut sc[i * w + (m0 - c0)..i * w + (m1 - c0)];
+                    for (x, &mv) in srow.iter_mut().zip(mrow) {
+                        *x = *x + mv;
+                    }
+                }
             }
         }
     }
@@ -311,38 +354,18 @@ fn forward<T: Float + Send + Sync + 'static>(
             let mut out = vec![T::zero(); dm.t * dm.d];
             let mut lse = vec![T::neg_infinity(); dm.t];
             let mut sc = vec![T::zero(); BLOCK * dm.s];
-            for (blk, &(c0, c1)) in cols.iter().enumerate() {
+            for (blk, &block) in cols.iter().enumerate() {
                 let (r0, r1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(dm.t));
-                let (rows, w) = (r1 - r0, c1 - c0);
+                let c0 = block.c0;
+                let (rows, w) = (r1 - r0, block.c1 - c0);
                 if w == 0 {
                     continue;
                 }
-                scores(
-                    &dm,
-                    q,
-                    k,
-                    mask,
-                    (b, h, r0, r1, c0, c1),
-                    scale,
-                    cap,
-                    &mut sc,
-                    None,
-                );
+                scores(&dm, q, k, mask, (b, h, r0, r1), block, scale, cap, &mut sc, None);
                 for i in 0..rows {
-                    let row = &mut sc[i * w..(i + 1) * w];
-                    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-                    if max == T::neg_infinity() {
-                        row.iter_mut().for_each(|x| *x = T::zero());
-                        continue;
+                    if let Some((max, sum)) = crate::simd::softmax_row(&mut sc[i * w..(i + 1) * w]) {
+                        lse[r0 + i] = max + sum.ln();
                     }
-                    let mut sum = T::zero();
-                    for x in row.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum = sum + *x;
-                    }
-                    let inv = T::one() / sum;
-                    row.iter_mut().for_each(|x| *x = *x * inv);
-                    lse[r0 + i] = max + sum.ln();
                 }
                 gemm(
                     (rows, dm.d, w),
@@ -404,34 +427,29 @@ fn backward<T: Float + Send + Sync + 'static>(
             let mut delta = [T::zero(); BLOCK];
             for r in 0..n_rep {
                 let h = g * n_rep + r;
-                for (blk, &(c0, c1)) in cols.iter().enumerate() {
+                for (blk, &block) in cols.iter().enumerate() {
                     let (r0, r1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(dm.t));
-                    let (rows, w) = (r1 - r0, c1 - c0);
+                    let c0 = block.c0;
+                    let (rows, w) = (r1 - r0, block.c1 - c0);
                     if w == 0 {
                         continue;
                     }
                     let tanh = cap.is_some().then_some(&mut th[..]);
-                    scores(
-                        &dm,
-                        q,
-                        k,
-                        mask,
-                        (b, h, r0, r1, c0, c1),
-                        scale,
-                        cap,
-                        &mut p,
-                        tanh,
-                    );
+                    scores(&dm, q, k, mask, (b, h, r0, r1), block, scale, cap, &mut p, tanh);
                     for i in 0..rows {
                         let l = lse[(b * dm.hq + h) * dm.t + r0 + i];
                         let row = &mut p[i * w..(i + 1) * w];
                         if l == T::neg_infinity() {
                             row.iter_mut().for_each(|x| *x = T::zero());
                         } else {
-                            row.iter_mut().for_each(|x| *x = (*x - l).exp());
+                            crate::simd::exp_sub_sum_any(row, l);
                         }
                         let qo = dm.q(b, r0 + i, h).off;
-                        delta[i] = (0..dm.d).fold(T::zero(), |a, j| a + go[qo + j] * out[qo + j]);
+                        let (gq, oq) = (&go[qo..qo + dm.d], &out[qo..qo + dm.d]);
+                        delta[i] = match (crate::simd::as_f32_ref(gq), crate::simd::as_f32_ref(oq)) {
+                            (Some(a), Some(o)) => T::from(crate::simd::dot(a, o)).unwrap_or_else(T::nan),
+                            _ => gq.iter().zip(oq).fold(T::zero(), |a, (&x, &y)| a + x * y),
+                        };
                     }
                     // dV[c0..c1] += Pᵀ · dO
                     gemm(
@@ -459,13 +477,23 @@ fn backward<T: Float + Send + Sync + 'static>(
                     );
                     // dS = P ⊙ (dP − Δ), through the soft-capping's tanh.
                     for (i, &di) in delta.iter().enumerate().take(rows) {
-                        for j in 0..w {
-                            let at = i * w + j;
-                            let mut ds = p[at] * (dp[at] - di);
-                            if cap.is_some() {
-                                ds = ds * (T::one() - th[at] * th[at]);
+                        let (dr, pr) = (&mut dp[i * w..(i + 1) * w], &p[i * w..(i + 1) * w]);
+                        if cap.is_none() {
+                            if let (Some(pv), Some(_)) =
+                                (crate::simd::as_f32_ref(pr), crate::simd::as_f32_ref(dr))
+                            {
+                                let d = crate::simd::as_f32(dr).expect("f32 (checked)");
+                                let delta = di.to_f32().unwrap_or(f32::NAN);
+                                crate::simd::softmax_grad_row(d, pv, delta);
+                                continue;
                             }
-                            dp[at] = ds;
+                        }
+                        for j in 0..w {
+                            let mut ds = pr[j] * (dr[j] - di);
+                            if cap.is_some() {
+                                ds = ds * (T::one() - th[i * w + j] * th[i * w + j]);
+                            }
+                            dr[j] = ds;
                         }
                     }
                     // dQ rows = scale · dS · K[c0..c1]

@@ -40,12 +40,14 @@ impl DeviceKind {
         }
     }
 
-    /// The precisions the app offers on this device. The CPU offers f32 only: candle's CPU
-    /// matrix multiply has no bf16 kernel, and f16 — which [`Precision::check`] still allows —
+    /// The precisions the app offers on this device. The CPU offers f32, and bf16 where it has
+    /// AVX-512 BF16 ([`crate::gemm::bf16`]: the frozen base weights in bf16 under f32
+    /// activations, PyTorch's CPU autocast). f16 — which [`Precision::check`] still allows —
     /// runs without DocTune's fused f32 kernels, measured 3.6–4.6× slower with 2.1× the memory
     /// of f32 on the benchmark's small models; it only saves memory where the weights dominate.
     pub fn precisions(self) -> &'static [Precision] {
         match self {
+            DeviceKind::Cpu if cpu_bf16().is_ok() => &[Precision::F32, Precision::Bf16],
             DeviceKind::Cpu => &[Precision::F32],
             DeviceKind::Cuda | DeviceKind::Metal => {
                 &[Precision::F32, Precision::Bf16, Precision::F16]
@@ -128,11 +130,37 @@ impl Precision {
         if device.precisions().contains(&self) || self == Precision::F16 {
             return Ok(());
         }
-        Err(ModelError::Invalid(format!(
-            "{} training needs a GPU: candle's CPU matrix multiply has no {} kernel; on the CPU train in f32 (or f16, which halves the base weights' memory)",
-            self.name(),
-            self.name()
-        )))
+        match cpu_bf16() {
+            Err(why) if device == DeviceKind::Cpu && self == Precision::Bf16 => {
+                Err(ModelError::Invalid(why))
+            }
+            _ => Err(ModelError::Invalid(format!(
+                "{} training is not available on the {}: train in f32",
+                self.name(),
+                device.label()
+            ))),
+        }
+    }
+}
+
+/// Whether this process can train in bf16 on the CPU, or why not: it needs AVX-512 BF16 (the
+/// bf16 kernel, [`crate::gemm::bf16`]) and the AVX-512 kernel family (`DOCTUNE_CPU_KERNELS`).
+pub fn cpu_bf16() -> Result<(), String> {
+    if !crate::gemm::bf16::available() {
+        return Err(format!(
+            "bf16 training on the CPU needs AVX-512 BF16 (Intel Xeon from Cooper Lake and Sapphire Rapids on, AMD Zen 4 and newer); this CPU has: {}. Train in f32 here, or in bf16 on a GPU",
+            crate::cpu::describe_cpu()
+        ));
+    }
+    match crate::cpu::requested() {
+        Ok(crate::cpu::Kernels::Avx512) => Ok(()),
+        Ok(k) => Err(format!(
+            "bf16 on the CPU runs AVX-512 BF16 kernels, and {}={} asks for the {} family only: unset it to train in bf16",
+            crate::cpu::KERNELS_ENV,
+            k.name(),
+            k.name()
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -194,15 +222,22 @@ mod tests {
     }
 
     #[test]
-    fn the_cpu_refuses_bf16_and_absent_back_ends_say_how_to_get_them() {
+    fn the_cpu_offers_bf16_where_it_has_the_kernel_and_absent_back_ends_say_how_to_get_them() {
         assert!(Precision::F32.check(DeviceKind::Cpu).is_ok());
         assert!(Precision::F16.check(DeviceKind::Cpu).is_ok());
         assert!(Precision::Bf16.check(DeviceKind::Cuda).is_ok());
-        let e = Precision::Bf16
-            .check(DeviceKind::Cpu)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("bf16") && e.contains("GPU"), "{e}");
+        let offered = DeviceKind::Cpu.precisions().contains(&Precision::Bf16);
+        match Precision::Bf16.check(DeviceKind::Cpu) {
+            Ok(()) => assert!(offered && crate::gemm::bf16::available()),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!offered, "{e}");
+                assert!(
+                    e.contains("AVX-512 BF16") && e.contains("f32"),
+                    "the refusal says what is missing and what to do: {e}"
+                );
+            }
+        }
         assert!(DeviceKind::Cpu.open().unwrap().is_cpu());
         if !cfg!(feature = "cuda") {
             let e = DeviceKind::Cuda.open().unwrap_err().to_string();

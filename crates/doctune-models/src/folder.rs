@@ -21,6 +21,11 @@ pub struct LoadOptions {
     pub device: Device,
     /// The compute dtype. `None`: f32 on CPU (candle's CPU matmul has no bf16), bf16 on GPU.
     pub dtype: Option<DType>,
+    /// The dtype the frozen weight matrices (projections, embedding, output head) are kept in
+    /// when it is not the compute dtype: bf16 under f32 activations, which is how DocTune trains
+    /// in bf16 on the CPU ([`LoadOptions::for_training`]). Vectors (norms, biases) keep the
+    /// compute dtype.
+    pub matrix_dtype: Option<DType>,
 }
 
 impl Default for LoadOptions {
@@ -28,11 +33,29 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             dtype: None,
+            matrix_dtype: None,
         }
     }
 }
 
 impl LoadOptions {
+    /// On `device`, in `precision` as training means it: on a GPU the base model computes in
+    /// that precision; on the CPU bf16 keeps the frozen weight matrices in bf16 and computes in
+    /// f32 (PyTorch's CPU autocast: bf16 products with f32 sums, f32 everywhere else), the
+    /// products through [`crate::gemm::bf16`].
+    pub fn for_training(device: Device, precision: crate::Precision) -> Self {
+        let cpu_bf16 = device.is_cpu() && precision == crate::Precision::Bf16;
+        Self {
+            device,
+            dtype: Some(if cpu_bf16 {
+                DType::F32
+            } else {
+                precision.dtype()
+            }),
+            matrix_dtype: cpu_bf16.then_some(DType::BF16),
+        }
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype.unwrap_or(if self.device.is_cpu() {
             DType::F32
@@ -331,7 +354,11 @@ pub fn load_model(dir: &Path, opts: &LoadOptions) -> Result<CausalLm, ModelError
                     found: t.dims().to_vec(),
                 });
             }
-            Ok(Some(t.to_dtype(dtype)?))
+            let want = match opts.matrix_dtype {
+                Some(m) if shape.len() == 2 => m,
+                _ => dtype,
+            };
+            Ok(Some(t.to_dtype(want)?))
         };
     CausalLm::build(cfg, &mut get, &device, dtype)
 }

@@ -14,7 +14,8 @@
 //! - [`DeviceKind`] and [`Precision`] name where a model computes and in what dtype (mixed
 //!   precision: half-precision base, f32 trained values).
 //! - [`cpu`] chooses the CPU kernel family (AVX-512 or AVX2; `DOCTUNE_CPU_KERNELS` forces one)
-//!   and [`gemm`] is the f32 matrix product the frozen projections and attention run through.
+//!   and [`gemm`] is the f32 matrix product the frozen projections and attention run through
+//!   ([`gemm::bf16`] the bf16 one, for a bf16 base under f32 activations).
 //! - [`HeapGuard`] keeps freed tensor buffers in the process for the length of a training run.
 //!
 //! Randomness (LoRA init, dropout, sampling) comes from seeded generators ([`rng`]).
@@ -38,11 +39,12 @@ pub mod ops;
 pub mod rng;
 pub mod rope;
 pub mod scratch;
+pub mod simd;
 mod target;
 
 pub use adapter::{adapter_config, load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;
-pub use device::{DeviceKind, Precision};
+pub use device::{cpu_bf16, DeviceKind, Precision};
 pub use error::ModelError;
 pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel, WeightReader};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};

@@ -69,10 +69,11 @@ impl Param {
         self.get(false)
     }
 
-    /// Makes this parameter trainable (full fine-tuning), kept in [`master_dtype`].
-    pub fn make_trainable(&mut self) -> Result<()> {
+    /// Makes this parameter trainable (full fine-tuning) in a model computing in `compute`,
+    /// kept in [`master_dtype`]: a bf16 matrix under f32 activations becomes an f32 weight.
+    pub fn make_trainable(&mut self, compute: DType) -> Result<()> {
         if let Param::Frozen(t) = self {
-            let dtype = t.dtype();
+            let dtype = compute;
             let var = Var::from_tensor(&t.to_dtype(master_dtype(dtype))?)?;
             // Check the cast back once, so `get` cannot fail later.
             var.as_detached_tensor().to_dtype(dtype)?;

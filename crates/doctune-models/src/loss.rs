@@ -113,7 +113,7 @@ struct CrossEntropyOp {
 }
 
 impl CrossEntropyOp {
-    fn fwd<T: Float + Send + Sync>(&self, x: &[T], v: usize) -> f64 {
+    fn fwd<T: Float + Send + Sync + 'static>(&self, x: &[T], v: usize) -> f64 {
         let per_row: Vec<(f64, f64)> = x
             .par_chunks(v)
             .zip(self.targets.par_iter().zip(self.weights.par_iter()))
@@ -121,8 +121,8 @@ impl CrossEntropyOp {
                 if w == 0.0 {
                     return (0.0, 0.0);
                 }
-                let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-                let sum = row.iter().fold(T::zero(), |a, &x| a + (x - max).exp());
+                let max = crate::simd::max(row);
+                let sum = crate::simd::sum_exp_sub_any(row, max);
                 let lse = (max + sum.ln()).to_f64().unwrap_or(f64::NAN);
                 let picked = row[t as usize].to_f64().unwrap_or(f64::NAN);
                 (lse, w * (lse - picked))
@@ -134,7 +134,7 @@ impl CrossEntropyOp {
         total
     }
 
-    fn bwd_rows<T: Float + Send + Sync>(&self, x: &[T], v: usize, g: f64) -> Vec<T> {
+    fn bwd_rows<T: Float + Send + Sync + 'static>(&self, x: &[T], v: usize, g: f64) -> Vec<T> {
         let lse = self.lse.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = vec![T::zero(); x.len()];
         out.par_chunks_mut(v)
@@ -147,9 +147,9 @@ impl CrossEntropyOp {
                 }
                 let scale = T::from(g * w).unwrap_or_else(T::zero);
                 let l = T::from(lse[i]).unwrap_or_else(T::zero);
-                for (o, &x) in o.iter_mut().zip(row) {
-                    *o = (x - l).exp() * scale;
-                }
+                o.copy_from_slice(row);
+                crate::simd::exp_sub_sum_any(o, l);
+                o.iter_mut().for_each(|o| *o = *o * scale);
                 let t = self.targets[i] as usize;
                 o[t] = o[t] - scale;
             });

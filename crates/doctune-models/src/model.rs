@@ -229,14 +229,15 @@ impl CausalLm {
 
     /// Makes every weight trainable (full fine-tuning).
     pub fn make_all_trainable(&mut self) -> Result<()> {
-        self.embed.make_trainable()?;
-        self.norm.make_trainable()?;
+        let dtype = self.dtype;
+        self.embed.make_trainable(dtype)?;
+        self.norm.make_trainable(dtype)?;
         if let Some(h) = &mut self.lm_head {
-            h.weight.make_trainable()?;
+            h.weight.make_trainable(dtype)?;
         }
         for i in 0..self.layers.len() {
             for p in self.layer_mut(i)?.params_mut() {
-                p.make_trainable()?;
+                p.make_trainable(dtype)?;
             }
         }
         Ok(())
@@ -350,6 +351,12 @@ impl CausalLm {
         let x = emb
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
+        // A bf16 embedding under f32 activations (bf16 training on the CPU).
+        let x = if x.dtype() == self.dtype {
+            x
+        } else {
+            x.to_dtype(self.dtype)?
+        };
         if self.cfg.gemma_norms {
             // Gemma: × √hidden, the factor rounded to the activation dtype as transformers does.
             let normalizer = Tensor::new(&[(self.cfg.hidden_size as f32).sqrt()], &self.device)?

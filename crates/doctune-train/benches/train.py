@@ -10,7 +10,9 @@ it only measures a plain (M×K)·(K×N) GEMM in f32 and bf16 and prints both GFL
 
 Environment: `DOCTUNE_BENCH_ATTN` (`sdpa`, the default, or `eager`), `DOCTUNE_BENCH_DEVICE` (`cpu` or `cuda`) and `DOCTUNE_BENCH_PRECISION` (`f32`, `bf16`,
 `f16`), as DocTune's side gets them: the base model in that dtype on that device, the LoRA
-matrices in f32 (PEFT's `autocast_adapter_dtype`), f16 with `torch.amp.GradScaler`; on CUDA the
+matrices in f32 (PEFT's `autocast_adapter_dtype`), f16 with `torch.amp.GradScaler`; bf16 on the
+CPU as CPU autocast (f32 weights, `torch.autocast("cpu", dtype=torch.bfloat16)` around the
+forward pass and loss); on CUDA the
 JSON also has `peak_gpu_bytes` (`torch.cuda.max_memory_reserved`)."""
 import json
 import os
@@ -31,6 +33,10 @@ def read(path):
 DEVICE = os.environ.get("DOCTUNE_BENCH_DEVICE", "cpu")
 ATTN = os.environ.get("DOCTUNE_BENCH_ATTN", "sdpa")
 DTYPE = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[os.environ.get("DOCTUNE_BENCH_PRECISION", "f32")]
+# bf16 on the CPU is what a PyTorch user gets from CPU autocast: f32 weights, linear layers (and
+# the other ops autocast lists) in bf16, the loss and reductions in f32.
+AUTOCAST = DEVICE == "cpu" and DTYPE == torch.bfloat16
+LOAD_DTYPE = torch.float32 if AUTOCAST else DTYPE
 
 
 def sync():
@@ -43,7 +49,9 @@ def loss_of(model, batch):
     labels = ids.clone()
     mask = torch.tensor([r["mask"] for r in batch], device=DEVICE)
     labels[mask == 0] = -100
-    return model(input_ids=ids, labels=labels).loss, int((mask[:, 1:] == 1).sum())
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=AUTOCAST):
+        loss = model(input_ids=ids, labels=labels).loss
+    return loss, int((mask[:, 1:] == 1).sum())
 
 
 def gemm_peak(m, k, n, threads):
@@ -67,7 +75,8 @@ def gemm_peak(m, k, n, threads):
 def kernels():
     """What PyTorch ran: ATen's CPU capability, MKL's instruction limit, the attention."""
     mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "its best")
-    return f"torch {torch.__version__}, ATen {torch.backends.cpu.get_cpu_capability()}, MKL {mkl}, attention {ATTN}"
+    cast = ", bf16 autocast" if AUTOCAST else ""
+    return f"torch {torch.__version__}, ATen {torch.backends.cpu.get_cpu_capability()}, MKL {mkl}, attention {ATTN}{cast}"
 
 
 def option(name):
@@ -87,7 +96,7 @@ def main():
     model_dir, data_dir, threads, steps, micro, lr = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPE, attn_implementation=ATTN).to(DEVICE)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=LOAD_DTYPE, attn_implementation=ATTN).to(DEVICE)
     if adapter:
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
     else:

@@ -182,6 +182,12 @@ impl RunConfig {
             }
         }
         self.precision.check(self.device)?;
+        if self.device == DeviceKind::Cpu
+            && self.precision == Precision::Bf16
+            && self.method.lora().is_none()
+        {
+            return bad("bf16 on the CPU keeps the frozen base weights in bf16 for LoRA; full training trains every weight in f32, so choose f32 (or LoRA)");
+        }
         // A forced CPU kernel family the CPU cannot run (`DOCTUNE_CPU_KERNELS`) stops the run
         // here rather than running another family unnoticed.
         doctune_models::cpu::requested().map_err(|e| TrainError::Invalid(e.to_string()))?;

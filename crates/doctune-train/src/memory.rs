@@ -2,7 +2,8 @@
 //! that cannot fit with concrete suggestions.
 //!
 //! The estimate counts what DocTune's models keep for the backward pass (f32 on CPU): the
-//! weights; per trainable parameter the value, its gradient and AdamW's two moments; per token
+//! weights (bf16 in a bf16 run on the CPU, whose activations stay f32, plus the bf16 kernel's
+//! packed copy of the head gradient); per trainable parameter the value, its gradient and AdamW's two moments; per token
 //! and decoder layer the activations (counted op by op, in floats: the two RMSNorm outputs, the
 //! query projection and its rotation, the attention output, the o projection, the down
 //! projection and the two residual sums 9·h; key and value projections and the key's rotation
@@ -117,7 +118,9 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     // already counted; in half precision the f32 copy comes on top of the half weight.
     let full_f32 = matches!(run.method, Method::Full) && e == F;
     let trainable = n_train * F * if full_f32 { 3 } else { 4 };
-    let fused = run.device == DeviceKind::Cpu && run.precision == Precision::F32;
+    // f32 on the CPU, and bf16 there (bf16 matrices under f32 activations).
+    let fused =
+        run.device == DeviceKind::Cpu && matches!(run.precision, Precision::F32 | Precision::Bf16);
     if !fused {
         return composed(cfg, run, seq_len, weights, trainable);
     }
@@ -136,7 +139,12 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
         tokens * per_layer * layers
     };
     let logits = tokens * v * 2;
-    let activations = (kept_layers + logits) * F;
+    let mut activations = (kept_layers + logits) * F;
+    if run.precision == Precision::Bf16 {
+        // The bf16 kernel's packed copy of its left operand, largest for the head's input
+        // gradient: the logits' gradient in bf16.
+        activations += tokens * v * 2;
+    }
     MemoryEstimate::new(weights, trainable, activations, overhead(run.device))
 }
 
@@ -311,5 +319,27 @@ mod tests {
         let n = cfg().parameter_count();
         assert_eq!(full(Precision::Bf16).trainable, n * 16);
         assert_eq!(full(Precision::F32).trainable, n * 12);
+    }
+
+    #[test]
+    fn bf16_on_the_cpu_halves_the_weights_and_keeps_the_fused_activations() {
+        let run = RunConfig::default();
+        let f32_cpu = estimate(&cfg(), &run, 512);
+        let bf16_cpu = estimate(
+            &cfg(),
+            &RunConfig {
+                precision: Precision::Bf16,
+                ..run.clone()
+            },
+            512,
+        );
+        assert_eq!(bf16_cpu.weights * 2, f32_cpu.weights);
+        assert_eq!(bf16_cpu.trainable, f32_cpu.trainable, "LoRA stays f32");
+        // f32 activations through the fused kernels, plus the packed bf16 head gradient.
+        let tokens = (run.micro_batch * 512) as u64;
+        assert_eq!(
+            bf16_cpu.activations,
+            f32_cpu.activations + tokens * cfg().vocab_size as u64 * 2
+        );
     }
 }

@@ -101,10 +101,7 @@ impl Runner {
                 }
             }
         }
-        let opts = LoadOptions {
-            device: cfg.device.open()?,
-            dtype: Some(cfg.precision.dtype()),
-        };
+        let opts = LoadOptions::for_training(cfg.device.open()?, cfg.precision);
         let mut model = doctune_models::load_model(&cfg.base_model, &opts)?;
         model.set_gradient_checkpointing(cfg.gradient_checkpointing);
         let lora = match cfg.method.lora() {

@@ -12,8 +12,12 @@
 //! A hand-written 6×16 AVX2 micro-kernel with our own packing was measured against these on the
 //! AVX2-only development machine and lost by 12–17 % (`docs/performance.md`, "AVX2 CPUs"); the
 //! crate's AVX2 path runs at PyTorch's MKL rate on the training shapes, so it stays.
+//!
+//! [`bf16`] multiplies f32 activations with frozen bf16 weights (AVX-512 BF16).
 
 use crate::cpu::Kernels;
+
+pub mod bf16;
 
 /// A strided view of a matrix in a slice: element (i, j) is at `off + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug)]

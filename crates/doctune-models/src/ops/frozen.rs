@@ -6,7 +6,9 @@ use candle_core::{
 };
 
 /// `x · Wᵀ` for `x` [.., in] and a frozen `W` [out, in]. The backward pass computes only
-/// `∂L/∂x = ∂L/∂y · W`: no gradient is computed or stored for `W`.
+/// `∂L/∂x = ∂L/∂y · W`: no gradient is computed or stored for `W`. On the CPU, f32 `x` with
+/// an f32 `W` runs DocTune's f32 GEMM and with a bf16 `W` its bf16 kernel
+/// ([`crate::gemm::bf16`]: `x` rounded to bf16, f32 sums, an f32 result).
 pub fn frozen_matmul(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     x.apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
@@ -75,6 +77,25 @@ impl CustomOp1 for FrozenMatmul {
                 *out_dims.last_mut().expect("rank ≥ 1") = n;
                 Ok((CpuStorage::F32(out), Shape::from(out_dims)))
             }
+            // A bf16 base under f32 activations (bf16 training on the CPU): the bf16 kernel.
+            Storage::Cpu(CpuStorage::BF16(wd)) if matches!(s, CpuStorage::F32(_)) => {
+                let x = super::slice::<f32>(s, l)?;
+                let (Some((wa, wz)), (n, k)) = (w_l.contiguous_offsets(), w_l.shape().dims2()?)
+                else {
+                    candle_core::bail!("frozen_matmul: the weight must be contiguous");
+                };
+                let dims = l.dims();
+                if *dims.last().unwrap_or(&0) != k {
+                    candle_core::bail!(
+                        "frozen_matmul: input has {} features, weight expects {k}",
+                        dims.last().unwrap_or(&0)
+                    );
+                }
+                let out = crate::gemm::bf16::x_wt(x, &wd[wa..wz], (x.len() / k.max(1), n, k));
+                let mut out_dims = dims.to_vec();
+                *out_dims.last_mut().expect("rank ≥ 1") = n;
+                Ok((CpuStorage::F32(out), Shape::from(out_dims)))
+            }
             Storage::Cpu(w) => self.fwd(s, l, w, w_l),
             _ => candle_core::bail!("frozen_matmul: weight and input on different devices"),
         }
@@ -105,21 +126,53 @@ impl CustomOp1 for FrozenMatmul {
 }
 
 /// `g · W` for `g` [.., out] and a frozen `W` [out, in], as [.., in]: the input gradient of
-/// `x · Wᵀ`, through DocTune's GEMM on the CPU in f32 and candle's matmul elsewhere.
+/// `x · Wᵀ`, through DocTune's GEMM on the CPU in f32 (and its bf16 kernel for a bf16 `W`) and
+/// candle's matmul elsewhere.
 pub fn input_grad(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let g = g.detach().contiguous()?;
     let (n, k) = weight.dims2()?;
     let m = g.elem_count() / n.max(1);
     let mut dims = g.dims().to_vec();
     *dims.last_mut().expect("rank ≥ 1") = k;
-    if g.device().is_cpu() && g.dtype() == DType::F32 && weight.dtype() == DType::F32 {
-        let w = weight.contiguous()?;
-        let out = super::with_slice::<f32, _>(&g, |gs| {
-            super::with_slice::<f32, _>(&w, |ws| Ok(matmul_f32(gs, ws, (n, k), false)))
-        })?;
+    if let Some(out) = cpu_product(&g, weight, false)? {
         return Tensor::from_vec(out, dims, g.device());
     }
     g.reshape((m, n))?.matmul(weight)?.reshape(dims)
+}
+
+/// `x · Wᵀ` (`transposed`, `x` [.., k]) or `x · W` (`x` [.., n]) for a row-major `W` [n, k],
+/// as a row-major f32 `Vec`, where DocTune's CPU kernels apply: f32 `x` on the CPU with an f32
+/// `W` (DocTune's f32 GEMM) or a bf16 one ([`crate::gemm::bf16`]). `None` elsewhere.
+pub(crate) fn cpu_product(x: &Tensor, weight: &Tensor, transposed: bool) -> Result<Option<Vec<f32>>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (n, k) = weight.dims2()?;
+    let inner = if transposed { k } else { n };
+    if x.dims().last() != Some(&inner) {
+        candle_core::bail!(
+            "frozen product: input has {:?} features, weight {n}×{k}",
+            x.dims().last()
+        );
+    }
+    let m = x.elem_count() / inner.max(1);
+    let x = x.contiguous()?;
+    let w = weight.contiguous()?;
+    match w.dtype() {
+        DType::F32 => super::with_slice::<f32, _>(&x, |xs| {
+            super::with_slice::<f32, _>(&w, |ws| Ok(Some(matmul_f32(xs, ws, (n, k), transposed))))
+        }),
+        DType::BF16 => super::with_slice::<f32, _>(&x, |xs| {
+            super::with_slice::<half::bf16, _>(&w, |ws| {
+                Ok(Some(if transposed {
+                    crate::gemm::bf16::x_wt(xs, ws, (m, n, k))
+                } else {
+                    crate::gemm::bf16::g_w(xs, ws, (m, n, k))
+                }))
+            })
+        }),
+        _ => Ok(None),
+    }
 }
 
 /// `x · Wᵀ` (`transposed`, `x` [m, k], result [m, n]) or `x · W` (`x` [m, n], result [m, k]) for

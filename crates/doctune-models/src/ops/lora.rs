@@ -1,7 +1,8 @@
 //! The LoRA projection as one op (see [`lora_linear`]).
 
 use super::{frozen_matmul, Precomputed};
-use candle_core::{CpuStorage, CudaStorage, Layout, MetalStorage, Result, Shape, Tensor};
+use crate::gemm::{sgemm, sgemm_new, View};
+use candle_core::{CpuStorage, CudaStorage, DType, Layout, MetalStorage, Result, Shape, Tensor};
 
 /// `x·Wᵀ + scale · ((x ⊙ mask)·Aᵀ)·Bᵀ` for a frozen `W` [out, in] and LoRA factors `A` [r, in],
 /// `B` [out, r] (`mask`: the dropout mask of the LoRA branch's input, already scaled by
@@ -18,6 +19,18 @@ pub fn lora_linear(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let xd = x.detach();
+    if let Some(y) = cpu_forward(&xd, w, a, b, scale, mask)? {
+        return x.apply_op3(
+            a,
+            b,
+            LoraOp {
+                w: w.clone(),
+                mask: mask.cloned(),
+                scale,
+                out: Precomputed::new(y),
+            },
+        );
+    }
     // The low-rank branch runs in the adapter's dtype (f32 on a half-precision base); the two
     // products are summed there and rounded once to `x`'s dtype, as PEFT does.
     let ad = a.dtype();
@@ -43,11 +56,121 @@ pub fn lora_linear(
     )
 }
 
+/// Whether the fused CPU passes apply: f32 activations and adapter on the CPU (the base weight
+/// f32 or bf16, see [`super::frozen::cpu_product`]).
+fn cpu_path(x: &Tensor, a: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && a.dtype() == DType::F32
+        && matches!(w.dtype(), DType::F32 | DType::BF16)
+}
+
+/// A contiguous f32 tensor's values.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// The forward on the CPU: `y = x·Wᵀ` from DocTune's kernels, then `y += scale · (x⊙mask)·Aᵀ·Bᵀ`
+/// accumulated into it (no output-sized temporaries).
+fn cpu_forward(
+    x: &Tensor,
+    w: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+    mask: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
+    if !cpu_path(x, a, w) {
+        return Ok(None);
+    }
+    let Some(mut y) = super::frozen::cpu_product(x, w, true)? else {
+        return Ok(None);
+    };
+    let (out, r) = b.dims2()?;
+    let inp = a.dim(1)?;
+    let m = y.len() / out.max(1);
+    let xm = match mask {
+        Some(mk) => values(&(x * mk)?)?,
+        None => values(x)?,
+    };
+    let (av, bv) = (values(&a.detach())?, values(&b.detach())?);
+    // x·Aᵀ [m, r], then y += scale · (x·Aᵀ)·Bᵀ.
+    let xa = sgemm_new((m, r, inp), &xm, View::row_major(inp), &av, View::row_major(inp).t(), true);
+    sgemm(
+        (m, out, r),
+        &mut y,
+        View::row_major(out),
+        true,
+        &xa,
+        View::row_major(r),
+        &bv,
+        View::row_major(r).t(),
+        scale as f32,
+        true,
+    );
+    let mut dims = x.dims().to_vec();
+    *dims.last_mut().expect("rank ≥ 1") = out;
+    Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+}
+
 struct LoraOp {
     w: Tensor,
     mask: Option<Tensor>,
     scale: f64,
     out: Precomputed,
+}
+
+impl LoraOp {
+    /// The backward pass on the CPU: the rank-r products through DocTune's GEMM, and the
+    /// low-rank part of `∂x` accumulated into `g·W` (no output-sized temporaries without dropout).
+    fn cpu_backward(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        g: &Tensor,
+        x_needs_grad: bool,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (r, inp) = a.dims2()?;
+        let out = b.dim(0)?;
+        let s = self.scale as f32;
+        let gv = values(g)?;
+        let m = gv.len() / out.max(1);
+        let xm = match &self.mask {
+            Some(mk) => values(&(x.reshape(mk.shape())? * mk)?)?,
+            None => values(x)?,
+        };
+        let (av, bv) = (values(a)?, values(b)?);
+        let rows = View::row_major;
+        // g·B [m, r]; ∂A = s · (g·B)ᵀ·(x⊙mask) [r, inp]; ∂B = s · gᵀ·((x⊙mask)·Aᵀ) [out, r].
+        let gb = sgemm_new((m, r, out), &gv, rows(out), &bv, rows(r), true);
+        let mut da = vec![0f32; r * inp];
+        sgemm((r, inp, m), &mut da, rows(inp), false, &gb, rows(r).t(), &xm, rows(inp), s, true);
+        let xa = sgemm_new((m, r, inp), &xm, rows(inp), &av, rows(inp).t(), true);
+        let mut db = vec![0f32; out * r];
+        sgemm((out, r, m), &mut db, rows(r), false, &gv, rows(out).t(), &xa, rows(r), s, true);
+        let (da, db) = (
+            Tensor::from_vec(da, (r, inp), a.device())?,
+            Tensor::from_vec(db, (out, r), b.device())?,
+        );
+        if !x_needs_grad {
+            return Ok((None, Some(da), Some(db)));
+        }
+        let g2 = g.reshape((m, out))?;
+        let mut dx = super::frozen::cpu_product(&g2, &self.w, false)?
+            .ok_or_else(|| candle_core::Error::Msg("lora: no CPU product for the base".into()))?;
+        match &self.mask {
+            // ∂x += s · (g·B)·A ⊙ mask.
+            Some(mk) => {
+                let low = sgemm_new((m, inp, r), &gb, rows(r), &av, rows(inp), true);
+                for ((d, l), k) in dx.iter_mut().zip(&low).zip(values(mk)?) {
+                    *d += s * l * k;
+                }
+            }
+            None => sgemm((m, inp, r), &mut dx, rows(inp), true, &gb, rows(r), &av, rows(inp), s, true),
+        }
+        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(da), Some(db)))
+    }
 }
 
 impl candle_core::CustomOp3 for LoraOp {
@@ -95,10 +218,16 @@ impl candle_core::CustomOp3 for LoraOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // No gradient for an input outside the graph (the first layer's, under a frozen
+        // embedding): its `g·W` product is skipped, as PyTorch's autograd skips it.
+        let x_needs_grad = x.track_op();
         // Detached: the gradients must not carry the forward graph (a trainable variable's
         // gradient is kept by the optimiser, and would keep the whole step's graph alive).
         let (x, a, b, g) = (&x.detach(), &a.detach(), &b.detach(), &g.detach());
         let (inp, out) = (a.dim(1)?, b.dim(0)?);
+        if cpu_path(x, a, &self.w) && g.dtype() == DType::F32 {
+            return self.cpu_backward(x, a, b, g, x_needs_grad);
+        }
         let g2 = g.reshape(((), out))?;
         // The adapter's gradients in its own dtype (see the forward).
         let ga = g2.to_dtype(a.dtype())?;
@@ -110,6 +239,9 @@ impl candle_core::CustomOp3 for LoraOp {
         let gb = ga.matmul(b)?;
         let da = (gb.t()?.matmul(&xm)? * self.scale)?;
         let db = (ga.t()?.matmul(&xm.matmul(&a.t()?)?)? * self.scale)?;
+        if !x_needs_grad {
+            return Ok((None, Some(da), Some(db)));
+        }
         let mut dlow = (gb.matmul(a)? * self.scale)?;
         if let Some(m) = &self.mask {
             dlow = (dlow * m.reshape(((), inp))?)?;
@@ -155,6 +287,60 @@ mod tests {
             };
             check_op(&fused, &composed, &[&[2, 3, 4], &[2, 4], &[5, 2]]);
         }
+    }
+
+    /// The f32 CPU passes (DocTune's GEMMs, the low-rank part accumulated in place) against
+    /// the composition of candle ops, with and without dropout, for an f32 base and a bf16 one
+    /// (whose products round the activations to bf16: compared loosely), and without an input
+    /// gradient when the input is outside the graph.
+    #[test]
+    fn the_f32_cpu_passes_match_the_composition() {
+        let mask = (randn(&[2, 3, 8], 54).ge(0.0).unwrap().to_dtype(DType::F32).unwrap() * 1.25)
+            .unwrap();
+        for wdtype in [DType::F32, DType::BF16] {
+            for m in [None, Some(&mask)] {
+                let x = Var::from_tensor(&randn(&[2, 3, 8], 50)).unwrap();
+                let w = randn(&[6, 8], 51).to_dtype(wdtype).unwrap();
+                let a = Var::from_tensor(&randn(&[2, 8], 52)).unwrap();
+                let b = Var::from_tensor(&randn(&[6, 2], 53)).unwrap();
+                let target = randn(&[2, 3, 6], 55);
+                let y = lora_linear(&x, &w, &a, &b, 0.5, m).unwrap();
+                let g = (&y * &target).unwrap().sum_all().unwrap().backward().unwrap();
+                let w32 = w.to_dtype(DType::F32).unwrap();
+                let xm = match m {
+                    Some(m) => (x.as_tensor() * m).unwrap(),
+                    None => x.as_tensor().clone(),
+                };
+                let low = xm
+                    .broadcast_matmul(&a.t().unwrap())
+                    .unwrap()
+                    .broadcast_matmul(&b.t().unwrap())
+                    .unwrap();
+                let y_ref =
+                    (x.broadcast_matmul(&w32.t().unwrap()).unwrap() + (low * 0.5).unwrap()).unwrap();
+                let g_ref = (&y_ref * &target).unwrap().sum_all().unwrap().backward().unwrap();
+                let tol = if wdtype == DType::F32 { 1e-5 } else { 5e-2 };
+                assert!(max_diff(&y, &y_ref) < tol, "{wdtype:?} {}", max_diff(&y, &y_ref));
+                for v in [&x, &a, &b] {
+                    let d = max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap());
+                    assert!(d < tol, "{wdtype:?} mask {} gradient {d}", m.is_some());
+                }
+            }
+        }
+        // An input outside the graph gets no gradient; the adapter's are unchanged.
+        let x = randn(&[2, 3, 8], 60);
+        let w = randn(&[6, 8], 61);
+        let a = Var::from_tensor(&randn(&[2, 8], 62)).unwrap();
+        let b = Var::from_tensor(&randn(&[6, 2], 63)).unwrap();
+        let y = lora_linear(&x, &w, &a, &b, 0.5, None).unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_none());
+        let xv = Var::from_tensor(&x).unwrap();
+        let y2 = lora_linear(&xv, &w, &a, &b, 0.5, None).unwrap();
+        let g2 = y2.sum_all().unwrap().backward().unwrap();
+        assert!(g2.get(&xv).is_some());
+        assert!(max_diff(g.get(&a).unwrap(), g2.get(&a).unwrap()) < 1e-6);
+        assert!(max_diff(g.get(&b).unwrap(), g2.get(&b).unwrap()) < 1e-6);
     }
 
     #[test]

@@ -68,6 +68,73 @@ fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec
     out
 }
 
+/// The backward pass in one pass over the rows: `∂x` row by row, and `∂w` (when wanted) as
+/// per-task partial sums over rows, added up.
+fn rms_bwd<T: Float + candle_core::WithDType + Send + Sync>(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    eps: f64,
+    want_dw: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    use rayon::prelude::*;
+    let d = w.dim(0)?;
+    let (dx, dw) = super::with_slice::<T, _>(x, |x| {
+        super::with_slice::<T, _>(w, |w| {
+            super::with_slice::<T, _>(g, |g| {
+                let eps = T::from(eps).unwrap_or_else(T::epsilon);
+                let n = T::from(d).unwrap_or_else(T::one);
+                let inv = |r: &[T]| {
+                    T::one() / (r.iter().fold(T::zero(), |a, &v| a + v * v) / n + eps).sqrt()
+                };
+                let mut dx = vec![T::zero(); x.len()];
+                dx.par_chunks_mut(d)
+                    .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+                    .for_each(|(o, (xr, gr))| {
+                        let r = inv(xr);
+                        let dot = xr
+                            .iter()
+                            .zip(gr)
+                            .zip(w)
+                            .fold(T::zero(), |a, ((&xv, &gv), &wv)| a + gv * wv * xv)
+                            / n;
+                        let c = r * r * r * dot;
+                        for (((o, &xv), &gv), &wv) in o.iter_mut().zip(xr).zip(gr).zip(w) {
+                            *o = r * gv * wv - xv * c;
+                        }
+                    });
+                let dw = want_dw.then(|| {
+                    // 64 rows per task: partial sums of g⊙x·r, then their sum.
+                    x.par_chunks(64 * d)
+                        .zip(g.par_chunks(64 * d))
+                        .map(|(xs, gs)| {
+                            let mut acc = vec![T::zero(); d];
+                            for (xr, gr) in xs.chunks(d).zip(gs.chunks(d)) {
+                                let r = inv(xr);
+                                for ((a, &xv), &gv) in acc.iter_mut().zip(xr).zip(gr) {
+                                    *a = *a + gv * xv * r;
+                                }
+                            }
+                            acc
+                        })
+                        .reduce(
+                            || vec![T::zero(); d],
+                            |mut a, b| {
+                                a.iter_mut().zip(b).for_each(|(a, b)| *a = *a + b);
+                                a
+                            },
+                        )
+                });
+                Ok((dx, dw))
+            })
+        })
+    })?;
+    Ok((
+        Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+        dw.map(|dw| Tensor::from_vec(dw, d, x.device())).transpose()?,
+    ))
+}
+
 impl candle_core::CustomOp2 for RmsNormOp {
     fn name(&self) -> &'static str {
         "rms-norm"
@@ -107,7 +174,16 @@ impl candle_core::CustomOp2 for RmsNormOp {
         _res: &Tensor,
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        // A weight outside the graph (a frozen norm under LoRA) gets no gradient.
+        let want_dw = w.track_op();
         let (x, w, g) = (&x.detach(), &w.detach(), &g.detach());
+        if fused(x) && w.dtype() == x.dtype() && g.dtype() == x.dtype() {
+            let (x, w, g) = (x.contiguous()?, w.contiguous()?, g.contiguous()?);
+            return match x.dtype() {
+                DType::F32 => rms_bwd::<f32>(&x, &w, &g, self.eps, want_dw),
+                _ => rms_bwd::<f64>(&x, &w, &g, self.eps, want_dw),
+            };
+        }
         let r = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?
             .sqrt()?
             .recip()?;
@@ -161,6 +237,28 @@ mod tests {
                 .unwrap();
             assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
             assert!(max_diff(g1.get(&wv).unwrap(), g2.get(&wv).unwrap()) < 1e-5);
+        }
+        // More rows than one task's share, f32: the same; a frozen weight gets no gradient.
+        let x = Var::from_tensor(&randn(&[3, 50, 4], 8)).unwrap();
+        let target = randn(&[3, 50, 4], 9);
+        let frozen = randn(&[4], 10);
+        for w in [wv.as_tensor(), &frozen] {
+            let g1 = (rms_norm(&x, w, 1e-5, false).unwrap() * &target)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (rms_norm_composed(&x, w, 1e-5, false).unwrap() * &target)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            assert!(max_diff(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-5);
+            if w.track_op() {
+                assert!(max_diff(g1.get(&wv).unwrap(), g2.get(&wv).unwrap()) < 1e-4);
+            }
         }
     }
 }

@@ -46,18 +46,15 @@ pub fn softmax_composed(x: &Tensor) -> Result<Tensor> {
 #[derive(Debug)]
 pub struct SoftmaxOp;
 
-fn softmax_rows<T: Float + Send + Sync>(x: &[T], d: usize) -> Vec<T> {
+fn softmax_rows<T: Float + Send + Sync + 'static>(x: &[T], d: usize) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .for_each(|(o, r)| {
-            let max = r.iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
-            for (o, &v) in o.iter_mut().zip(r) {
-                *o = (v - max).exp();
-                sum = sum + *o;
-            }
+            let max = crate::simd::max(r);
+            o.copy_from_slice(r);
+            let sum = crate::simd::exp_sub_sum_any(o, max);
             for o in o.iter_mut() {
                 *o = *o / sum;
             }
@@ -93,7 +90,7 @@ impl CustomOp1 for SoftmaxOp {
 #[derive(Debug)]
 pub struct MaskedSoftmaxOp;
 
-fn masked_softmax_rows<T: Float + Send + Sync>(x: &[T], mask: &[T], s: usize, t: usize) -> Vec<T> {
+fn masked_softmax_rows<T: Float + Send + Sync + 'static>(x: &[T], mask: &[T], s: usize, t: usize) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(s)
@@ -106,11 +103,7 @@ fn masked_softmax_rows<T: Float + Send + Sync>(x: &[T], mask: &[T], s: usize, t:
                 *o = v + mv;
                 max = max.max(*o);
             }
-            let mut sum = T::zero();
-            for o in o.iter_mut() {
-                *o = (*o - max).exp();
-                sum = sum + *o;
-            }
+            let sum = crate::simd::exp_sub_sum_any(o, max);
             for o in o.iter_mut() {
                 *o = *o / sum;
             }

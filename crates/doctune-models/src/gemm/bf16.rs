@@ -1,0 +1,542 @@
+//! Products of f32 activations with frozen **bf16** weights on the CPU, for training with the
+//! base model in bf16 (`--precision bf16` on a CPU with AVX-512 BF16): `x·Wᵀ` (a projection's
+//! forward) and `g·W` (its input gradient) for a row-major bf16 `W` [n, k], as new row-major f32
+//! matrices.
+//!
+//! The numbers are those of PyTorch's CPU autocast: the activations are rounded to bf16 (to
+//! nearest, ties to even), each product of two bf16 values is exact in f32, and the sums are f32.
+//! Where the CPU has AVX-512 BF16 ([`available`]) that is one `vdpbf16ps` per 32
+//! multiply-adds, in a BLIS-style GEMM of our own: the rounded activations as rows of bf16
+//! pairs, `W` packed per call into 32-column panels of the pairs the instruction
+//! takes (16×16 transposes of 32-bit pairs for `x·Wᵀ`, two rows interleaved for `g·W`), a 12×32
+//! micro-kernel with 24 accumulators that broadcasts the activations' pairs from their rows in
+//! place, depth blocks of at most [`KC`] pairs and column blocks of [`NC`], the columns split
+//! between rayon's threads. No crate offers this kernel (the `gemm` crate converts
+//! f16 to f32 and has no bf16 dot products; candle's CPU matmul has no bf16 path), and packing
+//! per call keeps one bf16 copy of each weight (the memory bf16 is chosen for) at a cost of a
+//! few percent of the product.
+//!
+//! Elsewhere the same numbers come from a portable path (the rounded activations times the
+//! weights widened to f32 through [`super::sgemm`]): slower than f32 training, so the trainer
+//! refuses bf16 on such CPUs ([`crate::Precision::check`]), but it keeps a bf16 model usable and
+//! testable on every machine.
+
+use half::bf16;
+
+/// Whether this CPU runs the bf16 kernel (AVX-512F, AVX-512BW and AVX-512 BF16).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Rows of the micro-kernel (activation rows per panel).
+pub const MR: usize = 12;
+/// Columns of the micro-kernel (two 16-lane vectors).
+pub const NR: usize = 32;
+/// The most bf16 pairs (2·KC values of the contraction) in one depth block.
+pub const KC: usize = 256;
+/// Columns per packed block of `W` (a multiple of [`NR`]): KC × NC pairs are 256 KiB, kept in L2.
+pub const NC: usize = 256;
+
+/// `x · Wᵀ` for `x` [m, k] (f32, row-major) and `W` [n, k] (bf16, row-major): [m, n] in f32.
+///
+/// # Panics
+/// If `x` does not hold m·k values or `W` n·k (a caller's bug).
+pub fn x_wt(x: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    assert!(x.len() == m * k && w.len() == n * k, "bf16 x·Wᵀ: sizes");
+    product(x, Weights::Transposed { w, n, k }, m)
+}
+
+/// `g · W` for `g` [m, n] (f32, row-major) and `W` [n, k] (bf16, row-major): [m, k] in f32.
+///
+/// # Panics
+/// If `g` does not hold m·n values or `W` n·k (a caller's bug).
+pub fn g_w(g: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    assert!(g.len() == m * n && w.len() == n * k, "bf16 g·W: sizes");
+    product(g, Weights::Plain { w, rows: n, cols: k }, m)
+}
+
+/// The right-hand operand `B` [depth, cols] of a product, read from a row-major bf16 weight.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    /// `B = Wᵀ` for `W` [n, k]: depth k, n columns.
+    Transposed { w: &'a [bf16], n: usize, k: usize },
+    /// `B = W` for `W` [rows, cols]: depth rows.
+    Plain {
+        w: &'a [bf16],
+        rows: usize,
+        cols: usize,
+    },
+}
+
+impl Weights<'_> {
+    /// (depth, columns) of `B`.
+    fn dims(self) -> (usize, usize) {
+        match self {
+            Weights::Transposed { n, k, .. } => (k, n),
+            Weights::Plain { rows, cols, .. } => (rows, cols),
+        }
+    }
+
+    /// `B` as f32, row-major [depth, cols] (the portable path).
+    fn widened(self) -> (Vec<f32>, super::View) {
+        match self {
+            Weights::Transposed { w, k, .. } => (
+                w.iter().map(|v| v.to_f32()).collect(),
+                super::View::row_major(k).t(),
+            ),
+            Weights::Plain { w, cols, .. } => (
+                w.iter().map(|v| v.to_f32()).collect(),
+                super::View::row_major(cols),
+            ),
+        }
+    }
+}
+
+/// `a [m, depth] · B`, on the kernel where the CPU has it and the portable path elsewhere.
+fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
+    let (depth, cols) = b.dims();
+    if m == 0 || cols == 0 || depth == 0 {
+        return vec![0.0; m * cols];
+    }
+    #[cfg(target_arch = "x86_64")]
+    if available() && std::env::var_os(PORTABLE_ENV).is_none() {
+        // SAFETY: the CPU has the features the kernel is compiled for (checked just above),
+        // and the operands' sizes were checked by the public entry points.
+        #[allow(unsafe_code)]
+        return unsafe { avx512::product(a, b, m) };
+    }
+    portable(a, b, m)
+}
+
+/// Set (to anything) to take the portable path on a CPU that has the kernel: for the tests and
+/// the benchmark, which compare the two.
+pub const PORTABLE_ENV: &str = "DOCTUNE_BF16_PORTABLE";
+
+/// The same numbers without AVX-512 BF16: the activations rounded to bf16, times `W` in f32.
+fn portable(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
+    let (depth, cols) = b.dims();
+    let rounded: Vec<f32> = a.iter().map(|&v| round(v)).collect();
+    let (w, wv) = b.widened();
+    super::sgemm_new(
+        (m, cols, depth),
+        &rounded,
+        super::View::row_major(depth),
+        &w,
+        wv,
+        true,
+    )
+}
+
+/// `v` rounded to the nearest bf16 (ties to even), as an f32.
+pub fn round(v: f32) -> f32 {
+    bf16::from_f32(v).to_f32()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx512 {
+    //! The AVX-512 BF16 kernel. Every function here is `unsafe` only because it is compiled for
+    //! CPU features the caller must have checked ([`super::available`]); pointer arithmetic
+    //! stays inside buffers whose sizes are computed beside it.
+
+    use super::{bf16, Weights, KC, MR, NC, NR};
+    use rayon::prelude::*;
+    use std::arch::x86_64::*;
+
+    /// A raw pointer that may cross to rayon's threads: each thread writes only its own
+    /// columns of the output.
+    #[derive(Clone, Copy)]
+    struct Out(*mut f32);
+    // SAFETY: see the type's doc; the buffer outlives the scope that uses it.
+    unsafe impl Send for Out {}
+    unsafe impl Sync for Out {}
+
+    impl Out {
+        /// The element at `i` (a method, so closures capture the whole `Out`).
+        fn at(self, i: usize) -> *mut f32 {
+            self.0.wrapping_add(i)
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `a` holds m·depth values.
+    pub(super) unsafe fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
+        let (depth, cols) = b.dims();
+        let pairs = depth.div_ceil(2);
+        let panels = m.div_ceil(MR);
+        // The activations as rows of bf16 pairs (pair p of row r at r·pairs + p), which the
+        // micro-kernel broadcasts from in place.
+        let mut ap = vec![0u32; m * pairs];
+        ap.par_chunks_mut(pairs)
+            .zip(a.par_chunks(depth))
+            // SAFETY: the caller checked the CPU's features.
+            .for_each(|(row, src)| unsafe { to_pairs(src, row) });
+        let mut out: Vec<f32> = Vec::with_capacity(m * cols);
+        let dst = Out(out.as_mut_ptr());
+        // Columns split between the threads in whole panels; each thread packs its own blocks
+        // of W.
+        let threads = rayon::current_num_threads().max(1);
+        let per = cols.div_ceil(NR).div_ceil(threads) * NR;
+        let ap = &ap;
+        (0..cols.div_ceil(per)).into_par_iter().for_each(|t| {
+            let (c0, c1) = (t * per, ((t + 1) * per).min(cols));
+            let mut bp = vec![0u32; NC * KC];
+            let mut jc = c0;
+            while jc < c1 {
+                let nc = NC.min(c1 - jc);
+                // Depth blocks of equal size, at most KC pairs each.
+                let blocks = pairs.div_ceil(KC);
+                let kc_max = pairs.div_ceil(blocks);
+                let mut pc = 0;
+                while pc < pairs {
+                    let kc = kc_max.min(pairs - pc);
+                    pack(b, jc, nc, pc, kc, &mut bp);
+                    for i in 0..panels {
+                        let rows = MR.min(m - i * MR);
+                        let a0 = ap.as_ptr().add(i * MR * pairs + pc);
+                        let mut j = 0;
+                        while j < nc {
+                            let n = NR.min(nc - j);
+                            let c = dst.at((i * MR) * cols + jc + j);
+                            let b0 = bp.as_ptr().add(j * kc);
+                            tile(rows, kc, a0, pairs, b0, c, cols, n, pc > 0);
+                            j += NR;
+                        }
+                    }
+                    pc += kc;
+                }
+                jc += nc;
+            }
+        });
+        // SAFETY: every element of the m × cols output was stored by the first depth block of
+        // its tile (every tile has one: depth ≥ 1).
+        out.set_len(m * cols);
+        out
+    }
+
+    /// The low `n` bits set (all 16 from n = 16 on): a lane mask for the first n lanes.
+    fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as u16
+        }
+    }
+
+    /// `src` (f32) as bf16 pairs, rounded to nearest even: pair p holds element 2p in its low
+    /// half and 2p+1 (or 0 past the end) in its high half. `dst` holds ⌈len/2⌉ pairs.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn to_pairs(src: &[f32], dst: &mut [u32]) {
+        let n = src.len();
+        let mut i = 0;
+        while i < n {
+            let left = n - i;
+            // Masked loads read no lane past the end (a mask of 0 reads nothing).
+            let lo = _mm512_maskz_loadu_ps(lanes(left), src.as_ptr().add(i));
+            let hi = _mm512_maskz_loadu_ps(
+                lanes(left.saturating_sub(16)),
+                src.as_ptr().wrapping_add(i + 16),
+            );
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_mask_storeu_epi32(
+                dst.as_mut_ptr().add(i / 2) as *mut i32,
+                lanes(left.min(32).div_ceil(2)),
+                v,
+            );
+            i += 32;
+        }
+    }
+
+    /// Packs `B[pc.., jc..]` (kc pairs × nc columns) into 32-column panels: panel j's pair p
+    /// of column c at j·NR·kc + p·NR + c, columns past nc zero.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn pack(b: Weights<'_>, jc: usize, nc: usize, pc: usize, kc: usize, bp: &mut [u32]) {
+        for (j, panel) in bp[..nc.div_ceil(NR) * NR * kc]
+            .chunks_exact_mut(NR * kc)
+            .enumerate()
+        {
+            let c0 = jc + j * NR;
+            let width = NR.min(jc + nc - c0);
+            match b {
+                Weights::Transposed { w, k, .. } => pack_transposed(w, k, c0, width, pc, kc, panel),
+                Weights::Plain { w, rows, cols } => {
+                    pack_plain(w, rows, cols, c0, width, pc, kc, panel)
+                }
+            }
+        }
+    }
+
+    /// A panel of `B = Wᵀ`: column c is row c0 + c of W [·, k], whose pairs are adjacent
+    /// values; 16 rows × 16 pairs at a time, read as vectors and transposed in registers.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn pack_transposed(
+        w: &[bf16],
+        k: usize,
+        c0: usize,
+        width: usize,
+        pc: usize,
+        kc: usize,
+        panel: &mut [u32],
+    ) {
+        let wp = w.as_ptr() as *const u16;
+        for half in 0..NR / 16 {
+            let mut p0 = 0;
+            while p0 < kc {
+                let first = 2 * (pc + p0);
+                // Values of a row from `first` on: at most 32, never past the row's end.
+                let vmask = lanes32(k.saturating_sub(first).min(32));
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (i, v) in r.iter_mut().enumerate() {
+                    let c = half * 16 + i;
+                    if c < width {
+                        *v = _mm512_maskz_loadu_epi16(vmask, wp.add((c0 + c) * k + first) as *const _);
+                    }
+                }
+                transpose16(&mut r);
+                for (q, v) in r.iter().enumerate().take(16.min(kc - p0)) {
+                    _mm512_storeu_si512(
+                        panel.as_mut_ptr().add((p0 + q) * NR + half * 16) as *mut _,
+                        *v,
+                    );
+                }
+                p0 += 16;
+            }
+        }
+    }
+
+    /// A panel of `B = W` for W [rows, cols]: pair p of column c is W[2p, c] and W[2p+1, c],
+    /// two rows' 32 values interleaved into 32 pairs.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn pack_plain(
+        w: &[bf16],
+        rows: usize,
+        cols: usize,
+        c0: usize,
+        width: usize,
+        pc: usize,
+        kc: usize,
+        panel: &mut [u32],
+    ) {
+        let wp = w.as_ptr() as *const u16;
+        let vmask = lanes32(width);
+        // Output pairs 0..16 take values 0..16 of both rows, pairs 16..32 values 16..32.
+        let lo_idx = _mm512_set_epi16(
+            47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5,
+            36, 4, 35, 3, 34, 2, 33, 1, 32, 0,
+        );
+        let hi_idx = _mm512_set_epi16(
+            63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23, 54, 22, 53,
+            21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16,
+        );
+        for p in 0..kc {
+            let q = 2 * (pc + p);
+            let r0 = _mm512_maskz_loadu_epi16(vmask, wp.add(q * cols + c0) as *const _);
+            let r1 = if q + 1 < rows {
+                _mm512_maskz_loadu_epi16(vmask, wp.add((q + 1) * cols + c0) as *const _)
+            } else {
+                _mm512_setzero_si512()
+            };
+            let dst = panel.as_mut_ptr().add(p * NR);
+            _mm512_storeu_si512(dst as *mut _, _mm512_permutex2var_epi16(r0, lo_idx, r1));
+            _mm512_storeu_si512(dst.add(16) as *mut _, _mm512_permutex2var_epi16(r0, hi_idx, r1));
+        }
+    }
+
+    /// The low `n` of 32 bits set: a mask for the first n 16-bit lanes.
+    fn lanes32(n: usize) -> __mmask32 {
+        if n >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << n) - 1
+        }
+    }
+
+    /// Transposes 16 rows of 16 32-bit values in place: afterwards `r[c]` holds element c of
+    /// every input row, in row order (the four unpack/shuffle stages of the usual transpose).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn transpose16(r: &mut [__m512i; 16]) {
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        for i in 0..4 {
+            r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for i in 0..2 {
+            for j in 0..4 {
+                t[8 * i + j] = _mm512_shuffle_i32x4::<0x88>(r[8 * i + j], r[8 * i + j + 4]);
+                t[8 * i + j + 4] = _mm512_shuffle_i32x4::<0xdd>(r[8 * i + j], r[8 * i + j + 4]);
+            }
+        }
+        for j in 0..8 {
+            r[j] = _mm512_shuffle_i32x4::<0x88>(t[j], t[j + 8]);
+            r[j + 8] = _mm512_shuffle_i32x4::<0xdd>(t[j], t[j + 8]);
+        }
+    }
+
+    /// One tile of up to MR × NR outputs, through the kernel for its row count.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn tile(
+        rows: usize,
+        kc: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        n: usize,
+        acc: bool,
+    ) {
+        macro_rules! by_rows {
+            ($($r:literal)*) => {
+                match rows {
+                    $($r => kernel::<$r>(kc, a, lda, b, c, ldc, n, acc),)*
+                    _ => unreachable!("a panel has 1 to {MR} rows"),
+                }
+            };
+        }
+        by_rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    /// `C[R × n] (+)= A·B` over kc pairs: `a` rows of pairs (pair p of row r at r·lda + p),
+    /// `b` a packed 32-column panel, `c` row-major with stride `ldc`, `n` ≤ 32 columns stored.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn kernel<const R: usize>(
+        kc: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        n: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for p in 0..kc {
+            let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
+            let b1: __m512bh =
+                std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
+            let ar = a.add(p);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av: __m512bh =
+                    std::mem::transmute(_mm512_set1_epi32(*ar.add(r * lda) as i32));
+                row[0] = _mm512_dpbf16_ps(row[0], av, b0);
+                row[1] = _mm512_dpbf16_ps(row[1], av, b1);
+            }
+        }
+        let (m0, m1) = (lanes(n), lanes(n.saturating_sub(16)));
+        for (r, row) in acc.iter().enumerate() {
+            let cr = c.add(r * ldc);
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if accumulate {
+                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr.add(16)));
+            }
+            _mm512_mask_storeu_ps(cr, m0, v0);
+            _mm512_mask_storeu_ps(cr.add(16), m1, v1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 7) % 2001) as f32
+                    / 1000.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// `Σ round(a)·w` in f64: what both paths compute, up to the order of f32 sums.
+    fn reference(a: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize), t: bool) -> Vec<f64> {
+        // t: x·Wᵀ (a [m,k], W [n,k]) → [m,n]; else g·W (a [m,n], W [n,k]) → [m,k].
+        let (depth, cols) = if t { (k, n) } else { (n, k) };
+        let mut c = vec![0f64; m * cols];
+        for i in 0..m {
+            for j in 0..cols {
+                let mut s = 0f64;
+                for p in 0..depth {
+                    let wv = if t { w[j * k + p] } else { w[p * k + j] };
+                    s += round(a[i * depth + p]) as f64 * wv.to_f64();
+                }
+                c[i * cols + j] = s;
+            }
+        }
+        c
+    }
+
+    fn check(got: &[f32], want: &[f64], depth: usize, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            // f32 sums of `depth` exact products of magnitude ≤ 1.
+            let tol = 1e-5 * (depth as f64) + 1e-6;
+            assert!((*g as f64 - w).abs() <= tol, "{what} at {i}: {g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn both_products_match_the_reference_over_edges_odd_depths_and_blocks() {
+        let shapes = [
+            (1, 1, 1),
+            (3, 5, 7),
+            (13, 33, 31),
+            (12, 32, 64),
+            (25, 70, 2 * KC + 3),
+            (40, NC + 40, 100),
+            (7, 2 * NC + 1, KC + 1),
+        ];
+        for &(m, n, k) in &shapes {
+            let w: Vec<bf16> = data(n * k, 2).iter().map(|&v| bf16::from_f32(v)).collect();
+            let x = data(m * k, 1);
+            let g = data(m * n, 3);
+            let want_f = reference(&x, &w, (m, n, k), true);
+            let want_b = reference(&g, &w, (m, n, k), false);
+            // The kernel where the CPU has it, and the portable path every time.
+            check(&x_wt(&x, &w, (m, n, k)), &want_f, k, &format!("x·Wᵀ {m}x{n}x{k}"));
+            check(&g_w(&g, &w, (m, n, k)), &want_b, n, &format!("g·W {m}x{n}x{k}"));
+            let pf = portable(&x, Weights::Transposed { w: &w, n, k }, m);
+            check(&pf, &want_f, k, &format!("portable x·Wᵀ {m}x{n}x{k}"));
+            let pb = portable(&g, Weights::Plain { w: &w, rows: n, cols: k }, m);
+            check(&pb, &want_b, n, &format!("portable g·W {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    fn rounding_is_to_nearest_even_like_pytorch() {
+        // 1 + 2⁻⁸ is halfway between two bf16 values: ties go to the even one (1.0).
+        assert_eq!(round(1.0 + 1.0 / 256.0), 1.0);
+        assert_eq!(round(1.0 + 3.0 / 256.0), 1.0 + 4.0 / 256.0);
+        assert_eq!(round(-2.5), -2.5);
+        assert!(round(f32::NAN).is_nan());
+        assert_eq!(round(f32::INFINITY), f32::INFINITY);
+    }
+
+    #[test]
+    fn empty_products_are_zero_sized_or_zero() {
+        let w = vec![bf16::from_f32(1.0); 6];
+        assert!(x_wt(&[], &w, (0, 2, 3)).is_empty());
+        assert_eq!(g_w(&[], &[], (2, 0, 0)), vec![0.0; 0]);
+        assert_eq!(x_wt(&[], &[], (2, 3, 0)), vec![0.0; 6]);
+    }
+}
