@@ -361,9 +361,21 @@ fn forward<T: Float + Send + Sync + 'static>(
                 if w == 0 {
                     continue;
                 }
-                scores(&dm, q, k, mask, (b, h, r0, r1), block, scale, cap, &mut sc, None);
+                scores(
+                    &dm,
+                    q,
+                    k,
+                    mask,
+                    (b, h, r0, r1),
+                    block,
+                    scale,
+                    cap,
+                    &mut sc,
+                    None,
+                );
                 for i in 0..rows {
-                    if let Some((max, sum)) = crate::simd::softmax_row(&mut sc[i * w..(i + 1) * w]) {
+                    if let Some((max, sum)) = crate::simd::softmax_row(&mut sc[i * w..(i + 1) * w])
+                    {
                         lse[r0 + i] = max + sum.ln();
                     }
                 }
@@ -435,7 +447,18 @@ fn backward<T: Float + Send + Sync + 'static>(
                         continue;
                     }
                     let tanh = cap.is_some().then_some(&mut th[..]);
-                    scores(&dm, q, k, mask, (b, h, r0, r1), block, scale, cap, &mut p, tanh);
+                    scores(
+                        &dm,
+                        q,
+                        k,
+                        mask,
+                        (b, h, r0, r1),
+                        block,
+                        scale,
+                        cap,
+                        &mut p,
+                        tanh,
+                    );
                     for i in 0..rows {
                         let l = lse[(b * dm.hq + h) * dm.t + r0 + i];
                         let row = &mut p[i * w..(i + 1) * w];
@@ -446,8 +469,11 @@ fn backward<T: Float + Send + Sync + 'static>(
                         }
                         let qo = dm.q(b, r0 + i, h).off;
                         let (gq, oq) = (&go[qo..qo + dm.d], &out[qo..qo + dm.d]);
-                        delta[i] = match (crate::simd::as_f32_ref(gq), crate::simd::as_f32_ref(oq)) {
-                            (Some(a), Some(o)) => T::from(crate::simd::dot(a, o)).unwrap_or_else(T::nan),
+                        delta[i] = match (crate::simd::as_f32_ref(gq), crate::simd::as_f32_ref(oq))
+                        {
+                            (Some(a), Some(o)) => {
+                                T::from(crate::simd::dot(a, o)).unwrap_or_else(T::nan)
+                            }
                             _ => gq.iter().zip(oq).fold(T::zero(), |a, (&x, &y)| a + x * y),
                         };
                     }

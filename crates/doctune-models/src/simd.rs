@@ -27,9 +27,7 @@ fn level() -> Level {
             let avx2 = std::arch::is_x86_feature_detected!("avx2")
                 && std::arch::is_x86_feature_detected!("fma");
             match crate::cpu::kernels() {
-                Kernels::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
-                    Level::Avx512
-                }
+                Kernels::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => Level::Avx512,
                 _ if avx2 => Level::Avx2,
                 _ => Level::Scalar,
             }
@@ -183,7 +181,8 @@ fn levels() -> Vec<Level> {
     let mut v = vec![Level::Scalar];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             v.push(Level::Avx2);
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
@@ -276,7 +275,7 @@ mod x86 {
     const P2: f32 = 8.333_452e-3;
     const P3: f32 = 4.166_579_6e-2;
     const P4: f32 = 1.666_666_5e-1;
-    const P5: f32 = 5.000_000_1e-1;
+    const P5: f32 = 0.5;
     /// Below this `exp` is under f32's smallest normal: the result is 0.
     const LOW: f32 = -87.336_55;
     /// Above this 2ⁿ would overflow the exponent: clamped (the result is then ~1.6e38).
@@ -407,7 +406,10 @@ mod tests {
                 } else {
                     want_sum += want;
                     let rel = ((*g as f64) - want).abs() / want;
-                    assert!(rel < 4e-7, "{level:?}: exp({x}) = {g}, want {want} (rel {rel:e})");
+                    assert!(
+                        rel < 4e-7,
+                        "{level:?}: exp({x}) = {g}, want {want} (rel {rel:e})"
+                    );
                 }
             }
             assert!(((sum as f64) - want_sum).abs() <= 1e-5 * want_sum.max(1.0));
@@ -415,7 +417,9 @@ mod tests {
         // The shift is subtracted first; f64 rows take exp itself.
         let mut row = vec![1.0f32, 2.0, 3.0];
         let s = exp_sub_sum(&mut row, 3.0);
-        assert!((row[2] - 1.0).abs() < 1e-7 && (s - (1.0 + (-1f32).exp() + (-2f32).exp())).abs() < 1e-6);
+        assert!(
+            (row[2] - 1.0).abs() < 1e-7 && (s - (1.0 + (-1f32).exp() + (-2f32).exp())).abs() < 1e-6
+        );
         let mut row64 = vec![1.0f64, 2.0];
         let s = exp_sub_sum_any(&mut row64, 2.0);
         assert_eq!(row64, vec![(-1f64).exp(), 1.0]);
@@ -434,10 +438,16 @@ mod tests {
         let mut a = v.clone();
         add_assign(&mut a, &w);
         scale(&mut a, 2.0);
-        assert!(a.iter().zip(v.iter().zip(&w)).all(|(x, (p, q))| *x == 2.0 * (p + q)));
+        assert!(a
+            .iter()
+            .zip(v.iter().zip(&w))
+            .all(|(x, (p, q))| *x == 2.0 * (p + q)));
         let mut dp = w.clone();
         softmax_grad_row(&mut dp, &v, 1.5);
-        assert!(dp.iter().zip(v.iter().zip(&w)).all(|(x, (p, d))| *x == p * (d - 1.5)));
+        assert!(dp
+            .iter()
+            .zip(v.iter().zip(&w))
+            .all(|(x, (p, d))| *x == p * (d - 1.5)));
         // Softmax rows in f32 (vectorised) and f64 agree; an all −∞ row is zeros.
         let mut r32: Vec<f32> = v.clone();
         let mut r64: Vec<f64> = v.iter().map(|&x| x as f64).collect();
@@ -445,7 +455,10 @@ mod tests {
         let (m64, s64) = softmax_row(&mut r64).unwrap();
         assert_eq!(m32 as f64, m64);
         assert!((s32 as f64 - s64).abs() < 1e-5 * s64);
-        assert!(r32.iter().zip(&r64).all(|(a, b)| (*a as f64 - b).abs() < 1e-6));
+        assert!(r32
+            .iter()
+            .zip(&r64)
+            .all(|(a, b)| (*a as f64 - b).abs() < 1e-6));
         let mut masked = vec![f32::NEG_INFINITY; 5];
         assert!(softmax_row(&mut masked).is_none() && masked.iter().all(|x| *x == 0.0));
         assert_eq!(max::<f32>(&[]), f32::NEG_INFINITY);

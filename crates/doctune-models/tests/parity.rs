@@ -186,7 +186,11 @@ fn bf16_matrices_under_f32_activations_track_the_f32_goldens() {
         let mut m = load(&fixture(name), &opts).unwrap();
         assert_eq!(m.model.dtype(), DType::F32);
         for (wname, t) in m.model.named_weights() {
-            let want = if t.rank() == 2 { DType::BF16 } else { DType::F32 };
+            let want = if t.rank() == 2 {
+                DType::BF16
+            } else {
+                DType::F32
+            };
             assert_eq!(t.dtype(), want, "{name}: {wname}");
         }
         load_adapter(&mut m.model, &fixture(name).join("adapter")).unwrap();

@@ -456,9 +456,15 @@ fn bf16_runs_on_the_cpu_learn_track_f32_and_resume_bit_identical() {
         c
     };
     if let Err(why) = doctune_models::cpu_bf16() {
-        let e = train(bf16(config(&ds)), &runs, "x", &NullSink, &CancelToken::new())
-            .unwrap_err()
-            .to_string();
+        let e = train(
+            bf16(config(&ds)),
+            &runs,
+            "x",
+            &NullSink,
+            &CancelToken::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains(&why), "{e}");
         return;
     }
@@ -497,7 +503,14 @@ fn bf16_runs_on_the_cpu_learn_track_f32_and_resume_bit_identical() {
         rslora: false,
         targets: Target::ALL.to_vec(),
     };
-    let sb = train(bf16(cfg.clone()), &runs, "learnb", &NullSink, &CancelToken::new()).unwrap();
+    let sb = train(
+        bf16(cfg.clone()),
+        &runs,
+        "learnb",
+        &NullSink,
+        &CancelToken::new(),
+    )
+    .unwrap();
     let s32 = train(cfg, &runs, "learn32", &NullSink, &CancelToken::new()).unwrap();
     let first = metrics(&runs.join("learnb"))[0]["loss"].as_f64().unwrap();
     let (lb, l32) = (sb.final_loss.unwrap(), s32.final_loss.unwrap());
@@ -566,10 +579,7 @@ fn unsupported_devices_and_precisions_are_refused_before_anything_is_written() {
         let e = train(cfg, &runs, "bf16", &NullSink, &CancelToken::new())
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("AVX-512 BF16") && e.contains("f32"),
-            "{e}"
-        );
+        assert!(e.contains("AVX-512 BF16") && e.contains("f32"), "{e}");
     }
     // Full training has no frozen weights to keep in bf16: refused on every CPU.
     let mut cfg = config(&ds);

@@ -61,7 +61,15 @@ pub fn x_wt(x: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32>
 /// If `g` does not hold m·n values or `W` n·k (a caller's bug).
 pub fn g_w(g: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
     assert!(g.len() == m * n && w.len() == n * k, "bf16 g·W: sizes");
-    product(g, Weights::Plain { w, rows: n, cols: k }, m)
+    product(
+        g,
+        Weights::Plain {
+            w,
+            rows: n,
+            cols: k,
+        },
+        m,
+    )
 }
 
 /// The right-hand operand `B` [depth, cols] of a product, read from a row-major bf16 weight.
@@ -298,7 +306,10 @@ mod avx512 {
                 for (i, v) in r.iter_mut().enumerate() {
                     let c = half * 16 + i;
                     if c < width {
-                        *v = _mm512_maskz_loadu_epi16(vmask, wp.add((c0 + c) * k + first) as *const _);
+                        *v = _mm512_maskz_loadu_epi16(
+                            vmask,
+                            wp.add((c0 + c) * k + first) as *const _,
+                        );
                     }
                 }
                 transpose16(&mut r);
@@ -331,12 +342,12 @@ mod avx512 {
         let vmask = lanes32(width);
         // Output pairs 0..16 take values 0..16 of both rows, pairs 16..32 values 16..32.
         let lo_idx = _mm512_set_epi16(
-            47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5,
-            36, 4, 35, 3, 34, 2, 33, 1, 32, 0,
+            47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36,
+            4, 35, 3, 34, 2, 33, 1, 32, 0,
         );
         let hi_idx = _mm512_set_epi16(
-            63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23, 54, 22, 53,
-            21, 52, 20, 51, 19, 50, 18, 49, 17, 48, 16,
+            63, 31, 62, 30, 61, 29, 60, 28, 59, 27, 58, 26, 57, 25, 56, 24, 55, 23, 54, 22, 53, 21,
+            52, 20, 51, 19, 50, 18, 49, 17, 48, 16,
         );
         for p in 0..kc {
             let q = 2 * (pc + p);
@@ -348,7 +359,10 @@ mod avx512 {
             };
             let dst = panel.as_mut_ptr().add(p * NR);
             _mm512_storeu_si512(dst as *mut _, _mm512_permutex2var_epi16(r0, lo_idx, r1));
-            _mm512_storeu_si512(dst.add(16) as *mut _, _mm512_permutex2var_epi16(r0, hi_idx, r1));
+            _mm512_storeu_si512(
+                dst.add(16) as *mut _,
+                _mm512_permutex2var_epi16(r0, hi_idx, r1),
+            );
         }
     }
 
@@ -434,8 +448,7 @@ mod avx512 {
                 std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
             let ar = a.add(p);
             for (r, row) in acc.iter_mut().enumerate() {
-                let av: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*ar.add(r * lda) as i32));
+                let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ar.add(r * lda) as i32));
                 row[0] = _mm512_dpbf16_ps(row[0], av, b0);
                 row[1] = _mm512_dpbf16_ps(row[1], av, b1);
             }
@@ -513,11 +526,29 @@ mod tests {
             let want_f = reference(&x, &w, (m, n, k), true);
             let want_b = reference(&g, &w, (m, n, k), false);
             // The kernel where the CPU has it, and the portable path every time.
-            check(&x_wt(&x, &w, (m, n, k)), &want_f, k, &format!("x·Wᵀ {m}x{n}x{k}"));
-            check(&g_w(&g, &w, (m, n, k)), &want_b, n, &format!("g·W {m}x{n}x{k}"));
+            check(
+                &x_wt(&x, &w, (m, n, k)),
+                &want_f,
+                k,
+                &format!("x·Wᵀ {m}x{n}x{k}"),
+            );
+            check(
+                &g_w(&g, &w, (m, n, k)),
+                &want_b,
+                n,
+                &format!("g·W {m}x{n}x{k}"),
+            );
             let pf = portable(&x, Weights::Transposed { w: &w, n, k }, m);
             check(&pf, &want_f, k, &format!("portable x·Wᵀ {m}x{n}x{k}"));
-            let pb = portable(&g, Weights::Plain { w: &w, rows: n, cols: k }, m);
+            let pb = portable(
+                &g,
+                Weights::Plain {
+                    w: &w,
+                    rows: n,
+                    cols: k,
+                },
+                m,
+            );
             check(&pb, &want_b, n, &format!("portable g·W {m}x{n}x{k}"));
         }
     }

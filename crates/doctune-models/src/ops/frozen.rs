@@ -143,7 +143,11 @@ pub fn input_grad(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
 /// `x · Wᵀ` (`transposed`, `x` [.., k]) or `x · W` (`x` [.., n]) for a row-major `W` [n, k],
 /// as a row-major f32 `Vec`, where DocTune's CPU kernels apply: f32 `x` on the CPU with an f32
 /// `W` (DocTune's f32 GEMM) or a bf16 one ([`crate::gemm::bf16`]). `None` elsewhere.
-pub(crate) fn cpu_product(x: &Tensor, weight: &Tensor, transposed: bool) -> Result<Option<Vec<f32>>> {
+pub(crate) fn cpu_product(
+    x: &Tensor,
+    weight: &Tensor,
+    transposed: bool,
+) -> Result<Option<Vec<f32>>> {
     if !x.device().is_cpu() || x.dtype() != DType::F32 {
         return Ok(None);
     }

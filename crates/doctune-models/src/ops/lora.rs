@@ -95,7 +95,14 @@ fn cpu_forward(
     };
     let (av, bv) = (values(&a.detach())?, values(&b.detach())?);
     // x·Aᵀ [m, r], then y += scale · (x·Aᵀ)·Bᵀ.
-    let xa = sgemm_new((m, r, inp), &xm, View::row_major(inp), &av, View::row_major(inp).t(), true);
+    let xa = sgemm_new(
+        (m, r, inp),
+        &xm,
+        View::row_major(inp),
+        &av,
+        View::row_major(inp).t(),
+        true,
+    );
     sgemm(
         (m, out, r),
         &mut y,
@@ -145,10 +152,32 @@ impl LoraOp {
         // g·B [m, r]; ∂A = s · (g·B)ᵀ·(x⊙mask) [r, inp]; ∂B = s · gᵀ·((x⊙mask)·Aᵀ) [out, r].
         let gb = sgemm_new((m, r, out), &gv, rows(out), &bv, rows(r), true);
         let mut da = vec![0f32; r * inp];
-        sgemm((r, inp, m), &mut da, rows(inp), false, &gb, rows(r).t(), &xm, rows(inp), s, true);
+        sgemm(
+            (r, inp, m),
+            &mut da,
+            rows(inp),
+            false,
+            &gb,
+            rows(r).t(),
+            &xm,
+            rows(inp),
+            s,
+            true,
+        );
         let xa = sgemm_new((m, r, inp), &xm, rows(inp), &av, rows(inp).t(), true);
         let mut db = vec![0f32; out * r];
-        sgemm((out, r, m), &mut db, rows(r), false, &gv, rows(out).t(), &xa, rows(r), s, true);
+        sgemm(
+            (out, r, m),
+            &mut db,
+            rows(r),
+            false,
+            &gv,
+            rows(out).t(),
+            &xa,
+            rows(r),
+            s,
+            true,
+        );
         let (da, db) = (
             Tensor::from_vec(da, (r, inp), a.device())?,
             Tensor::from_vec(db, (out, r), b.device())?,
@@ -167,9 +196,24 @@ impl LoraOp {
                     *d += s * l * k;
                 }
             }
-            None => sgemm((m, inp, r), &mut dx, rows(inp), true, &gb, rows(r), &av, rows(inp), s, true),
+            None => sgemm(
+                (m, inp, r),
+                &mut dx,
+                rows(inp),
+                true,
+                &gb,
+                rows(r),
+                &av,
+                rows(inp),
+                s,
+                true,
+            ),
         }
-        Ok((Some(Tensor::from_vec(dx, x.shape(), x.device())?), Some(da), Some(db)))
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(da),
+            Some(db),
+        ))
     }
 }
 
@@ -295,7 +339,12 @@ mod tests {
     /// gradient when the input is outside the graph.
     #[test]
     fn the_f32_cpu_passes_match_the_composition() {
-        let mask = (randn(&[2, 3, 8], 54).ge(0.0).unwrap().to_dtype(DType::F32).unwrap() * 1.25)
+        let mask = (randn(&[2, 3, 8], 54)
+            .ge(0.0)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            * 1.25)
             .unwrap();
         for wdtype in [DType::F32, DType::BF16] {
             for m in [None, Some(&mask)] {
@@ -305,7 +354,12 @@ mod tests {
                 let b = Var::from_tensor(&randn(&[6, 2], 53)).unwrap();
                 let target = randn(&[2, 3, 6], 55);
                 let y = lora_linear(&x, &w, &a, &b, 0.5, m).unwrap();
-                let g = (&y * &target).unwrap().sum_all().unwrap().backward().unwrap();
+                let g = (&y * &target)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
                 let w32 = w.to_dtype(DType::F32).unwrap();
                 let xm = match m {
                     Some(m) => (x.as_tensor() * m).unwrap(),
@@ -316,11 +370,20 @@ mod tests {
                     .unwrap()
                     .broadcast_matmul(&b.t().unwrap())
                     .unwrap();
-                let y_ref =
-                    (x.broadcast_matmul(&w32.t().unwrap()).unwrap() + (low * 0.5).unwrap()).unwrap();
-                let g_ref = (&y_ref * &target).unwrap().sum_all().unwrap().backward().unwrap();
+                let y_ref = (x.broadcast_matmul(&w32.t().unwrap()).unwrap() + (low * 0.5).unwrap())
+                    .unwrap();
+                let g_ref = (&y_ref * &target)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
                 let tol = if wdtype == DType::F32 { 1e-5 } else { 5e-2 };
-                assert!(max_diff(&y, &y_ref) < tol, "{wdtype:?} {}", max_diff(&y, &y_ref));
+                assert!(
+                    max_diff(&y, &y_ref) < tol,
+                    "{wdtype:?} {}",
+                    max_diff(&y, &y_ref)
+                );
                 for v in [&x, &a, &b] {
                     let d = max_diff(g.get(v).unwrap(), g_ref.get(v).unwrap());
                     assert!(d < tol, "{wdtype:?} mask {} gradient {d}", m.is_some());

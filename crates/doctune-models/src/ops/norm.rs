@@ -70,7 +70,7 @@ fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec
 
 /// The backward pass in one pass over the rows: `∂x` row by row, and `∂w` (when wanted) as
 /// per-task partial sums over rows, added up.
-fn rms_bwd<T: Float + candle_core::WithDType + Send + Sync>(
+fn rms_bwd<T: Float + std::ops::AddAssign + candle_core::WithDType + Send + Sync>(
     x: &Tensor,
     w: &Tensor,
     g: &Tensor,
@@ -112,7 +112,7 @@ fn rms_bwd<T: Float + candle_core::WithDType + Send + Sync>(
                             for (xr, gr) in xs.chunks(d).zip(gs.chunks(d)) {
                                 let r = inv(xr);
                                 for ((a, &xv), &gv) in acc.iter_mut().zip(xr).zip(gr) {
-                                    *a = *a + gv * xv * r;
+                                    *a += gv * xv * r;
                                 }
                             }
                             acc
@@ -120,7 +120,7 @@ fn rms_bwd<T: Float + candle_core::WithDType + Send + Sync>(
                         .reduce(
                             || vec![T::zero(); d],
                             |mut a, b| {
-                                a.iter_mut().zip(b).for_each(|(a, b)| *a = *a + b);
+                                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
                                 a
                             },
                         )
@@ -131,7 +131,8 @@ fn rms_bwd<T: Float + candle_core::WithDType + Send + Sync>(
     })?;
     Ok((
         Some(Tensor::from_vec(dx, x.shape(), x.device())?),
-        dw.map(|dw| Tensor::from_vec(dw, d, x.device())).transpose()?,
+        dw.map(|dw| Tensor::from_vec(dw, d, x.device()))
+            .transpose()?,
     ))
 }
 

@@ -90,7 +90,12 @@ impl CustomOp1 for SoftmaxOp {
 #[derive(Debug)]
 pub struct MaskedSoftmaxOp;
 
-fn masked_softmax_rows<T: Float + Send + Sync + 'static>(x: &[T], mask: &[T], s: usize, t: usize) -> Vec<T> {
+fn masked_softmax_rows<T: Float + Send + Sync + 'static>(
+    x: &[T],
+    mask: &[T],
+    s: usize,
+    t: usize,
+) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(s)

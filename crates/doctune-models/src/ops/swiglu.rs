@@ -170,7 +170,9 @@ mod tests {
         use candle_core::{Device, Var};
         // Two chunks' worth, from far below −87 (exp(−x) overflows f32) to far above.
         let n = 2 * CHUNK;
-        let v: Vec<f32> = (0..n).map(|i| -120.0 + i as f32 * (240.0 / n as f32)).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|i| -120.0 + i as f32 * (240.0 / n as f32))
+            .collect();
         let up: Vec<f32> = v.iter().map(|x| (x * 0.1).cos()).collect();
         let gate = Var::from_vec(v, (2, CHUNK), &Device::Cpu).unwrap();
         let up = Var::from_vec(up, (2, CHUNK), &Device::Cpu).unwrap();
@@ -181,7 +183,9 @@ mod tests {
                 a.flatten_all().unwrap().to_vec1().unwrap(),
                 b.flatten_all().unwrap().to_vec1().unwrap(),
             );
-            a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()) && x.is_finite())
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()) && x.is_finite())
         };
         assert!(close(&y, &y_ref));
         let w = crate::ops::test_util::randn(&[2, CHUNK], 3);
