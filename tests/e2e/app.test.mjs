@@ -449,12 +449,15 @@ describe("DocTune window", () => {
     const estimate = browser.$('[data-testid="train-estimate"]');
     await estimate.waitForDisplayed({ timeout: 10_000 });
     assert.match(await estimate.getText(), /Estimated peak memory .* available/);
-    // The devices this build and machine offer (the CPU here), and the CPU's one precision.
+    // The devices this build and machine offer (the CPU here), and the CPU's precisions: f32,
+    // and bf16 where the CPU has AVX-512 BF16 (the flags the kernel needs, as Linux lists them).
     const device = browser.$('[data-testid="train-device"]');
     await browser.waitUntil(async () => (await device.$$("option").length) > 0, { timeout: 10_000 });
     assert.equal(await device.getValue(), "cpu");
     const precisions = await browser.$('[data-testid="train-precision"]').$$("option").map((o) => o.getValue());
-    assert.deepEqual(precisions, ["f32"]);
+    const flags = (fs.readFileSync("/proc/cpuinfo", "utf8").match(/^flags\s*:(.*)$/m)?.[1] ?? "").trim().split(/\s+/);
+    const bf16 = ["avx512f", "avx512bw", "avx512_bf16"].every((f) => flags.includes(f));
+    assert.deepEqual(precisions, bf16 ? ["f32", "bf16"] : ["f32"]);
     await browser.$('[data-testid="train-start"]').click();
     const run = browser.$('[data-testid="train-run"]');
     await browser.waitUntil(async () => /step 6\/6 · done/.test(await run.getText().catch(() => "")), {
