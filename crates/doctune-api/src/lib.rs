@@ -45,11 +45,14 @@ pub mod scratch;
 pub mod token;
 pub mod train;
 
-/// Call first in each shell's `main`. Started as a worker (by this same binary) it runs one
-/// job — extracting a document, or rendering a model's chat templates — under memory, CPU and
-/// time limits, and exits; otherwise it lets extraction and template rendering run in such
-/// children from then on (see `doctune_core::worker`).
+/// Call first in each shell's `main`: it sets up the training thread pools, then, started as a
+/// worker (by this same binary), it runs one job — extracting a document, or rendering a
+/// model's chat templates — under memory, CPU and time limits, and exits; otherwise it lets
+/// extraction and template rendering run in such children from then on (see
+/// `doctune_core::worker`).
 pub fn serve_worker_if_asked() {
+    // Before any thread exists (see `doctune_models::cpu::tune_thread_pools`).
+    doctune_models::cpu::tune_thread_pools();
     doctune_core::worker::serve_if_worker(&[
         (doctune_ingest::worker::JOB, doctune_ingest::worker::serve),
         (

@@ -101,6 +101,8 @@ fn crate_gemm(m: usize, k: usize, n: usize, transposed: bool) -> f64 {
 }
 
 fn main() {
+    // As the shells do, before any thread exists.
+    doctune_models::cpu::tune_thread_pools();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
         return;

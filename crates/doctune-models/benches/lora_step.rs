@@ -147,6 +147,8 @@ fn worker(dir: &Path, steps: usize, warmup: usize) {
 }
 
 fn main() {
+    // As the shells do, before any thread exists.
+    doctune_models::cpu::tune_thread_pools();
     let args: Vec<String> = std::env::args().collect();
     if let Some(pos) = args.iter().position(|a| a == "--worker") {
         let dir = PathBuf::from(&args[pos + 1]);

@@ -137,6 +137,27 @@ pub fn describe_cpu() -> String {
     }
 }
 
+/// The environment variable candle reads for how long its element-wise thread pool spins
+/// before parking (`pause` instructions; candle's default 25,000).
+pub const CANDLE_SPIN_ENV: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// How long candle's pool spins here: about a microsecond, then it parks.
+pub const CANDLE_SPIN: &str = "100";
+
+/// Sets up the process's thread pools for training; call first in `main`, before any thread
+/// exists (it sets an environment variable candle reads once).
+///
+/// candle runs its element-wise ops on a pool of its own beside rayon's, and by default its
+/// threads spin 25,000 `pause`s (half a millisecond or more) after every op before parking.
+/// With rayon's threads on every core, that spinning takes a core from the next GEMM: on 2 cores
+/// it cost a quarter of a LoRA step on small models (`docs/performance.md`, "candle's spinning
+/// pool"). A limit the user set is kept.
+pub fn tune_thread_pools() {
+    if std::env::var_os(CANDLE_SPIN_ENV).is_none() {
+        std::env::set_var(CANDLE_SPIN_ENV, CANDLE_SPIN);
+    }
+}
+
 /// One line for benchmarks and logs: the family in use and what the CPU has.
 pub fn describe() -> String {
     format!(

@@ -1,5 +1,7 @@
 //! DocTune's trainer end to end (data loading, masking, AdamW, clipping and evaluation included)
-//! against a PyTorch + PEFT training loop doing the same run, in one invocation: tokens/s, peak
+//! against a PyTorch + PEFT training loop doing the same run, in one invocation: tokens/s in the
+//! steady state (steps 2 to N on both sides: PyTorch's first step carries oneDNN's one-time
+//! kernel creation, which would flatter DocTune on short runs), peak
 //! RSS, the final evaluation loss of both, and DocTune's memory estimate against its measured peak;
 //! the achieved GFLOP/s of both against the machine's GEMM peak (PyTorch multiplying one of the
 //! model's own shapes, f32 and bf16); and a loss curve (default 50 steps on the tiny config,
@@ -17,7 +19,7 @@
 //!
 //! Options (environment): `DOCTUNE_BENCH_THREADS` (default: all cores), `DOCTUNE_BENCH_CONFIGS`
 //! (`tiny`, `20m`, `20m-256`, `100m`; default all), `DOCTUNE_BENCH_KERNELS` (`avx2`, `avx512`;
-//! default both where they differ), `DOCTUNE_BENCH_STEPS` (default 6),
+//! default both where they differ), `DOCTUNE_BENCH_STEPS` (default 10),
 //! `DOCTUNE_BENCH_DEVICE` (`cpu`, `cuda`; default cpu) and `DOCTUNE_BENCH_PRECISION` (`f32`,
 //! `bf16`, `f16`; default f32; bf16 on the CPU: DocTune's bf16 base under f32 activations on
 //! the AVX-512 BF16 kernel against PyTorch's CPU autocast, and both loss curves against
@@ -163,12 +165,21 @@ fn worker(model: &Path, data: &Path, runs: &Path, name: &str, steps: u64, run: O
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
     let last = lines.last().unwrap();
+    // Steady state, as the PyTorch side measures it: steps 2 to N. Every step trains the same
+    // number of tokens, so step k's line says k·T tokens took k·T / tokensPerSec_k seconds.
+    let tps = |l: &serde_json::Value| l["tokensPerSec"].as_f64().unwrap_or(0.0);
+    let n = lines.len() as f64;
+    let steady = if lines.len() > 1 {
+        (n - 1.0) / (n / tps(last) - 1.0 / tps(&lines[0]))
+    } else {
+        tps(last)
+    };
     let losses: Vec<f64> = lines.iter().filter_map(|l| l["loss"].as_f64()).collect();
     let peak_gpu = lines.iter().filter_map(|l| l["gpuMemBytes"].as_u64()).max();
     println!(
         "{}",
         serde_json::json!({
-            "tokens_per_sec": last["tokensPerSec"], "peak_rss_bytes": peak_rss_bytes(), "eval_loss": s.eval_loss,
+            "tokens_per_sec": steady, "tokens_per_sec_all": last["tokensPerSec"], "peak_rss_bytes": peak_rss_bytes(), "eval_loss": s.eval_loss,
             "losses": losses, "peak_gpu_bytes": peak_gpu, "kernels": doctune_models::cpu::describe(),
         })
     );
@@ -183,6 +194,8 @@ fn bench_precision() -> Precision {
 }
 
 fn main() {
+    // As the shells do, before any thread exists.
+    doctune_models::cpu::tune_thread_pools();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--worker") {
         worker(
@@ -199,7 +212,7 @@ fn main() {
         return;
     }
     let threads = bench_threads();
-    let steps: u64 = bench_env("DOCTUNE_BENCH_STEPS").unwrap_or(6);
+    let steps: u64 = bench_env("DOCTUNE_BENCH_STEPS").unwrap_or(10);
     let wanted =
         std::env::var("DOCTUNE_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,20m,20m-256,100m".into());
     let curve_steps: u64 = bench_env("DOCTUNE_BENCH_CURVE_STEPS").unwrap_or(50);
@@ -226,7 +239,7 @@ fn main() {
         }
     };
     println!(
-        "Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, {} {}), {threads} thread(s), {steps} steps{}; CPU: {}",
+        "Training run end to end (LoRA r=8 on q/v, AdamW, cosine, clip 1.0, {} {}), {threads} thread(s), {steps} steps (tokens/s over steps 2 to {steps}){}; CPU: {}",
         precision.name(),
         device.name(),
         if on_gpu { "; memory: peak GPU memory" } else { "" },

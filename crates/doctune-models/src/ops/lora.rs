@@ -1,6 +1,6 @@
 //! The LoRA projection as one op (see [`lora_linear`]).
 
-use super::{frozen_matmul, Precomputed};
+use super::{frozen_matmul, with_slice, Precomputed};
 use crate::gemm::{sgemm, sgemm_new, View};
 use candle_core::{CpuStorage, CudaStorage, DType, Layout, MetalStorage, Result, Shape, Tensor};
 
@@ -65,11 +65,6 @@ fn cpu_path(x: &Tensor, a: &Tensor, w: &Tensor) -> bool {
         && matches!(w.dtype(), DType::F32 | DType::BF16)
 }
 
-/// A contiguous f32 tensor's values.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
-}
-
 /// The forward on the CPU: `y = x·Wᵀ` from DocTune's kernels, then `y += scale · (x⊙mask)·Aᵀ·Bᵀ`
 /// accumulated into it (no output-sized temporaries).
 fn cpu_forward(
@@ -90,31 +85,39 @@ fn cpu_forward(
     let inp = a.dim(1)?;
     let m = y.len() / out.max(1);
     let xm = match mask {
-        Some(mk) => values(&(x * mk)?)?,
-        None => values(x)?,
+        Some(mk) => (x * mk)?,
+        None => x.contiguous()?,
     };
-    let (av, bv) = (values(&a.detach())?, values(&b.detach())?);
-    // x·Aᵀ [m, r], then y += scale · (x·Aᵀ)·Bᵀ.
-    let xa = sgemm_new(
-        (m, r, inp),
-        &xm,
-        View::row_major(inp),
-        &av,
-        View::row_major(inp).t(),
-        true,
-    );
-    sgemm(
-        (m, out, r),
-        &mut y,
-        View::row_major(out),
-        true,
-        &xa,
-        View::row_major(r),
-        &bv,
-        View::row_major(r).t(),
-        scale as f32,
-        true,
-    );
+    let (a, b) = (a.detach().contiguous()?, b.detach().contiguous()?);
+    // x·Aᵀ [m, r], then y += scale · (x·Aᵀ)·Bᵀ, on the tensors' own storage.
+    let rows = View::row_major;
+    let xa = with_slice::<f32, _>(&xm, |xm| {
+        with_slice::<f32, _>(&a, |av| {
+            Ok(sgemm_new(
+                (m, r, inp),
+                xm,
+                rows(inp),
+                av,
+                rows(inp).t(),
+                true,
+            ))
+        })
+    })?;
+    with_slice::<f32, _>(&b, |bv| {
+        sgemm(
+            (m, out, r),
+            &mut y,
+            rows(out),
+            true,
+            &xa,
+            rows(r),
+            bv,
+            rows(r).t(),
+            scale as f32,
+            true,
+        );
+        Ok(())
+    })?;
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank ≥ 1") = out;
     Ok(Some(Tensor::from_vec(y, dims, x.device())?))
@@ -141,43 +144,54 @@ impl LoraOp {
         let (r, inp) = a.dims2()?;
         let out = b.dim(0)?;
         let s = self.scale as f32;
-        let gv = values(g)?;
-        let m = gv.len() / out.max(1);
+        let g = g.contiguous()?;
+        let m = g.elem_count() / out.max(1);
         let xm = match &self.mask {
-            Some(mk) => values(&(x.reshape(mk.shape())? * mk)?)?,
-            None => values(x)?,
+            Some(mk) => (x.reshape(mk.shape())? * mk)?,
+            None => x.contiguous()?,
         };
-        let (av, bv) = (values(a)?, values(b)?);
+        let (a, b) = (a.contiguous()?, b.contiguous()?);
         let rows = View::row_major;
-        // g·B [m, r]; ∂A = s · (g·B)ᵀ·(x⊙mask) [r, inp]; ∂B = s · gᵀ·((x⊙mask)·Aᵀ) [out, r].
-        let gb = sgemm_new((m, r, out), &gv, rows(out), &bv, rows(r), true);
-        let mut da = vec![0f32; r * inp];
-        sgemm(
-            (r, inp, m),
-            &mut da,
-            rows(inp),
-            false,
-            &gb,
-            rows(r).t(),
-            &xm,
-            rows(inp),
-            s,
-            true,
-        );
-        let xa = sgemm_new((m, r, inp), &xm, rows(inp), &av, rows(inp).t(), true);
-        let mut db = vec![0f32; out * r];
-        sgemm(
-            (out, r, m),
-            &mut db,
-            rows(r),
-            false,
-            &gv,
-            rows(out).t(),
-            &xa,
-            rows(r),
-            s,
-            true,
-        );
+        // g·B [m, r]; ∂A = s · (g·B)ᵀ·(x⊙mask) [r, inp]; ∂B = s · gᵀ·((x⊙mask)·Aᵀ) [out, r];
+        // on the tensors' own storage.
+        let (gb, da, db) = with_slice::<f32, _>(&g, |gv| {
+            with_slice::<f32, _>(&xm, |xm| {
+                with_slice::<f32, _>(&a, |av| {
+                    with_slice::<f32, _>(&b, |bv| {
+                        let gb = sgemm_new((m, r, out), gv, rows(out), bv, rows(r), true);
+                        let mut da = vec![0f32; r * inp];
+                        sgemm(
+                            (r, inp, m),
+                            &mut da,
+                            rows(inp),
+                            false,
+                            &gb,
+                            rows(r).t(),
+                            xm,
+                            rows(inp),
+                            s,
+                            true,
+                        );
+                        let xa = sgemm_new((m, r, inp), xm, rows(inp), av, rows(inp).t(), true);
+                        let mut db = vec![0f32; out * r];
+                        sgemm(
+                            (out, r, m),
+                            &mut db,
+                            rows(r),
+                            false,
+                            gv,
+                            rows(out).t(),
+                            &xa,
+                            rows(r),
+                            s,
+                            true,
+                        );
+                        Ok((gb, da, db))
+                    })
+                })
+            })
+        })?;
+        let av = a.flatten_all()?.to_vec1::<f32>()?;
         let (da, db) = (
             Tensor::from_vec(da, (r, inp), a.device())?,
             Tensor::from_vec(db, (out, r), b.device())?,
@@ -186,13 +200,14 @@ impl LoraOp {
             return Ok((None, Some(da), Some(db)));
         }
         let g2 = g.reshape((m, out))?;
+        let mask_values = |mk: &Tensor| mk.flatten_all()?.to_vec1::<f32>();
         let mut dx = super::frozen::cpu_product(&g2, &self.w, false)?
             .ok_or_else(|| candle_core::Error::Msg("lora: no CPU product for the base".into()))?;
         match &self.mask {
             // ∂x += s · (g·B)·A ⊙ mask.
             Some(mk) => {
                 let low = sgemm_new((m, inp, r), &gb, rows(r), &av, rows(inp), true);
-                for ((d, l), k) in dx.iter_mut().zip(&low).zip(values(mk)?) {
+                for ((d, l), k) in dx.iter_mut().zip(&low).zip(mask_values(mk)?) {
                     *d += s * l * k;
                 }
             }
