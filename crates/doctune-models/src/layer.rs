@@ -7,13 +7,13 @@
 use crate::attention::attention;
 use crate::config::{Activation, ModelConfig};
 use crate::linear::{Linear, Param};
-use crate::ops::{rms_norm, swiglu, Precomputed};
+use crate::ops::{rms_norm, swiglu, Precomputed, SideGrads};
 use crate::rng::ModelRng;
 use crate::rope::rope;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, Layout, MetalStorage, Result, Shape, Tensor, Var, D,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Qkv {
@@ -77,6 +77,10 @@ pub(crate) struct PassCtx {
     /// Additive masks [T, S] for full attention and for sliding layers (`None`: nothing masked).
     pub(crate) full_mask: Option<Tensor>,
     pub(crate) window_mask: Option<Tensor>,
+    /// Where fused blocks put their adapters' gradients ([`SideGrads`]).
+    pub(crate) side: SideGrads,
+    /// Whether the fused CPU blocks may run ([`crate::mlp`]); off, every layer is composed.
+    pub(crate) fused: bool,
 }
 
 impl DecoderLayer {
@@ -240,7 +244,25 @@ impl DecoderLayer {
         self.o.forward(&out, grad, rng)
     }
 
-    fn mlp(&self, x: &Tensor, grad: bool, mut rng: Option<&mut ModelRng>) -> Result<Tensor> {
+    fn mlp(
+        &self,
+        x: &Tensor,
+        ctx: &PassCtx,
+        grad: bool,
+        mut rng: Option<&mut ModelRng>,
+    ) -> Result<Tensor> {
+        if let (true, GateUp::Separate { gate, up }, Activation::Silu) =
+            (ctx.fused, &self.gate_up, self.cfg.activation)
+        {
+            let parts = crate::mlp::Mlp {
+                gate,
+                up,
+                down: &self.down,
+            };
+            if let Some(y) = crate::mlp::mlp(x, parts, grad, rng.as_deref_mut(), &ctx.side)? {
+                return Ok(y);
+            }
+        }
         let (gate, up) = match &self.gate_up {
             GateUp::Separate { gate, up } => (
                 gate.forward(x, grad, rng.as_deref_mut())?,
@@ -272,19 +294,15 @@ impl DecoderLayer {
         let a = self.attention(&h, ctx, cache, grad, rng.as_deref_mut())?;
         if let (Some(pre), Some(post)) = (&self.pre_ff_norm, &self.post_ff_norm) {
             let x = (x + self.norm(&a, &self.post_attn_norm, grad)?)?;
-            let m = self.mlp(&self.norm(&x, pre, grad)?, grad, rng)?;
+            let m = self.mlp(&self.norm(&x, pre, grad)?, ctx, grad, rng)?;
             x + self.norm(&m, post, grad)?
         } else {
             let x = (x + a)?;
-            let m = self.mlp(&self.norm(&x, &self.post_attn_norm, grad)?, grad, rng)?;
+            let m = self.mlp(&self.norm(&x, &self.post_attn_norm, grad)?, ctx, grad, rng)?;
             x + m
         }
     }
 }
-
-/// Gradients that gradient-checkpointed layers computed during recomputation, to be added to
-/// the outer backward pass's store.
-pub(crate) type SideGrads = Arc<Mutex<Vec<(Var, Tensor)>>>;
 
 /// A decoder layer run without recording its graph; the backward pass runs it again, with the
 /// graph, from the saved input.

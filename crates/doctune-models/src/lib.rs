@@ -34,6 +34,7 @@ mod kv_cache;
 mod layer;
 pub mod linear;
 mod loss;
+pub(crate) mod mlp;
 pub mod model;
 pub mod ops;
 pub mod rng;

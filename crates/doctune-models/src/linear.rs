@@ -134,11 +134,16 @@ pub struct Linear {
 /// A dropout mask of `x`'s shape from our seeded generator, in `dtype`: 0 for dropped elements,
 /// 1/(1-p) for kept ones.
 pub fn dropout_mask(x: &Tensor, p: f32, rng: &mut ModelRng, dtype: DType) -> Result<Tensor> {
-    let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
+    let mask = dropout_values(x.elem_count(), p, rng);
     Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(dtype)
+}
+
+/// The values of [`dropout_mask`] for `n` elements (the same draws in the same order).
+pub(crate) fn dropout_values(n: usize, p: f32, rng: &mut ModelRng) -> Vec<f32> {
+    let keep = 1.0 / (1.0 - p);
+    (0..n)
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+        .collect()
 }
 
 impl Linear {

@@ -9,8 +9,9 @@
 
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
-use crate::layer::{Checkpointed, DecoderLayer, GateUp, PassCtx, Qkv, SideGrads};
+use crate::layer::{Checkpointed, DecoderLayer, GateUp, PassCtx, Qkv};
 use crate::linear::{Linear, LoraSpec, Param};
+use crate::ops::SideGrads;
 use crate::ops::{frozen_matmul, rms_norm, softcap, Precomputed};
 use crate::rng::ModelRng;
 use crate::rope::Rotary;
@@ -33,6 +34,8 @@ pub struct CausalLm {
     dtype: DType,
     checkpointing: bool,
     side: SideGrads,
+    /// Whether the fused CPU blocks run ([`crate::mlp`]); on by default.
+    fused_blocks: bool,
 }
 
 /// Where the weights of a model come from: a function from a tensor name and the shape the
@@ -149,6 +152,7 @@ impl CausalLm {
             dtype,
             checkpointing: false,
             side: Arc::default(),
+            fused_blocks: true,
         })
     }
 
@@ -169,6 +173,13 @@ impl CausalLm {
     }
     pub fn gradient_checkpointing(&self) -> bool {
         self.checkpointing
+    }
+
+    /// Whether the decoder layers may run their fused CPU blocks (the SwiGLU MLP as one op); on by
+    /// default. Off, every layer runs as a composition of ops: for the tests, which compare the
+    /// two, and for diagnosis.
+    pub fn set_fused_blocks(&mut self, on: bool) {
+        self.fused_blocks = on;
     }
 
     fn layer_mut(&mut self, i: usize) -> Result<&mut DecoderLayer> {
@@ -401,6 +412,8 @@ impl CausalLm {
             sin,
             full_mask,
             window_mask,
+            side: self.side.clone(),
+            fused: self.fused_blocks,
         };
         let mut x = self.embed(ids, grad)?;
         let checkpoint = self.checkpointing && grad && cache.is_none();

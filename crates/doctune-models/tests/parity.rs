@@ -232,6 +232,82 @@ fn bf16_matrices_under_f32_activations_track_the_f32_goldens() {
     }
 }
 
+/// The fused CPU blocks (the SwiGLU MLP as one op) against the composed layers, on every
+/// family (those they do not apply to run composed either way), with LoRA dropout drawn from
+/// the same seed, with and without gradient checkpointing, over f32 and bf16 base weights:
+/// logits, loss and every adapter gradient agree.
+#[test]
+fn fused_blocks_match_the_composed_layers() {
+    let spec = LoraSpec {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.3,
+        rslora: false,
+    };
+    for opts in [
+        LoadOptions::default(),
+        LoadOptions::for_training(Device::Cpu, doctune_models::Precision::Bf16),
+    ] {
+        for name in FAMILIES {
+            let g = golden(name);
+            let input = ids(&g, "input_ids");
+            for ckpt in [false, true] {
+                let run = |fused: bool| {
+                    let mut m = load(&fixture(name), &opts).unwrap();
+                    m.model.add_lora(&Target::ALL, &spec, 5).unwrap();
+                    // Non-zero B, so every adapter's path carries a gradient to the others.
+                    for (n, v) in m.model.trainable_vars() {
+                        if n.ends_with("lora_B.weight") {
+                            let k = v.elem_count();
+                            let vals = doctune_models::rng::normal_vec(k, 0.1, 11);
+                            v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap())
+                                .unwrap();
+                        }
+                    }
+                    m.model.set_gradient_checkpointing(ckpt);
+                    m.model.set_fused_blocks(fused);
+                    let logits = m
+                        .model
+                        .forward_train(&input, &mut doctune_models::rng::seeded(7))
+                        .unwrap();
+                    let loss = causal_lm_loss(&logits, &input, None).unwrap();
+                    let grads = m.model.backward(&loss).unwrap();
+                    let named: Vec<(String, Tensor)> = m
+                        .model
+                        .trainable_vars()
+                        .into_iter()
+                        .map(|(n, v)| {
+                            let g = grads
+                                .get(&v)
+                                .unwrap_or_else(|| panic!("{name}: no gradient for {n}"));
+                            (n, g.clone())
+                        })
+                        .collect();
+                    (logits, loss, named)
+                };
+                let (l1, loss1, g1) = run(true);
+                let (l2, loss2, g2) = run(false);
+                let what = format!("{name} (ckpt {ckpt}, {:?})", opts.matrix_dtype);
+                assert!(
+                    max_diff(&l1, &l2) < 1e-4,
+                    "{what}: logits {}",
+                    max_diff(&l1, &l2)
+                );
+                assert!(
+                    max_diff(&loss1.reshape(1).unwrap(), &loss2.reshape(1).unwrap()) < 1e-5,
+                    "{what}: loss"
+                );
+                assert_eq!(g1.len(), g2.len());
+                for ((n, a), (_, b)) in g1.iter().zip(&g2) {
+                    let d = max_diff(a, b);
+                    let scale = max_diff(b, &b.zeros_like().unwrap()).max(1e-3);
+                    assert!(d / scale < 1e-3, "{what}: gradient of {n} differs by {d}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn greedy_generation_matches_transformers() {
     let prompt = "The quick brown fox reads a document about models";

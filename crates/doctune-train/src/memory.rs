@@ -7,8 +7,9 @@
 //! and decoder layer the activations (counted op by op, in floats: the two RMSNorm outputs, the
 //! query projection and its rotation, the attention output, the o projection, the down
 //! projection and the two residual sums 9·h; key and value projections and the key's rotation
-//! 3·kv; gate, up and SwiGLU 3·i; and the gradients alive while a layer's backward runs, about
-//! 2·h + i; fused ops keep nothing else — no attention scores — and a LoRA-adapted projection
+//! 3·kv; gate, up and SwiGLU 3·i (2·i when the SwiGLU MLP runs as one op, plus three
+//! [tokens, intermediate] buffers while one layer's backward runs); and the gradients alive while
+//! a layer's backward runs, about 2·h + i; fused ops keep nothing else — no attention scores — and a LoRA-adapted projection
 //! keeps only its output, plus its dropout mask (h) when dropout is on); with gradient
 //! checkpointing only each layer's input plus one layer's activations; the logits and their
 //! gradient (2·vocab per token); and a fixed runtime overhead. The counts are checked against
@@ -131,7 +132,14 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
         } if *dropout > 0.0 => targets.len() as u64,
         _ => 0,
     };
-    let per_layer = 11 * h + 3 * kv + 4 * i + h * dropout_masks;
+    // The fused SwiGLU MLP (under LoRA, with separate gate/up projections) keeps gate and up
+    // but not SwiGLU's output, which its backward pass recomputes: one [tokens, intermediate]
+    // buffer less per layer, and about three of them alive while one layer's backward runs.
+    let fused_mlp = matches!(run.method, Method::Lora { .. })
+        && !cfg.fused_projections
+        && cfg.activation == doctune_models::config::Activation::Silu;
+    let mlp_kept = if fused_mlp { 3 } else { 4 };
+    let per_layer = 11 * h + 3 * kv + mlp_kept * i + h * dropout_masks;
     let layers = cfg.num_layers as u64;
     let kept_layers = if run.gradient_checkpointing {
         tokens * h * layers + tokens * per_layer
@@ -139,7 +147,8 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
         tokens * per_layer * layers
     };
     let logits = tokens * v * 2;
-    let mut activations = (kept_layers + logits) * F;
+    let transient = if fused_mlp { 3 * tokens * i } else { 0 };
+    let mut activations = (kept_layers + logits + transient) * F;
     if run.precision == Precision::Bf16 {
         // The bf16 kernel's packed copy of its left operand, largest for the head's input
         // gradient: the logits' gradient in bf16.

@@ -72,6 +72,47 @@ pub fn g_w(g: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32> 
     )
 }
 
+/// [`x_wt`] into `out` ([m, n]), added to what it holds when `accumulate`.
+///
+/// # Panics
+/// As [`x_wt`], or if `out` does not hold m·n values.
+pub fn x_wt_into(
+    x: &[f32],
+    w: &[bf16],
+    (m, n, k): (usize, usize, usize),
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        x.len() == m * k && w.len() == n * k && out.len() == m * n,
+        "bf16 x·Wᵀ: sizes"
+    );
+    product_into(x, Weights::Transposed { w, n, k }, m, out, accumulate)
+}
+
+/// [`g_w`] into `out` ([m, k]), added to what it holds when `accumulate`.
+///
+/// # Panics
+/// As [`g_w`], or if `out` does not hold m·k values.
+pub fn g_w_into(
+    g: &[f32],
+    w: &[bf16],
+    (m, n, k): (usize, usize, usize),
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    assert!(
+        g.len() == m * n && w.len() == n * k && out.len() == m * k,
+        "bf16 g·W: sizes"
+    );
+    let b = Weights::Plain {
+        w,
+        rows: n,
+        cols: k,
+    };
+    product_into(g, b, m, out, accumulate)
+}
+
 /// The right-hand operand `B` [depth, cols] of a product, read from a row-major bf16 weight.
 #[derive(Clone, Copy)]
 enum Weights<'a> {
@@ -109,6 +150,11 @@ impl Weights<'_> {
     }
 }
 
+/// Whether the kernel runs here (and the tests have not asked for the portable path).
+fn kernel() -> bool {
+    available() && std::env::var_os(PORTABLE_ENV).is_none()
+}
+
 /// `a [m, depth] · B`, on the kernel where the CPU has it and the portable path elsewhere.
 fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
     let (depth, cols) = b.dims();
@@ -116,13 +162,57 @@ fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
         return vec![0.0; m * cols];
     }
     #[cfg(target_arch = "x86_64")]
-    if available() && std::env::var_os(PORTABLE_ENV).is_none() {
-        // SAFETY: the CPU has the features the kernel is compiled for (checked just above),
-        // and the operands' sizes were checked by the public entry points.
+    if kernel() {
+        let mut out: Vec<f32> = Vec::with_capacity(m * cols);
+        // SAFETY: the CPU has the features the kernel is compiled for (checked just above), the
+        // operands' sizes were checked by the public entry points, and `out` has room for the
+        // m × cols values the kernel writes (every one of them: depth ≥ 1, not accumulating),
+        // after which its length is set.
         #[allow(unsafe_code)]
-        return unsafe { avx512::product(a, b, m) };
+        unsafe {
+            avx512::product(a, b, m, out.as_mut_ptr(), false);
+            out.set_len(m * cols);
+        }
+        return out;
     }
     portable(a, b, m)
+}
+
+/// `out (+)= a [m, depth] · B`.
+fn product_into(a: &[f32], b: Weights<'_>, m: usize, out: &mut [f32], accumulate: bool) {
+    let (depth, cols) = b.dims();
+    if m == 0 || cols == 0 {
+        return;
+    }
+    if depth == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel() {
+        // SAFETY: as in `product`; `out` holds the m × cols values (checked by the callers).
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::product(a, b, m, out.as_mut_ptr(), accumulate)
+        };
+        return;
+    }
+    let rounded: Vec<f32> = a.iter().map(|&v| round(v)).collect();
+    let (w, wv) = b.widened();
+    super::sgemm(
+        (m, cols, depth),
+        out,
+        super::View::row_major(cols),
+        accumulate,
+        &rounded,
+        super::View::row_major(depth),
+        &w,
+        wv,
+        1.0,
+        true,
+    );
 }
 
 /// Set (to anything) to take the portable path on a CPU that has the kernel: for the tests and
@@ -175,9 +265,19 @@ mod avx512 {
         }
     }
 
+    /// `out (+)= a · B` into the m × cols row-major values at `out`: every one written, added
+    /// to when `accumulate`.
+    ///
     /// # Safety
-    /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `a` holds m·depth values.
-    pub(super) unsafe fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
+    /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `a` holds m·depth values; `out` points
+    /// to room for m·cols values (initialised when `accumulate`) that nothing else uses.
+    pub(super) unsafe fn product(
+        a: &[f32],
+        b: Weights<'_>,
+        m: usize,
+        out: *mut f32,
+        accumulate: bool,
+    ) {
         let (depth, cols) = b.dims();
         let pairs = depth.div_ceil(2);
         let panels = m.div_ceil(MR);
@@ -188,8 +288,7 @@ mod avx512 {
             .zip(a.par_chunks(depth))
             // SAFETY: the caller checked the CPU's features.
             .for_each(|(row, src)| unsafe { to_pairs(src, row) });
-        let mut out: Vec<f32> = Vec::with_capacity(m * cols);
-        let dst = Out(out.as_mut_ptr());
+        let dst = Out(out);
         // Columns split between the threads in whole panels; each thread packs its own blocks
         // of W.
         let threads = rayon::current_num_threads().max(1);
@@ -216,7 +315,7 @@ mod avx512 {
                             let n = NR.min(nc - j);
                             let c = dst.at((i * MR) * cols + jc + j);
                             let b0 = bp.as_ptr().add(j * kc);
-                            tile(rows, kc, a0, pairs, b0, c, cols, n, pc > 0);
+                            tile(rows, kc, a0, pairs, b0, c, cols, n, accumulate || pc > 0);
                             j += NR;
                         }
                     }
@@ -225,10 +324,6 @@ mod avx512 {
                 jc += nc;
             }
         });
-        // SAFETY: every element of the m × cols output was stored by the first depth block of
-        // its tile (every tile has one: depth ≥ 1).
-        out.set_len(m * cols);
-        out
     }
 
     /// The low `n` bits set (all 16 from n = 16 on): a lane mask for the first n lanes.
@@ -550,6 +645,39 @@ mod tests {
                 m,
             );
             check(&pb, &want_b, n, &format!("portable g·W {m}x{n}x{k}"));
+        }
+    }
+
+    #[test]
+    fn products_into_a_buffer_overwrite_or_accumulate() {
+        for &(m, n, k) in &[(13, 70, 2 * KC + 3), (5, 3, 1)] {
+            let w: Vec<bf16> = data(n * k, 8).iter().map(|&v| bf16::from_f32(v)).collect();
+            let x = data(m * k, 9);
+            let g = data(m * n, 10);
+            let before_f = data(m * n, 11);
+            let before_b = data(m * k, 12);
+            let want_f = reference(&x, &w, (m, n, k), true);
+            let want_b = reference(&g, &w, (m, n, k), false);
+            let mut out = before_f.clone();
+            x_wt_into(&x, &w, (m, n, k), &mut out, true);
+            let acc: Vec<f64> = want_f
+                .iter()
+                .zip(&before_f)
+                .map(|(a, b)| a + *b as f64)
+                .collect();
+            check(&out, &acc, k, "x·Wᵀ accumulated");
+            x_wt_into(&x, &w, (m, n, k), &mut out, false);
+            check(&out, &want_f, k, "x·Wᵀ overwritten");
+            let mut out = before_b.clone();
+            g_w_into(&g, &w, (m, n, k), &mut out, true);
+            let acc: Vec<f64> = want_b
+                .iter()
+                .zip(&before_b)
+                .map(|(a, b)| a + *b as f64)
+                .collect();
+            check(&out, &acc, n, "g·W accumulated");
+            g_w_into(&g, &w, (m, n, k), &mut out, false);
+            check(&out, &want_b, n, "g·W overwritten");
         }
     }
 

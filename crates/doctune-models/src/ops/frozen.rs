@@ -179,6 +179,57 @@ pub(crate) fn cpu_product(
     }
 }
 
+/// `out (+)= x · Wᵀ` (`transposed`: `x` [m, k], `out` [m, n]) or `x · W` (`x` [m, n], `out`
+/// [m, k]) for a row-major `W` [n, k] in f32 or bf16, on slices: DocTune's f32 GEMM or its bf16
+/// kernel. For the fused blocks, which keep their activations as slices.
+pub(crate) fn product_into(
+    x: &[f32],
+    weight: &Tensor,
+    transposed: bool,
+    out: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    use crate::gemm::{sgemm, View};
+    let (n, k) = weight.dims2()?;
+    let (inner, cols) = if transposed { (k, n) } else { (n, k) };
+    let m = x.len() / inner.max(1);
+    if x.len() != m * inner || out.len() != m * cols {
+        candle_core::bail!("frozen product: {} values for rows of {inner}", x.len());
+    }
+    match weight.dtype() {
+        DType::F32 => super::with_slice::<f32, _>(weight, |w| {
+            let wv = if transposed {
+                View::row_major(k).t()
+            } else {
+                View::row_major(k)
+            };
+            let (rows, lv) = (m, View::row_major(inner));
+            sgemm(
+                (rows, cols, inner),
+                out,
+                View::row_major(cols),
+                accumulate,
+                x,
+                lv,
+                w,
+                wv,
+                1.0,
+                true,
+            );
+            Ok(())
+        }),
+        DType::BF16 => super::with_slice::<half::bf16, _>(weight, |w| {
+            if transposed {
+                crate::gemm::bf16::x_wt_into(x, w, (m, n, k), out, accumulate);
+            } else {
+                crate::gemm::bf16::g_w_into(x, w, (m, n, k), out, accumulate);
+            }
+            Ok(())
+        }),
+        d => candle_core::bail!("frozen product: a {d:?} weight"),
+    }
+}
+
 /// `x · Wᵀ` (`transposed`, `x` [m, k], result [m, n]) or `x · W` (`x` [m, n], result [m, k]) for
 /// a row-major `W` [n, k], on all of rayon's threads.
 fn matmul_f32(x: &[f32], w: &[f32], (n, k): (usize, usize), transposed: bool) -> Vec<f32> {

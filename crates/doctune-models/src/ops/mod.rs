@@ -38,6 +38,11 @@ use candle_core::{
     CpuStorage, CudaStorage, DType, Layout, MetalStorage, Result, Shape, Storage, Tensor, WithDType,
 };
 
+/// Gradients of variables that are not inputs of the op that computed them, to be added to the
+/// backward pass's store by `CausalLm::backward`: what gradient-checkpointed layers computed
+/// while recomputing, and the adapters of the fused CPU blocks ([`crate::mlp`]).
+pub(crate) type SideGrads = std::sync::Arc<std::sync::Mutex<Vec<(candle_core::Var, Tensor)>>>;
+
 /// Whether the fused CPU kernels apply to `x`: on the CPU, in f32 or f64.
 pub(crate) fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)

@@ -36,6 +36,43 @@ fn sigmoid_into<T: Float + 'static>(x: &[T], out: &mut [T]) {
     }
 }
 
+/// `out = silu(gate) ⊙ up` over slices, in parallel chunks (the fused MLP's pass).
+pub(crate) fn swiglu_into<T: Float + Send + Sync + 'static>(g: &[T], u: &[T], out: &mut [T]) {
+    out.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| {
+            sigmoid_into(g, o);
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g * *o * u;
+            }
+        });
+}
+
+/// `(∂gate, ∂up)` of `silu(gate) ⊙ up` for the output gradient `gr`, over slices.
+pub(crate) fn swiglu_grads_into<T: Float + Send + Sync + 'static>(
+    x: &[T],
+    u: &[T],
+    gr: &[T],
+    dgate: &mut [T],
+    dup: &mut [T],
+) {
+    dgate
+        .par_chunks_mut(CHUNK)
+        .zip(dup.par_chunks_mut(CHUNK))
+        .zip(x.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+        .zip(gr.par_chunks(CHUNK))
+        .for_each(|(((dg, du), (x, u)), gr)| {
+            sigmoid_into(x, dg);
+            for i in 0..dg.len() {
+                let sig = dg[i];
+                let silu = x[i] * sig;
+                let dsilu = sig * (T::one() + x[i] * (T::one() - sig));
+                dg[i] = gr[i] * u[i] * dsilu;
+                du[i] = gr[i] * silu;
+            }
+        });
+}
+
 fn forward_cpu<T: Float + candle_core::WithDType + Send + Sync + 'static>(
     gate: &Tensor,
     up: &Tensor,
@@ -43,14 +80,7 @@ fn forward_cpu<T: Float + candle_core::WithDType + Send + Sync + 'static>(
     let out = with_slice::<T, _>(gate, |g| {
         with_slice::<T, _>(up, |u| {
             let mut out = vec![T::zero(); g.len()];
-            out.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                .for_each(|(o, (g, u))| {
-                    sigmoid_into(g, o);
-                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                        *o = g * *o * u;
-                    }
-                });
+            swiglu_into(g, u, &mut out);
             Ok(out)
         })
     })?;
@@ -68,21 +98,7 @@ fn backward_cpu<T: Float + candle_core::WithDType + Send + Sync + 'static>(
             with_slice::<T, _>(grad, |gr| {
                 let mut dgate = vec![T::zero(); x.len()];
                 let mut dup = vec![T::zero(); x.len()];
-                dgate
-                    .par_chunks_mut(CHUNK)
-                    .zip(dup.par_chunks_mut(CHUNK))
-                    .zip(x.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-                    .zip(gr.par_chunks(CHUNK))
-                    .for_each(|(((dg, du), (x, u)), gr)| {
-                        sigmoid_into(x, dg);
-                        for i in 0..dg.len() {
-                            let sig = dg[i];
-                            let silu = x[i] * sig;
-                            let dsilu = sig * (T::one() + x[i] * (T::one() - sig));
-                            dg[i] = gr[i] * u[i] * dsilu;
-                            du[i] = gr[i] * silu;
-                        }
-                    });
+                swiglu_grads_into(x, u, gr, &mut dgate, &mut dup);
                 Ok((dgate, dup))
             })
         })
