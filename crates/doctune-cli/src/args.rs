@@ -232,8 +232,9 @@ pub struct TrainArgs {
     /// Where to train: cpu, cuda or metal (GPUs need a build with that feature).
     #[arg(long)]
     pub device: Option<doctune_api::train::DeviceKind>,
-    /// Base weights and activations: f32, bf16 or f16 (bf16/f16 on GPUs; LoRA matrices and the
-    /// optimiser stay f32).
+    /// Base weights and activations: f32, bf16 or f16 (LoRA matrices and the optimiser stay
+    /// f32). bf16 on GPUs, and on CPUs with AVX-512 BF16 for LoRA (the frozen base weights in
+    /// bf16, activations in f32); f16 on GPUs.
     #[arg(long)]
     pub precision: Option<doctune_api::train::Precision>,
     /// Threads for the computation (default: all cores).
