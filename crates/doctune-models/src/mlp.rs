@@ -18,9 +18,9 @@
 //! fine-tuning, fused `gate_up_proj` (Phi-3), GELU (Gemma 2) and other devices take the composed
 //! layer, which is also what the tests compare this op with.
 
-use crate::gemm::{sgemm, sgemm_new, View};
 use crate::linear::{dropout_values, Linear, Param};
 use crate::ops::frozen::product_into;
+use crate::ops::lora::with_low_rank;
 use crate::ops::swiglu::{swiglu_grads_into, swiglu_into};
 use crate::ops::{with_slice, Precomputed, SideGrads};
 use crate::rng::ModelRng;
@@ -104,31 +104,9 @@ impl Proj {
         let mut y = vec![0f32; m * out];
         product_into(x, &self.w, true, &mut y, false)?;
         if let Some((a, b, s)) = &self.lora {
-            let (r, inp) = a.dims2()?;
             let xm = self.masked(x);
-            let xa = with_slice::<f32, _>(a.as_tensor(), |av| {
-                Ok(sgemm_new(
-                    (m, r, inp),
-                    &xm,
-                    View::row_major(inp),
-                    av,
-                    View::row_major(inp).t(),
-                    true,
-                ))
-            })?;
-            with_slice::<f32, _>(b.as_tensor(), |bv| {
-                sgemm(
-                    (m, out, r),
-                    &mut y,
-                    View::row_major(out),
-                    true,
-                    &xa,
-                    View::row_major(r),
-                    bv,
-                    View::row_major(r).t(),
-                    *s,
-                    true,
-                );
+            with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
+                lr.add_to(&mut y, &xm, m);
                 Ok(())
             })?;
         }
@@ -155,81 +133,36 @@ impl Proj {
         dx: Option<(&mut [f32], bool)>,
         grads: &mut Vec<(Var, Tensor)>,
     ) -> Result<()> {
-        let rows = View::row_major;
-        let mut gb = None;
-        if let Some((a, b, s)) = &self.lora {
-            let (r, inp) = a.dims2()?;
-            let out = b.dims2()?.0;
-            let xm = self.masked(x);
-            let (gbv, da, db) = with_slice::<f32, _>(a.as_tensor(), |av| {
-                with_slice::<f32, _>(b.as_tensor(), |bv| {
-                    // g·B [m, r]; ∂A = s·(g·B)ᵀ·(x⊙mask); ∂B = s·gᵀ·((x⊙mask)·Aᵀ).
-                    let gb = sgemm_new((m, r, out), g, rows(out), bv, rows(r), true);
-                    let mut da = vec![0f32; r * inp];
-                    sgemm(
-                        (r, inp, m),
-                        &mut da,
-                        rows(inp),
-                        false,
-                        &gb,
-                        rows(r).t(),
-                        &xm,
-                        rows(inp),
-                        *s,
-                        true,
-                    );
-                    let xa = sgemm_new((m, r, inp), &xm, rows(inp), av, rows(inp).t(), true);
-                    let mut db = vec![0f32; out * r];
-                    sgemm(
-                        (out, r, m),
-                        &mut db,
-                        rows(r),
-                        false,
-                        g,
-                        rows(out).t(),
-                        &xa,
-                        rows(r),
-                        *s,
-                        true,
-                    );
-                    Ok((gb, da, db))
-                })
-            })?;
-            grads.push((a.clone(), Tensor::from_vec(da, (r, inp), a.device())?));
-            grads.push((b.clone(), Tensor::from_vec(db, (out, r), b.device())?));
-            gb = Some(gbv);
+        if let Some((dx, accumulate)) = dx {
+            product_into(g, &self.w, false, dx, accumulate)?;
+            self.adapter_backward(g, x, m, Some(dx), grads)
+        } else {
+            self.adapter_backward(g, x, m, None, grads)
         }
-        let Some((dx, accumulate)) = dx else {
+    }
+
+    /// The adapter's part of [`Proj::backward`].
+    fn adapter_backward(
+        &self,
+        g: &[f32],
+        x: &[f32],
+        m: usize,
+        dx: Option<&mut [f32]>,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<()> {
+        let Some((a, b, s)) = &self.lora else {
             return Ok(());
         };
-        product_into(g, &self.w, false, dx, accumulate)?;
-        if let (Some((a, _, s)), Some(gb)) = (&self.lora, gb) {
-            let (r, inp) = a.dims2()?;
-            with_slice::<f32, _>(a.as_tensor(), |av| {
-                match &self.mask {
-                    // ∂x += s · (g·B)·A ⊙ mask.
-                    Some(mk) => {
-                        let low = sgemm_new((m, inp, r), &gb, rows(r), av, rows(inp), true);
-                        for ((d, l), k) in dx.iter_mut().zip(&low).zip(mk) {
-                            *d += s * l * k;
-                        }
-                    }
-                    None => sgemm(
-                        (m, inp, r),
-                        dx,
-                        rows(inp),
-                        true,
-                        &gb,
-                        rows(r),
-                        av,
-                        rows(inp),
-                        *s,
-                        true,
-                    ),
-                }
-                Ok(())
-            })?;
-        }
+        let xm = self.masked(x);
+        let (da, db) = with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
+            let (gb, da, db) = lr.grads(g, &xm, m);
+            if let Some(dx) = dx {
+                lr.add_input_grad(dx, &gb, self.mask.as_deref(), m);
+            }
+            Ok((da, db))
+        })?;
+        grads.push((a.clone(), Tensor::from_vec(da, a.shape(), a.device())?));
+        grads.push((b.clone(), Tensor::from_vec(db, b.shape(), b.device())?));
         Ok(())
     }
 }

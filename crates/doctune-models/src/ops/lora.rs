@@ -65,6 +65,131 @@ fn cpu_path(x: &Tensor, a: &Tensor, w: &Tensor) -> bool {
         && matches!(w.dtype(), DType::F32 | DType::BF16)
 }
 
+/// An adapter's low-rank products on slices, for `m` rows: `A` [r, inp] and `B` [out, r]
+/// row-major, `scale` on `B·A`. The LoRA op and the fused MLP both use it.
+#[derive(Clone, Copy)]
+pub(crate) struct LowRank<'a> {
+    pub(crate) a: &'a [f32],
+    pub(crate) b: &'a [f32],
+    pub(crate) r: usize,
+    pub(crate) inp: usize,
+    pub(crate) out: usize,
+    pub(crate) scale: f32,
+}
+
+impl LowRank<'_> {
+    /// `y += scale · (xm·Aᵀ)·Bᵀ` (`xm`: the adapter's input, dropout applied).
+    pub(crate) fn add_to(&self, y: &mut [f32], xm: &[f32], m: usize) {
+        let (r, inp, out) = (self.r, self.inp, self.out);
+        let rows = View::row_major;
+        let xa = sgemm_new((m, r, inp), xm, rows(inp), self.a, rows(inp).t(), true);
+        sgemm(
+            (m, out, r),
+            y,
+            rows(out),
+            true,
+            &xa,
+            rows(r),
+            self.b,
+            rows(r).t(),
+            self.scale,
+            true,
+        );
+    }
+
+    /// For the output gradient `g`: `g·B` [m, r] (for the input's gradient), `∂A = s·(g·B)ᵀ·xm`
+    /// [r, inp] and `∂B = s·gᵀ·(xm·Aᵀ)` [out, r].
+    pub(crate) fn grads(&self, g: &[f32], xm: &[f32], m: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (r, inp, out, s) = (self.r, self.inp, self.out, self.scale);
+        let rows = View::row_major;
+        let gb = sgemm_new((m, r, out), g, rows(out), self.b, rows(r), true);
+        let mut da = vec![0f32; r * inp];
+        sgemm(
+            (r, inp, m),
+            &mut da,
+            rows(inp),
+            false,
+            &gb,
+            rows(r).t(),
+            xm,
+            rows(inp),
+            s,
+            true,
+        );
+        let xa = sgemm_new((m, r, inp), xm, rows(inp), self.a, rows(inp).t(), true);
+        let mut db = vec![0f32; out * r];
+        sgemm(
+            (out, r, m),
+            &mut db,
+            rows(r),
+            false,
+            g,
+            rows(out).t(),
+            &xa,
+            rows(r),
+            s,
+            true,
+        );
+        (gb, da, db)
+    }
+
+    /// `dx += s · (g·B)·A ⊙ mask` from [`LowRank::grads`]' `g·B`.
+    pub(crate) fn add_input_grad(
+        &self,
+        dx: &mut [f32],
+        gb: &[f32],
+        mask: Option<&[f32]>,
+        m: usize,
+    ) {
+        let (r, inp, s) = (self.r, self.inp, self.scale);
+        let rows = View::row_major;
+        match mask {
+            Some(mk) => {
+                let low = sgemm_new((m, inp, r), gb, rows(r), self.a, rows(inp), true);
+                for ((d, l), k) in dx.iter_mut().zip(&low).zip(mk) {
+                    *d += s * l * k;
+                }
+            }
+            None => sgemm(
+                (m, inp, r),
+                dx,
+                rows(inp),
+                true,
+                gb,
+                rows(r),
+                self.a,
+                rows(inp),
+                s,
+                true,
+            ),
+        }
+    }
+}
+
+/// Runs `f` on the adapter `A`, `B` (f32 tensors) as a [`LowRank`].
+pub(crate) fn with_low_rank<R>(
+    a: &Tensor,
+    b: &Tensor,
+    scale: f32,
+    f: impl FnOnce(LowRank<'_>) -> Result<R>,
+) -> Result<R> {
+    let (r, inp) = a.dims2()?;
+    let out = b.dims2()?.0;
+    let (a, b) = (a.detach().contiguous()?, b.detach().contiguous()?);
+    with_slice::<f32, _>(&a, |av| {
+        with_slice::<f32, _>(&b, |bv| {
+            f(LowRank {
+                a: av,
+                b: bv,
+                r,
+                inp,
+                out,
+                scale,
+            })
+        })
+    })
+}
+
 /// The forward on the CPU: `y = x·Wᵀ` from DocTune's kernels, then `y += scale · (x⊙mask)·Aᵀ·Bᵀ`
 /// accumulated into it (no output-sized temporaries).
 fn cpu_forward(
@@ -81,42 +206,17 @@ fn cpu_forward(
     let Some(mut y) = super::frozen::cpu_product(x, w, true)? else {
         return Ok(None);
     };
-    let (out, r) = b.dims2()?;
-    let inp = a.dim(1)?;
+    let out = b.dims2()?.0;
     let m = y.len() / out.max(1);
     let xm = match mask {
         Some(mk) => (x * mk)?,
         None => x.contiguous()?,
     };
-    let (a, b) = (a.detach().contiguous()?, b.detach().contiguous()?);
-    // x·Aᵀ [m, r], then y += scale · (x·Aᵀ)·Bᵀ, on the tensors' own storage.
-    let rows = View::row_major;
-    let xa = with_slice::<f32, _>(&xm, |xm| {
-        with_slice::<f32, _>(&a, |av| {
-            Ok(sgemm_new(
-                (m, r, inp),
-                xm,
-                rows(inp),
-                av,
-                rows(inp).t(),
-                true,
-            ))
+    with_slice::<f32, _>(&xm, |xm| {
+        with_low_rank(a, b, scale as f32, |lr| {
+            lr.add_to(&mut y, xm, m);
+            Ok(())
         })
-    })?;
-    with_slice::<f32, _>(&b, |bv| {
-        sgemm(
-            (m, out, r),
-            &mut y,
-            rows(out),
-            true,
-            &xa,
-            rows(r),
-            bv,
-            rows(r).t(),
-            scale as f32,
-            true,
-        );
-        Ok(())
     })?;
     let mut dims = x.dims().to_vec();
     *dims.last_mut().expect("rank ≥ 1") = out;
@@ -143,87 +243,46 @@ impl LoraOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (r, inp) = a.dims2()?;
         let out = b.dim(0)?;
-        let s = self.scale as f32;
         let g = g.contiguous()?;
         let m = g.elem_count() / out.max(1);
         let xm = match &self.mask {
             Some(mk) => (x.reshape(mk.shape())? * mk)?,
             None => x.contiguous()?,
         };
-        let (a, b) = (a.contiguous()?, b.contiguous()?);
-        let rows = View::row_major;
-        // g·B [m, r]; ∂A = s · (g·B)ᵀ·(x⊙mask) [r, inp]; ∂B = s · gᵀ·((x⊙mask)·Aᵀ) [out, r];
-        // on the tensors' own storage.
-        let (gb, da, db) = with_slice::<f32, _>(&g, |gv| {
+        let mask = self
+            .mask
+            .as_ref()
+            .map(|mk| mk.flatten_all()?.to_vec1::<f32>())
+            .transpose()?;
+        let base = if x_needs_grad {
+            let g2 = g.reshape((m, out))?;
+            Some(
+                super::frozen::cpu_product(&g2, &self.w, false)?.ok_or_else(|| {
+                    candle_core::Error::Msg("lora: no CPU product for the base".into())
+                })?,
+            )
+        } else {
+            None
+        };
+        let (da, db, dx) = with_slice::<f32, _>(&g, |gv| {
             with_slice::<f32, _>(&xm, |xm| {
-                with_slice::<f32, _>(&a, |av| {
-                    with_slice::<f32, _>(&b, |bv| {
-                        let gb = sgemm_new((m, r, out), gv, rows(out), bv, rows(r), true);
-                        let mut da = vec![0f32; r * inp];
-                        sgemm(
-                            (r, inp, m),
-                            &mut da,
-                            rows(inp),
-                            false,
-                            &gb,
-                            rows(r).t(),
-                            xm,
-                            rows(inp),
-                            s,
-                            true,
-                        );
-                        let xa = sgemm_new((m, r, inp), xm, rows(inp), av, rows(inp).t(), true);
-                        let mut db = vec![0f32; out * r];
-                        sgemm(
-                            (out, r, m),
-                            &mut db,
-                            rows(r),
-                            false,
-                            gv,
-                            rows(out).t(),
-                            &xa,
-                            rows(r),
-                            s,
-                            true,
-                        );
-                        Ok((gb, da, db))
-                    })
+                with_low_rank(a, b, self.scale as f32, |lr| {
+                    let (gb, da, db) = lr.grads(gv, xm, m);
+                    let dx = base.map(|mut dx| {
+                        lr.add_input_grad(&mut dx, &gb, mask.as_deref(), m);
+                        dx
+                    });
+                    Ok((da, db, dx))
                 })
             })
         })?;
-        let av = a.flatten_all()?.to_vec1::<f32>()?;
         let (da, db) = (
             Tensor::from_vec(da, (r, inp), a.device())?,
             Tensor::from_vec(db, (out, r), b.device())?,
         );
-        if !x_needs_grad {
+        let Some(dx) = dx else {
             return Ok((None, Some(da), Some(db)));
-        }
-        let g2 = g.reshape((m, out))?;
-        let mask_values = |mk: &Tensor| mk.flatten_all()?.to_vec1::<f32>();
-        let mut dx = super::frozen::cpu_product(&g2, &self.w, false)?
-            .ok_or_else(|| candle_core::Error::Msg("lora: no CPU product for the base".into()))?;
-        match &self.mask {
-            // ∂x += s · (g·B)·A ⊙ mask.
-            Some(mk) => {
-                let low = sgemm_new((m, inp, r), &gb, rows(r), &av, rows(inp), true);
-                for ((d, l), k) in dx.iter_mut().zip(&low).zip(mask_values(mk)?) {
-                    *d += s * l * k;
-                }
-            }
-            None => sgemm(
-                (m, inp, r),
-                &mut dx,
-                rows(inp),
-                true,
-                &gb,
-                rows(r),
-                &av,
-                rows(inp),
-                s,
-                true,
-            ),
-        }
+        };
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), x.device())?),
             Some(da),
