@@ -151,6 +151,7 @@ impl Weights<'_> {
 }
 
 /// Whether the kernel runs here (and the tests have not asked for the portable path).
+#[cfg(target_arch = "x86_64")]
 fn kernel() -> bool {
     available() && std::env::var_os(PORTABLE_ENV).is_none()
 }
