@@ -131,7 +131,7 @@ pub fn list(project_dir: &Path) -> Result<Vec<RunInfo>, ApiError> {
                 continue;
             }
         };
-        let last = dir.history().ok().and_then(|h| h.last().cloned());
+        let last = dir.last_metrics().ok().flatten();
         out.push(RunInfo {
             id: dir.id(),
             path: dir.path().display().to_string(),

@@ -167,7 +167,7 @@ impl Source {
                     &adapter.join(doctune_models::adapter::WEIGHTS_FILE),
                     info.spec,
                 )?;
-                let last = dir.history()?.last().map_or(0, |m| m.step);
+                let last = dir.last_metrics()?.map_or(0, |m| m.step);
                 (Trained::Lora(lora), last, true)
             }
             (
@@ -195,7 +195,7 @@ impl Source {
                 let ckpt = pick(s)?;
                 let reader = WeightReader::open(&[ckpt.join(CHECKPOINT_WEIGHTS)])?;
                 let at = RunDir::checkpoint_step(&ckpt).unwrap_or(0);
-                let last = dir.history()?.last().map_or(0, |m| m.step);
+                let last = dir.last_metrics()?.map_or(0, |m| m.step);
                 (Trained::Full(reader), at, s.is_none() || at == last)
             }
         };

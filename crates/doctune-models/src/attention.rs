@@ -320,16 +320,7 @@ fn scores<T: Float + 'static>(
     if let Some(m) = mask {
         for i in 0..rows {
             let mrow = &m[(r0 + i) * dm.s + m0..(r0 + i) * dm.s + m1];
-            let srow = &mut sc[i * w + (m0 - c0)..i * w + (m1 - c0)];
-            match (crate::simd::as_f32(srow), crate::simd::as_f32_ref(mrow)) {
-                (Some(x), Some(mv)) => crate::simd::add_assign(x, mv),
-                _ => {
-                    let srow = &mut sc[i * w + (m0 - c0)..i * w + (m1 - c0)];
-                    for (x, &mv) in srow.iter_mut().zip(mrow) {
-                        *x = *x + mv;
-                    }
-                }
-            }
+            crate::simd::add_assign_any(&mut sc[i * w + (m0 - c0)..i * w + (m1 - c0)], mrow);
         }
     }
 }
@@ -468,14 +459,7 @@ fn backward<T: Float + Send + Sync + 'static>(
                             crate::simd::exp_sub_sum_any(row, l);
                         }
                         let qo = dm.q(b, r0 + i, h).off;
-                        let (gq, oq) = (&go[qo..qo + dm.d], &out[qo..qo + dm.d]);
-                        delta[i] = match (crate::simd::as_f32_ref(gq), crate::simd::as_f32_ref(oq))
-                        {
-                            (Some(a), Some(o)) => {
-                                T::from(crate::simd::dot(a, o)).unwrap_or_else(T::nan)
-                            }
-                            _ => gq.iter().zip(oq).fold(T::zero(), |a, (&x, &y)| a + x * y),
-                        };
+                        delta[i] = crate::simd::dot_any(&go[qo..qo + dm.d], &out[qo..qo + dm.d]);
                     }
                     // dV[c0..c1] += Pᵀ · dO
                     gemm(
@@ -504,22 +488,11 @@ fn backward<T: Float + Send + Sync + 'static>(
                     // dS = P ⊙ (dP − Δ), through the soft-capping's tanh.
                     for (i, &di) in delta.iter().enumerate().take(rows) {
                         let (dr, pr) = (&mut dp[i * w..(i + 1) * w], &p[i * w..(i + 1) * w]);
-                        if cap.is_none() {
-                            if let (Some(pv), Some(_)) =
-                                (crate::simd::as_f32_ref(pr), crate::simd::as_f32_ref(dr))
-                            {
-                                let d = crate::simd::as_f32(dr).expect("f32 (checked)");
-                                let delta = di.to_f32().unwrap_or(f32::NAN);
-                                crate::simd::softmax_grad_row(d, pv, delta);
-                                continue;
+                        crate::simd::softmax_grad_row_any(dr, pr, di);
+                        if cap.is_some() {
+                            for (d, t) in dr.iter_mut().zip(&th[i * w..(i + 1) * w]) {
+                                *d = *d * (T::one() - *t * *t);
                             }
-                        }
-                        for j in 0..w {
-                            let mut ds = pr[j] * (dr[j] - di);
-                            if cap.is_some() {
-                                ds = ds * (T::one() - th[i * w + j] * th[i * w + j]);
-                            }
-                            dr[j] = ds;
                         }
                     }
                     // dQ rows = scale · dS · K[c0..c1]

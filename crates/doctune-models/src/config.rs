@@ -535,6 +535,13 @@ impl ModelConfig {
         ((self.head_dim as f64 * self.partial_rotary_factor) as usize) & !1
     }
 
+    /// Whether this model's MLP can run as one op on the CPU (`crate::mlp`: separate
+    /// `gate_proj`/`up_proj` and SiLU); it does under LoRA, with f32 activations. The layer and
+    /// the memory estimate both ask this.
+    pub fn fused_mlp(&self) -> bool {
+        !self.fused_projections && self.activation == Activation::Silu
+    }
+
     /// Parameters of the base model (for estimates and reports).
     pub fn parameter_count(&self) -> u64 {
         let (h, i, v) = (

@@ -132,7 +132,7 @@ impl Precision {
         }
         match cpu_bf16() {
             Err(why) if device == DeviceKind::Cpu && self == Precision::Bf16 => {
-                Err(ModelError::Invalid(why))
+                Err(ModelError::Invalid(why.to_string()))
             }
             _ => Err(ModelError::Invalid(format!(
                 "{} training is not available on the {}: train in f32",
@@ -143,24 +143,28 @@ impl Precision {
     }
 }
 
+/// Why this process cannot train in bf16 on the CPU ([`cpu_bf16`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuBf16Error {
+    #[error("bf16 training on the CPU needs AVX-512 BF16 (Intel Xeon from Cooper Lake and Sapphire Rapids on, AMD Zen 4 and newer); this CPU has: {cpu}. Train in f32 here, or in bf16 on a GPU")]
+    NoKernel { cpu: String },
+    #[error("bf16 on the CPU runs AVX-512 BF16 kernels, and {}={family} asks for the {family} family only: unset it to train in bf16", crate::cpu::KERNELS_ENV)]
+    KernelsForced { family: &'static str },
+    #[error(transparent)]
+    Kernels(#[from] crate::cpu::KernelsError),
+}
+
 /// Whether this process can train in bf16 on the CPU, or why not: it needs AVX-512 BF16 (the
 /// bf16 kernel, [`crate::gemm::bf16`]) and the AVX-512 kernel family (`DOCTUNE_CPU_KERNELS`).
-pub fn cpu_bf16() -> Result<(), String> {
+pub fn cpu_bf16() -> Result<(), CpuBf16Error> {
     if !crate::gemm::bf16::available() {
-        return Err(format!(
-            "bf16 training on the CPU needs AVX-512 BF16 (Intel Xeon from Cooper Lake and Sapphire Rapids on, AMD Zen 4 and newer); this CPU has: {}. Train in f32 here, or in bf16 on a GPU",
-            crate::cpu::describe_cpu()
-        ));
+        return Err(CpuBf16Error::NoKernel {
+            cpu: crate::cpu::describe_cpu(),
+        });
     }
-    match crate::cpu::requested() {
-        Ok(crate::cpu::Kernels::Avx512) => Ok(()),
-        Ok(k) => Err(format!(
-            "bf16 on the CPU runs AVX-512 BF16 kernels, and {}={} asks for the {} family only: unset it to train in bf16",
-            crate::cpu::KERNELS_ENV,
-            k.name(),
-            k.name()
-        )),
-        Err(e) => Err(e.to_string()),
+    match crate::cpu::requested()? {
+        crate::cpu::Kernels::Avx512 => Ok(()),
+        k => Err(CpuBf16Error::KernelsForced { family: k.name() }),
     }
 }
 

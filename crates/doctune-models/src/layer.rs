@@ -251,8 +251,8 @@ impl DecoderLayer {
         grad: bool,
         mut rng: Option<&mut ModelRng>,
     ) -> Result<Tensor> {
-        if let (true, GateUp::Separate { gate, up }, Activation::Silu) =
-            (ctx.fused, &self.gate_up, self.cfg.activation)
+        if let (true, GateUp::Separate { gate, up }) =
+            (ctx.fused && self.cfg.fused_mlp(), &self.gate_up)
         {
             let parts = crate::mlp::Mlp {
                 gate,

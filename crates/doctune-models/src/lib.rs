@@ -45,7 +45,7 @@ mod target;
 
 pub use adapter::{adapter_config, load_adapter, read_adapter_config, save_adapter, AdapterInfo};
 pub use config::ModelConfig;
-pub use device::{cpu_bf16, DeviceKind, Precision};
+pub use device::{cpu_bf16, CpuBf16Error, DeviceKind, Precision};
 pub use error::ModelError;
 pub use folder::{load, load_model, save_safetensors, LoadOptions, LoadedModel, WeightReader};
 pub use generate::{generate, GenerateOptions, Generation, Sampling, StopReason};

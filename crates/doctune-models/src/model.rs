@@ -479,7 +479,9 @@ impl CausalLm {
         KvCache::new(self.layers.len())
     }
 
-    /// `loss.backward()`, plus the gradients checkpointed layers computed while recomputing.
+    /// `loss.backward()`, plus the gradients that are not any op's input: those checkpointed
+    /// layers computed while recomputing, and the adapters of the fused MLP. Training must call
+    /// this, not `loss.backward()` itself, or those gradients are missing.
     pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
         let mut grads = loss.backward()?;
         let side = std::mem::take(

@@ -145,6 +145,35 @@ pub fn as_f32_ref<T: 'static>(row: &[T]) -> Option<&[f32]> {
     None
 }
 
+/// `row[i] += add[i]` for f32 or f64 rows (the vectorised loop for f32).
+pub fn add_assign_any<T: num_traits::Float + 'static>(row: &mut [T], add: &[T]) {
+    if let Some(a) = as_f32_ref(add) {
+        return add_assign(as_f32(row).expect("row has add's type"), a);
+    }
+    for (x, &a) in row.iter_mut().zip(add) {
+        *x = *x + a;
+    }
+}
+
+/// `Σ a[i]·b[i]` for f32 or f64 rows (16 lanes for f32).
+pub fn dot_any<T: num_traits::Float + 'static>(a: &[T], b: &[T]) -> T {
+    if let (Some(x), Some(y)) = (as_f32_ref(a), as_f32_ref(b)) {
+        return T::from(dot(x, y)).unwrap_or_else(T::nan);
+    }
+    a.iter().zip(b).fold(T::zero(), |s, (&x, &y)| s + x * y)
+}
+
+/// `dp[i] ← p[i]·(dp[i] − delta)` for f32 or f64 rows (the vectorised loop for f32).
+pub fn softmax_grad_row_any<T: num_traits::Float + 'static>(dp: &mut [T], p: &[T], delta: T) {
+    if let Some(pv) = as_f32_ref(p) {
+        let d = as_f32(dp).expect("dp has p's type");
+        return softmax_grad_row(d, pv, delta.to_f32().unwrap_or(f32::NAN));
+    }
+    for (d, &p) in dp.iter_mut().zip(p) {
+        *d = p * (*d - delta);
+    }
+}
+
 /// Softmax of one row in place; returns its max and the sum of `exp(x − max)` (the log-sum-exp
 /// is `max + ln(sum)`), or `None` (and a row of zeros) when every element is −∞.
 pub fn softmax_row<T: num_traits::Float + 'static>(row: &mut [T]) -> Option<(T, T)> {

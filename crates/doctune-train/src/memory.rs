@@ -135,9 +135,7 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     // The fused SwiGLU MLP (under LoRA, with separate gate/up projections) keeps gate and up
     // but not SwiGLU's output, which its backward pass recomputes: one [tokens, intermediate]
     // buffer less per layer, and about three of them alive while one layer's backward runs.
-    let fused_mlp = matches!(run.method, Method::Lora { .. })
-        && !cfg.fused_projections
-        && cfg.activation == doctune_models::config::Activation::Silu;
+    let fused_mlp = matches!(run.method, Method::Lora { .. }) && cfg.fused_mlp();
     let mlp_kept = if fused_mlp { 3 } else { 4 };
     let per_layer = 11 * h + 3 * kv + mlp_kept * i + h * dropout_masks;
     let layers = cfg.num_layers as u64;

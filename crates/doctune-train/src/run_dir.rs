@@ -250,6 +250,40 @@ impl RunDir {
             .collect())
     }
 
+    /// The last readable line of `metrics.jsonl` (`None` before the first step), read from the
+    /// end of the file: the run list asks for it about once a second while a run trains, and a
+    /// long run's history is megabytes.
+    pub fn last_metrics(&self) -> Result<Option<MetricsLine>, TrainError> {
+        use std::io::{Seek, SeekFrom};
+        const TAIL: u64 = 64 << 10;
+        let p = self.metrics_file();
+        let mut f = match std::fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&p)(e)),
+        };
+        let len = f.metadata().map_err(io(&p))?.len();
+        let start = len.saturating_sub(TAIL);
+        f.seek(SeekFrom::Start(start)).map_err(io(&p))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail).map_err(io(&p))?;
+        let text = String::from_utf8_lossy(&tail);
+        // The first line of a tail may be cut; a line cut by a crash does not parse.
+        let whole = if start > 0 {
+            text.split_once('\n').map_or("", |(_, rest)| rest)
+        } else {
+            &text
+        };
+        let last = whole
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str(l).ok());
+        match last {
+            None if start > 0 => Ok(self.history()?.pop()),
+            last => Ok(last),
+        }
+    }
+
     /// Drops `metrics.jsonl` lines past `step` (a resumed run redoes those steps).
     pub(crate) fn truncate_metrics(&self, step: u64) -> Result<(), TrainError> {
         let path = self.metrics_file();
@@ -338,6 +372,23 @@ mod tests {
     }
 
     #[test]
+    fn the_last_metrics_line_is_read_from_the_end_of_a_long_history() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::at(d.path());
+        assert!(run.last_metrics().unwrap().is_none());
+        // Longer than the tail that is read, so the tail starts inside a line.
+        let text: String = (1..=2000).map(|s| line(s) + "\n").collect();
+        assert!(text.len() > 64 << 10);
+        std::fs::write(run.metrics_file(), &text).unwrap();
+        assert_eq!(run.last_metrics().unwrap().map(|m| m.step), Some(2000));
+        assert_eq!(
+            run.last_metrics().unwrap(),
+            run.history().unwrap().pop(),
+            "the same line as the whole history's last"
+        );
+    }
+
+    #[test]
     fn history_skips_a_line_cut_by_a_crash() {
         let d = tempfile::tempdir().unwrap();
         let run = RunDir::at(d.path());
@@ -349,6 +400,7 @@ mod tests {
         .unwrap();
         let steps: Vec<u64> = run.history().unwrap().iter().map(|m| m.step).collect();
         assert_eq!(steps, vec![1, 2]);
+        assert_eq!(run.last_metrics().unwrap().map(|m| m.step), Some(2));
         assert!(run.adapter().is_none());
         assert!(run.checkpoints().is_empty());
         assert!(matches!(run.read(), Err(TrainError::Io { .. })));

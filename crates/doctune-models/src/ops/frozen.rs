@@ -55,50 +55,30 @@ impl CustomOp1 for FrozenMatmul {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (w, w_l) = self.weight.storage_and_layout();
-        match &*w {
-            Storage::Cpu(CpuStorage::F32(wd)) if matches!(s, CpuStorage::F32(_)) => {
-                // DocTune's own GEMM ([`crate::gemm`]) with W read as its transpose in place.
-                let (Some((xa, xz)), Some((wa, wz))) =
-                    (l.contiguous_offsets(), w_l.contiguous_offsets())
-                else {
-                    candle_core::bail!("frozen_matmul: inputs must be contiguous");
-                };
-                let x = &s.as_slice::<f32>()?[xa..xz];
-                let (n, k) = w_l.shape().dims2()?;
-                let dims = l.dims();
-                if *dims.last().unwrap_or(&0) != k {
-                    candle_core::bail!(
-                        "frozen_matmul: input has {} features, weight expects {k}",
-                        dims.last().unwrap_or(&0)
-                    );
-                }
-                let out = matmul_f32(x, &wd[wa..wz], (n, k), true);
-                let mut out_dims = dims.to_vec();
-                *out_dims.last_mut().expect("rank ≥ 1") = n;
-                Ok((CpuStorage::F32(out), Shape::from(out_dims)))
-            }
-            // A bf16 base under f32 activations (bf16 training on the CPU): the bf16 kernel.
-            Storage::Cpu(CpuStorage::BF16(wd)) if matches!(s, CpuStorage::F32(_)) => {
-                let x = super::slice::<f32>(s, l)?;
-                let (Some((wa, wz)), (n, k)) = (w_l.contiguous_offsets(), w_l.shape().dims2()?)
-                else {
-                    candle_core::bail!("frozen_matmul: the weight must be contiguous");
-                };
-                let dims = l.dims();
-                if *dims.last().unwrap_or(&0) != k {
-                    candle_core::bail!(
-                        "frozen_matmul: input has {} features, weight expects {k}",
-                        dims.last().unwrap_or(&0)
-                    );
-                }
-                let out = crate::gemm::bf16::x_wt(x, &wd[wa..wz], (x.len() / k.max(1), n, k));
-                let mut out_dims = dims.to_vec();
-                *out_dims.last_mut().expect("rank ≥ 1") = n;
-                Ok((CpuStorage::F32(out), Shape::from(out_dims)))
-            }
-            Storage::Cpu(w) => self.fwd(s, l, w, w_l),
+        // f32 activations with an f32 or bf16 weight: DocTune's kernels, W read as its
+        // transpose in place.
+        let values = match (&*w, s) {
+            (Storage::Cpu(CpuStorage::F32(wd)), CpuStorage::F32(_)) => WeightValues::F32(wd),
+            (Storage::Cpu(CpuStorage::BF16(wd)), CpuStorage::F32(_)) => WeightValues::Bf16(wd),
+            (Storage::Cpu(w), _) => return self.fwd(s, l, w, w_l),
             _ => candle_core::bail!("frozen_matmul: weight and input on different devices"),
+        };
+        let Some((wa, wz)) = w_l.contiguous_offsets() else {
+            candle_core::bail!("frozen_matmul: the weight must be contiguous");
+        };
+        let x = super::slice::<f32>(s, l)?;
+        let (n, k) = w_l.shape().dims2()?;
+        let dims = l.dims();
+        if *dims.last().unwrap_or(&0) != k {
+            candle_core::bail!(
+                "frozen_matmul: input has {} features, weight expects {k}",
+                dims.last().unwrap_or(&0)
+            );
         }
+        let out = product_new(x, values.range(wa..wz), (n, k), true);
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank ≥ 1") = n;
+        Ok((CpuStorage::F32(out), Shape::from(out_dims)))
     }
 
     fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
@@ -159,24 +139,19 @@ pub(crate) fn cpu_product(
             x.dims().last()
         );
     }
-    let m = x.elem_count() / inner.max(1);
     let x = x.contiguous()?;
     let w = weight.contiguous()?;
-    match w.dtype() {
-        DType::F32 => super::with_slice::<f32, _>(&x, |xs| {
-            super::with_slice::<f32, _>(&w, |ws| Ok(Some(matmul_f32(xs, ws, (n, k), transposed))))
-        }),
-        DType::BF16 => super::with_slice::<f32, _>(&x, |xs| {
-            super::with_slice::<half::bf16, _>(&w, |ws| {
-                Ok(Some(if transposed {
-                    crate::gemm::bf16::x_wt(xs, ws, (m, n, k))
-                } else {
-                    crate::gemm::bf16::g_w(xs, ws, (m, n, k))
-                }))
-            })
-        }),
-        _ => Ok(None),
-    }
+    super::with_slice::<f32, _>(&x, |xs| {
+        let product =
+            |values: WeightValues<'_>| Ok(Some(product_new(xs, values, (n, k), transposed)));
+        match w.dtype() {
+            DType::F32 => super::with_slice::<f32, _>(&w, |ws| product(WeightValues::F32(ws))),
+            DType::BF16 => {
+                super::with_slice::<half::bf16, _>(&w, |ws| product(WeightValues::Bf16(ws)))
+            }
+            _ => Ok(None),
+        }
+    })
 }
 
 /// `out (+)= x · Wᵀ` (`transposed`: `x` [m, k], `out` [m, n]) or `x · W` (`x` [m, n], `out`
@@ -230,18 +205,54 @@ pub(crate) fn product_into(
     }
 }
 
+/// A frozen weight's values on the CPU, in the dtypes DocTune's kernels take.
+#[derive(Clone, Copy)]
+enum WeightValues<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+}
+
+impl<'a> WeightValues<'a> {
+    fn range(self, r: std::ops::Range<usize>) -> WeightValues<'a> {
+        match self {
+            WeightValues::F32(w) => WeightValues::F32(&w[r]),
+            WeightValues::Bf16(w) => WeightValues::Bf16(&w[r]),
+        }
+    }
+}
+
 /// `x · Wᵀ` (`transposed`, `x` [m, k], result [m, n]) or `x · W` (`x` [m, n], result [m, k]) for
-/// a row-major `W` [n, k], on all of rayon's threads.
-fn matmul_f32(x: &[f32], w: &[f32], (n, k): (usize, usize), transposed: bool) -> Vec<f32> {
-    use crate::gemm::{sgemm_new, View};
+/// a row-major `W` [n, k], as a new buffer on all of rayon's threads: DocTune's f32 GEMM, or its
+/// bf16 kernel for a bf16 `W`.
+fn product_new(
+    x: &[f32],
+    w: WeightValues<'_>,
+    (n, k): (usize, usize),
+    transposed: bool,
+) -> Vec<f32> {
+    use crate::gemm::{bf16, sgemm_new, View};
     let (inner, cols) = if transposed { (k, n) } else { (n, k) };
     let m = x.len() / inner.max(1);
-    let wv = if transposed {
-        View::row_major(k).t()
-    } else {
-        View::row_major(k)
-    };
-    sgemm_new((m, cols, inner), x, View::row_major(inner), w, wv, true)
+    match (w, transposed) {
+        (WeightValues::F32(w), true) => sgemm_new(
+            (m, cols, inner),
+            x,
+            View::row_major(inner),
+            w,
+            View::row_major(k).t(),
+            true,
+        ),
+        (WeightValues::F32(w), false) => sgemm_new(
+            (m, cols, inner),
+            x,
+            View::row_major(inner),
+            w,
+            View::row_major(k),
+            true,
+        ),
+        (WeightValues::Bf16(w), true) => bf16::x_wt(x, w, (m, n, k)),
+        (WeightValues::Bf16(w), false) => bf16::g_w(x, w, (m, n, k)),
+    }
 }
 
 #[cfg(test)]

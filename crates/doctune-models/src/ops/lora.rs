@@ -19,31 +19,24 @@ pub fn lora_linear(
     mask: Option<&Tensor>,
 ) -> Result<Tensor> {
     let xd = x.detach();
-    if let Some(y) = cpu_forward(&xd, w, a, b, scale, mask)? {
-        return x.apply_op3(
-            a,
-            b,
-            LoraOp {
-                w: w.clone(),
-                mask: mask.cloned(),
-                scale,
-                out: Precomputed::new(y),
-            },
-        );
-    }
-    // The low-rank branch runs in the adapter's dtype (f32 on a half-precision base); the two
-    // products are summed there and rounded once to `x`'s dtype, as PEFT does.
-    let ad = a.dtype();
-    let xa = xd.to_dtype(ad)?;
-    let xm = match mask {
-        Some(m) => (&xa * m)?,
-        None => xa,
+    let y = match cpu_forward(&xd, w, a, b, scale, mask)? {
+        Some(y) => y,
+        None => {
+            // The low-rank branch runs in the adapter's dtype (f32 on a half-precision base);
+            // the two products are summed there and rounded once to `x`'s dtype, as PEFT does.
+            let ad = a.dtype();
+            let xa = xd.to_dtype(ad)?;
+            let xm = match mask {
+                Some(m) => (&xa * m)?,
+                None => xa,
+            };
+            let low = (xm
+                .broadcast_matmul(&a.detach().t()?)?
+                .broadcast_matmul(&b.detach().t()?)?
+                * scale)?;
+            (frozen_matmul(&xd, w)?.to_dtype(ad)? + low)?.to_dtype(x.dtype())?
+        }
     };
-    let low = (xm
-        .broadcast_matmul(&a.detach().t()?)?
-        .broadcast_matmul(&b.detach().t()?)?
-        * scale)?;
-    let y = (frozen_matmul(&xd, w)?.to_dtype(ad)? + low)?.to_dtype(x.dtype())?;
     x.apply_op3(
         a,
         b,

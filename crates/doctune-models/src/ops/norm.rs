@@ -87,11 +87,13 @@ fn rms_bwd<T: Float + std::ops::AddAssign + candle_core::WithDType + Send + Sync
                 let inv = |r: &[T]| {
                     T::one() / (r.iter().fold(T::zero(), |a, &v| a + v * v) / n + eps).sqrt()
                 };
+                // Each row's 1/√(mean(x²)+eps), once for both gradients.
+                let rs: Vec<T> = x.par_chunks(d).map(inv).collect();
                 let mut dx = vec![T::zero(); x.len()];
                 dx.par_chunks_mut(d)
                     .zip(x.par_chunks(d).zip(g.par_chunks(d)))
-                    .for_each(|(o, (xr, gr))| {
-                        let r = inv(xr);
+                    .zip(rs.par_iter())
+                    .for_each(|((o, (xr, gr)), &r)| {
                         let dot = xr
                             .iter()
                             .zip(gr)
@@ -107,10 +109,10 @@ fn rms_bwd<T: Float + std::ops::AddAssign + candle_core::WithDType + Send + Sync
                     // 64 rows per task: partial sums of g⊙x·r, then their sum.
                     x.par_chunks(64 * d)
                         .zip(g.par_chunks(64 * d))
-                        .map(|(xs, gs)| {
+                        .zip(rs.par_chunks(64))
+                        .map(|((xs, gs), rs)| {
                             let mut acc = vec![T::zero(); d];
-                            for (xr, gr) in xs.chunks(d).zip(gs.chunks(d)) {
-                                let r = inv(xr);
+                            for ((xr, gr), &r) in xs.chunks(d).zip(gs.chunks(d)).zip(rs) {
                                 for ((a, &xv), &gv) in acc.iter_mut().zip(xr).zip(gr) {
                                     *a += gv * xv * r;
                                 }
