@@ -11,7 +11,14 @@
 //! each running single-threaded GEMMs (`gemm`, the kernels candle's matmul uses), which keeps
 //! both cores busy where one `[T, S]` GEMM per head is too small to split.
 //!
-//! It runs fused on the CPU in f32/f64 and fall back to compositions of candle ops elsewhere
+//! When the model trains in bf16 on the CPU (frozen bf16 weights, f32 activations), the
+//! products round their operands to bf16 and sum in f32 ([`crate::gemm::bf16::gemm_rounded`]),
+//! as PyTorch's autocast runs attention; the softmax, the log-sum-exps and the gradients' sums
+//! stay f32. Each (batch, KV head) packs its keys and values once, in the layouts the products
+//! read (Kᵀ and V forward, Kᵀ, Vᵀ and K backward), and blocks start at a multiple of the
+//! packed panels' width (the columns a block gains that way are masked for all its rows).
+//!
+//! It runs fused on the CPU in f32/f64 and falls back to compositions of candle ops elsewhere
 //! (GPU, half precision), which are also the references the tests compare them with.
 
 use crate::ops::{fused, masked_softmax, slice, softcap, softmax_last_dim, with_slice};
@@ -25,7 +32,8 @@ const BLOCK: usize = 64;
 
 /// Attention for `q` [B, T, Hq, D] and `k`, `v` [B, S, Hkv, D] (Hq a multiple of Hkv), with an
 /// additive `mask` [T, S] (0 or −∞), `scale` applied to the scores and optional soft-capping of
-/// the scaled scores (Gemma 2). Returns [B, T, Hq, D].
+/// the scaled scores (Gemma 2). Returns [B, T, Hq, D]. With `bf16`, the fused op's products
+/// round f32 operands to bf16 (see the module docs).
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
@@ -33,6 +41,7 @@ pub fn attention(
     mask: Option<&Tensor>,
     scale: f64,
     cap: Option<f64>,
+    bf16: bool,
 ) -> Result<Tensor> {
     let (b, t, hq, d) = q.dims4()?;
     let (bk, s, hkv, dk) = k.dims4()?;
@@ -55,6 +64,7 @@ pub fn attention(
             .transpose()?;
         let op = AttentionOp {
             mask,
+            bf16: bf16 && q.dtype() == DType::F32,
             scale,
             cap,
             lse: Mutex::new(None),
@@ -105,19 +115,40 @@ pub fn attention_composed(
         .contiguous()
 }
 
+use crate::gemm::bf16::PackedRhs;
 use crate::gemm::View;
 
-/// `dst[m×n] = (acc ? dst : 0) + beta · lhs[m×k] · rhs[k×n]`, single-threaded, bounds-checked.
+/// The right operand of a product: values through a view, or (bf16) the part of a packed key
+/// or value matrix from (row, column).
+enum Rhs<'a, T> {
+    Values(&'a [T], View),
+    Packed(&'a PackedRhs, (usize, usize)),
+}
+
+/// `x` as f32 values when `T` is f32.
+fn f32s<T: 'static>(x: &[T]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>())
+        // SAFETY: T is f32 (checked just above).
+        .then(|| {
+            #[allow(unsafe_code)]
+            unsafe {
+                &*(x as *const [T] as *const [f32])
+            }
+        })
+}
+
+/// `dst[m×n] = (acc ? dst : 0) + beta · lhs[m×k] · rhs[k×n]`, single-threaded, bounds-checked;
+/// with f32 operands rounded to bf16 when `bf16` ([`crate::gemm::bf16::gemm_rounded`]).
 #[allow(clippy::too_many_arguments)]
 fn gemm<T: Float + 'static>(
+    bf16: bool,
     (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     dv: View,
     acc: bool,
     lhs: &[T],
     lv: View,
-    rhs: &[T],
-    rv: View,
+    rhs: Rhs<'_, T>,
     beta: T,
 ) {
     if m == 0 || n == 0 {
@@ -126,18 +157,51 @@ fn gemm<T: Float + 'static>(
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
         // SAFETY: T is f32 (checked just above), so the slices are f32 slices.
         #[allow(unsafe_code)]
-        let (dst, lhs, rhs, beta) = unsafe {
+        let (dst, beta) = unsafe {
             (
                 &mut *(dst as *mut [T] as *mut [f32]),
-                &*(lhs as *const [T] as *const [f32]),
-                &*(rhs as *const [T] as *const [f32]),
                 *(&beta as *const T as *const f32),
             )
         };
-        // DocTune's kernels (the family chosen for the process); one task per thread already.
-        crate::gemm::sgemm((m, n, k), dst, dv, acc, lhs, lv, rhs, rv, beta, false);
+        let lhs = f32s(lhs).expect("T is f32");
+        match rhs {
+            Rhs::Packed(p, at) => crate::gemm::bf16::gemm_rounded_packed(
+                (m, n, k),
+                dst,
+                dv,
+                acc,
+                lhs,
+                lv,
+                p,
+                at,
+                beta,
+            ),
+            Rhs::Values(rhs, rv) => {
+                let rhs = f32s(rhs).expect("T is f32");
+                if bf16 {
+                    crate::gemm::bf16::gemm_rounded(
+                        (m, n, k),
+                        dst,
+                        dv,
+                        acc,
+                        lhs,
+                        lv,
+                        rhs,
+                        rv,
+                        beta,
+                    );
+                } else {
+                    // DocTune's kernels (the family chosen for the process); one task per
+                    // thread already.
+                    crate::gemm::sgemm((m, n, k), dst, dv, acc, lhs, lv, rhs, rv, beta, false);
+                }
+            }
+        }
         return;
     }
+    let Rhs::Values(rhs, rv) = rhs else {
+        unreachable!("packed operands are f32");
+    };
     assert!(dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len() && rv.end(k, n) <= rhs.len());
     if k == 0 {
         if !acc {
@@ -180,6 +244,8 @@ fn gemm<T: Float + 'static>(
 /// Shapes and strides of one attention call.
 #[derive(Clone, Copy)]
 struct Dims {
+    /// The products in bf16 (f32 operands only).
+    bf16: bool,
     b: usize,
     t: usize,
     s: usize,
@@ -191,6 +257,15 @@ struct Dims {
 impl Dims {
     fn n_rep(&self) -> usize {
         self.hq / self.hkv
+    }
+    /// What blocks' first key columns are a multiple of: packed keys and values are read from
+    /// their panels' first columns.
+    fn align(&self) -> usize {
+        if self.bf16 {
+            PackedRhs::ALIGN
+        } else {
+            1
+        }
     }
     /// Row (b, pos) of query head h, in [B, T, Hq, D].
     fn q(&self, b: usize, pos: usize, h: usize) -> View {
@@ -215,6 +290,77 @@ impl Dims {
     }
 }
 
+/// The keys and values of one (batch, KV head) as the products read them: through views, or,
+/// when the products are bf16, rounded and packed once for all the blocks of query rows.
+struct Kv<'a, T> {
+    dm: Dims,
+    b: usize,
+    g: usize,
+    k: &'a [T],
+    v: &'a [T],
+    /// Kᵀ [D, S], V [S, D] (forward), Vᵀ [D, S] and K [S, D] (backward), packed.
+    kt: Option<PackedRhs>,
+    vs: Option<PackedRhs>,
+    vt: Option<PackedRhs>,
+    ks: Option<PackedRhs>,
+}
+
+impl<'a, T: Float + 'static> Kv<'a, T> {
+    fn new(dm: Dims, (b, g): (usize, usize), k: &'a [T], v: &'a [T], backward: bool) -> Self {
+        let pack = |x: &[T], transposed: bool, wanted: bool| {
+            let x = f32s(x).filter(|_| dm.bf16 && wanted)?;
+            Some(if transposed {
+                PackedRhs::new((dm.d, dm.s), x, dm.kv_t(b, 0, g))
+            } else {
+                PackedRhs::new((dm.s, dm.d), x, dm.kv(b, 0, g))
+            })
+        };
+        Kv {
+            dm,
+            b,
+            g,
+            k,
+            v,
+            kt: pack(k, true, true),
+            vs: pack(v, false, !backward),
+            vt: pack(v, true, backward),
+            ks: pack(k, false, backward),
+        }
+    }
+
+    /// Kᵀ from key `c0` on.
+    fn kt(&self, c0: usize) -> Rhs<'_, T> {
+        match &self.kt {
+            Some(p) => Rhs::Packed(p, (0, c0)),
+            None => Rhs::Values(self.k, self.dm.kv_t(self.b, c0, self.g)),
+        }
+    }
+
+    /// V from key `c0` on.
+    fn vs(&self, c0: usize) -> Rhs<'_, T> {
+        match &self.vs {
+            Some(p) => Rhs::Packed(p, (c0, 0)),
+            None => Rhs::Values(self.v, self.dm.kv(self.b, c0, self.g)),
+        }
+    }
+
+    /// Vᵀ from key `c0` on.
+    fn vt(&self, c0: usize) -> Rhs<'_, T> {
+        match &self.vt {
+            Some(p) => Rhs::Packed(p, (0, c0)),
+            None => Rhs::Values(self.v, self.dm.kv_t(self.b, c0, self.g)),
+        }
+    }
+
+    /// K from key `c0` on.
+    fn ks(&self, c0: usize) -> Rhs<'_, T> {
+        match &self.ks {
+            Some(p) => Rhs::Packed(p, (c0, 0)),
+            None => Rhs::Values(self.k, self.dm.kv(self.b, c0, self.g)),
+        }
+    }
+}
+
 /// The key columns one block of query rows needs, `c0..c1` (from the first column any of its
 /// rows can see to one past the last; all of them without a mask), and `m0..m1` within it, the
 /// columns where the mask is not 0 for some row (the only ones it must be added to: the causal
@@ -227,8 +373,25 @@ struct Block {
     m1: usize,
 }
 
-/// Each block's columns (see [`Block`]).
-fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize) -> Vec<Block> {
+/// Each block's columns (see [`Block`]), starting at a multiple of `align` (the columns
+/// before the first a block sees are masked for all its rows, so they join the masked range).
+fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize, align: usize) -> Vec<Block> {
+    let mut blocks = visible_columns(mask, t, s);
+    for b in blocks
+        .iter_mut()
+        .filter(|b| b.c1 > b.c0 && b.c0 % align != 0)
+    {
+        let start = b.c0 - b.c0 % align;
+        if b.m0 >= b.m1 {
+            b.m1 = b.c0;
+        }
+        (b.c0, b.m0) = (start, start);
+    }
+    blocks
+}
+
+/// Each block's columns, from the first any of its rows sees.
+fn visible_columns<T: Float>(mask: Option<&[T]>, t: usize, s: usize) -> Vec<Block> {
     (0..t.div_ceil(BLOCK))
         .map(|blk| {
             let rows = blk * BLOCK..((blk + 1) * BLOCK).min(t);
@@ -285,7 +448,7 @@ fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize) -> Vec<Block>
 fn scores<T: Float + 'static>(
     dm: &Dims,
     q: &[T],
-    k: &[T],
+    kv: &Kv<'_, T>,
     mask: Option<&[T]>,
     (b, h, r0, r1): (usize, usize, usize, usize),
     blk: Block,
@@ -296,16 +459,15 @@ fn scores<T: Float + 'static>(
 ) {
     let Block { c0, c1, m0, m1 } = blk;
     let (rows, w) = (r1 - r0, c1 - c0);
-    let g = h / dm.n_rep();
     gemm(
+        dm.bf16,
         (rows, w, dm.d),
         sc,
         View::at(0, w, 1),
         false,
         q,
         dm.q(b, r0, h),
-        k,
-        dm.kv_t(b, c0, g),
+        kv.kt(c0),
         scale,
     );
     if let Some(cap) = cap {
@@ -335,13 +497,13 @@ fn forward<T: Float + Send + Sync + 'static>(
     scale: T,
     cap: Option<T>,
 ) -> (Vec<T>, Vec<T>) {
-    let cols = column_ranges(mask, dm.t, dm.s);
+    let cols = column_ranges(mask, dm.t, dm.s, dm.align());
     // One (b, h) per task; each returns its [T, D] output and [T] log-sum-exps.
     let parts: Vec<(Vec<T>, Vec<T>)> = (0..dm.b * dm.hq)
         .into_par_iter()
         .map(|item| {
             let (b, h) = (item / dm.hq, item % dm.hq);
-            let g = h / dm.n_rep();
+            let kv = Kv::new(dm, (b, h / dm.n_rep()), k, v, false);
             let mut out = vec![T::zero(); dm.t * dm.d];
             let mut lse = vec![T::neg_infinity(); dm.t];
             let mut sc = vec![T::zero(); BLOCK * dm.s];
@@ -355,7 +517,7 @@ fn forward<T: Float + Send + Sync + 'static>(
                 scores(
                     &dm,
                     q,
-                    k,
+                    &kv,
                     mask,
                     (b, h, r0, r1),
                     block,
@@ -371,14 +533,14 @@ fn forward<T: Float + Send + Sync + 'static>(
                     }
                 }
                 gemm(
+                    dm.bf16,
                     (rows, dm.d, w),
                     &mut out,
                     View::at(r0 * dm.d, dm.d, 1),
                     false,
                     &sc,
                     View::at(0, w, 1),
-                    v,
-                    dm.kv(b, c0, g),
+                    kv.vs(c0),
                     T::one(),
                 );
             }
@@ -412,7 +574,7 @@ fn backward<T: Float + Send + Sync + 'static>(
     scale: T,
     cap: Option<T>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let cols = column_ranges(mask, dm.t, dm.s);
+    let cols = column_ranges(mask, dm.t, dm.s, dm.align());
     let n_rep = dm.n_rep();
     // One (b, KV head) per task, through the query heads that share it: dk and dv of a KV head
     // are written by one task only.
@@ -421,6 +583,7 @@ fn backward<T: Float + Send + Sync + 'static>(
         .into_par_iter()
         .map(|item| {
             let (b, g) = (item / dm.hkv, item % dm.hkv);
+            let kv = Kv::new(dm, (b, g), k, v, true);
             let mut dq = vec![T::zero(); n_rep * dm.t * dm.d];
             let mut dk = vec![T::zero(); dm.s * dm.d];
             let mut dv = vec![T::zero(); dm.s * dm.d];
@@ -441,7 +604,7 @@ fn backward<T: Float + Send + Sync + 'static>(
                     scores(
                         &dm,
                         q,
-                        k,
+                        &kv,
                         mask,
                         (b, h, r0, r1),
                         block,
@@ -463,26 +626,26 @@ fn backward<T: Float + Send + Sync + 'static>(
                     }
                     // dV[c0..c1] += Pᵀ · dO
                     gemm(
+                        dm.bf16,
                         (w, dm.d, rows),
                         &mut dv,
                         View::at(c0 * dm.d, dm.d, 1),
                         true,
                         &p,
                         View::at(0, 1, w),
-                        go,
-                        dm.q(b, r0, h),
+                        Rhs::Values(go, dm.q(b, r0, h)),
                         T::one(),
                     );
                     // dP = dO · V[c0..c1]ᵀ
                     gemm(
+                        dm.bf16,
                         (rows, w, dm.d),
                         &mut dp,
                         View::at(0, w, 1),
                         false,
                         go,
                         dm.q(b, r0, h),
-                        v,
-                        dm.kv_t(b, c0, g),
+                        kv.vt(c0),
                         T::one(),
                     );
                     // dS = P ⊙ (dP − Δ), through the soft-capping's tanh.
@@ -497,26 +660,26 @@ fn backward<T: Float + Send + Sync + 'static>(
                     }
                     // dQ rows = scale · dS · K[c0..c1]
                     gemm(
+                        dm.bf16,
                         (rows, dm.d, w),
                         &mut dq,
                         View::at((r * dm.t + r0) * dm.d, dm.d, 1),
                         false,
                         &dp,
                         View::at(0, w, 1),
-                        k,
-                        dm.kv(b, c0, g),
+                        kv.ks(c0),
                         scale,
                     );
                     // dK[c0..c1] += scale · dSᵀ · Q rows
                     gemm(
+                        dm.bf16,
                         (w, dm.d, rows),
                         &mut dk,
                         View::at(c0 * dm.d, dm.d, 1),
                         true,
                         &dp,
                         View::at(0, 1, w),
-                        q,
-                        dm.q(b, r0, h),
+                        Rhs::Values(q, dm.q(b, r0, h)),
                         scale,
                     );
                 }
@@ -549,16 +712,18 @@ fn backward<T: Float + Send + Sync + 'static>(
 /// the log-sum-exp of every row.
 struct AttentionOp {
     mask: Option<Tensor>,
+    bf16: bool,
     scale: f64,
     cap: Option<f64>,
     lse: Mutex<Option<Tensor>>,
 }
 
 impl AttentionOp {
-    fn dims(q: &Shape, k: &Shape) -> Result<Dims> {
+    fn dims(&self, q: &Shape, k: &Shape) -> Result<Dims> {
         let (b, t, hq, d) = q.dims4()?;
         let (_, s, hkv, _) = k.dims4()?;
         Ok(Dims {
+            bf16: self.bf16,
             b,
             t,
             s,
@@ -591,7 +756,7 @@ impl AttentionOp {
         out: &Tensor,
         go: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let dm = Self::dims(q.shape(), k.shape())?;
+        let dm = self.dims(q.shape(), k.shape())?;
         let lse = self
             .lse
             .lock()
@@ -640,7 +805,7 @@ impl CustomOp3 for AttentionOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dm = Self::dims(l1.shape(), l2.shape())?;
+        let dm = self.dims(l1.shape(), l2.shape())?;
         let out = match s1 {
             CpuStorage::F32(_) => CpuStorage::F32(self.fwd::<f32>(
                 dm,
@@ -719,7 +884,7 @@ mod tests {
             let v = randn(&[b, s, hkv, d], 20 + i as u64);
             let m = mask(t, start, window);
             let scale = 1.0 / (d as f64).sqrt();
-            let fused = attention(&q, &k, &v, Some(&m), scale, cap).unwrap();
+            let fused = attention(&q, &k, &v, Some(&m), scale, cap, false).unwrap();
             let composed = attention_composed(&q, &k, &v, Some(&m), scale, cap).unwrap();
             assert!(max_diff(&fused, &composed) < 1e-12, "case {i}: values");
             let w = sin_weights(&[b, t, hq, d]);
@@ -739,10 +904,70 @@ mod tests {
         let q = randn(&[1, 4, 2, 4], 40).to_dtype(DType::F32).unwrap();
         let k = randn(&[1, 4, 2, 4], 41).to_dtype(DType::F32).unwrap();
         let v = randn(&[1, 4, 2, 4], 42).to_dtype(DType::F32).unwrap();
-        let a = attention(&q, &k, &v, None, 0.5, None).unwrap();
+        let a = attention(&q, &k, &v, None, 0.5, None, false).unwrap();
         let c = attention_composed(&q, &k, &v, None, 0.5, None).unwrap();
         let d = max_diff(&a, &c);
         assert!(d < 1e-6, "{d}");
+    }
+
+    /// With `bf16`, the products round their operands (the output and the gradients move by
+    /// bf16's rounding, no more) over every block kind: several query blocks, a sliding window,
+    /// grouped-query heads, a 64-wide head as the models have.
+    #[test]
+    fn bf16_products_stay_within_rounding_of_f64() {
+        for (i, &(t, hq, hkv, d, window)) in [(130, 4, 2, 64, None), (70, 2, 1, 9, Some(40))]
+            .iter()
+            .enumerate()
+        {
+            let q = randn(&[1, t, hq, d], 60 + i as u64);
+            let k = randn(&[1, t, hkv, d], 61 + i as u64);
+            let v = randn(&[1, t, hkv, d], 62 + i as u64);
+            let m = mask(t, 0, window);
+            let scale = 1.0 / (d as f64).sqrt();
+            let w = sin_weights(&[1, t, hq, d]);
+            let run = |dtype: DType, bf16: bool| {
+                let vars: Vec<Var> = [&q, &k, &v]
+                    .iter()
+                    .map(|x| Var::from_tensor(&x.to_dtype(dtype).unwrap()).unwrap())
+                    .collect();
+                let (q, k, v) = (&vars[0], &vars[1], &vars[2]);
+                let mask = m.to_dtype(dtype).unwrap();
+                let out = attention(q, k, v, Some(&mask), scale, None, bf16).unwrap();
+                let grads = (&out * &w.to_dtype(dtype).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let f64s = |x: &Tensor| x.to_dtype(DType::F64).unwrap();
+                let mut all = vec![f64s(&out)];
+                all.extend(vars.iter().map(|x| f64s(grads.get(x).unwrap())));
+                all
+            };
+            let exact = run(DType::F64, false);
+            let bf16 = run(DType::F32, true);
+            let f32s = run(DType::F32, false);
+            for (j, name) in ["output", "dq", "dk", "dv"].iter().enumerate() {
+                let big = exact[j]
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                let rounded = max_diff(&bf16[j], &exact[j]) / big;
+                let single = max_diff(&f32s[j], &exact[j]) / big;
+                assert!(
+                    rounded < 2e-2,
+                    "case {i}: {name} off by {rounded} of its largest value"
+                );
+                // It did round: bf16's error is far above f32's.
+                assert!(
+                    rounded > 50.0 * single,
+                    "case {i}: {name}: {rounded} vs f32's {single}"
+                );
+            }
+        }
     }
 
     /// The fused op's gradients against finite differences of its own forward pass.
@@ -758,7 +983,7 @@ mod tests {
             .collect();
         let w = sin_weights(&[b, t, hq, d]);
         let f = |q: &Tensor, k: &Tensor, v: &Tensor| {
-            (attention(q, k, v, Some(&m), 0.7, Some(1.5)).unwrap() * &w)
+            (attention(q, k, v, Some(&m), 0.7, Some(1.5), false).unwrap() * &w)
                 .unwrap()
                 .sum_all()
                 .unwrap()

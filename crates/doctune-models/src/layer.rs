@@ -11,7 +11,7 @@ use crate::ops::{rms_norm, swiglu, Precomputed, SideGrads};
 use crate::rng::ModelRng;
 use crate::rope::rope;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, Layout, MetalStorage, Result, Shape, Tensor, Var, D,
+    CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Result, Shape, Tensor, Var, D,
 };
 use std::sync::Arc;
 
@@ -239,8 +239,19 @@ impl DecoderLayer {
         } else {
             ctx.full_mask.as_ref()
         };
-        let out = attention(&q, &k, &v, mask, c.attn_scale, c.attn_logit_softcapping)?
-            .reshape((b, t, nh * hd))?;
+        // Frozen bf16 weights with f32 activations (bf16 training on the CPU): the attention's
+        // products in bf16 too, as autocast computes them.
+        let bf16 = self.o.weight.value().dtype() == DType::BF16;
+        let out = attention(
+            &q,
+            &k,
+            &v,
+            mask,
+            c.attn_scale,
+            c.attn_logit_softcapping,
+            bf16,
+        )?
+        .reshape((b, t, nh * hd))?;
         self.o.forward(&out, grad, rng)
     }
 

@@ -113,6 +113,209 @@ pub fn g_w_into(
     product_into(g, b, m, out, accumulate)
 }
 
+/// `dst (+)= beta · lhs · rhs` with both operands f32 in any strided layout, each value rounded
+/// to bf16 as it is packed and the sums in f32, on the calling thread: the attention's products
+/// when the model trains in bf16 (PyTorch's autocast runs attention in bf16 the same way).
+/// `dst` [m, n] must have contiguous rows (`dv.cs == 1`).
+///
+/// # Panics
+/// If a view reaches outside its slice or `dst`'s rows are not contiguous (a caller's bug).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rounded(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dv: super::View,
+    acc: bool,
+    lhs: &[f32],
+    lv: super::View,
+    rhs: &[f32],
+    rv: super::View,
+    beta: f32,
+) {
+    assert!(
+        rv.end(k, n) <= rhs.len(),
+        "bf16 gemm: a view reaches outside its slice"
+    );
+    if !checked((m, n, k), dst, dv, acc, lhs, lv) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernel() {
+        // SAFETY: the CPU has the kernel's features (checked just above); `checked` and the
+        // assertion keep every element the views address inside their slices, and `dst`,
+        // borrowed mutably, aliases neither operand.
+        #[allow(unsafe_code)]
+        unsafe {
+            let out = dst.as_mut_ptr().add(dv.off);
+            let rhs = avx512::Rhs::Values(rhs, rv);
+            avx512::strided((m, n, k), out, dv.rs, acc, lhs, lv, rhs, beta)
+        };
+        return;
+    }
+    let b = rounded(rhs, rv, k, n);
+    let bv = super::View::row_major(n);
+    rounded_portable((m, n, k), dst, dv, acc, lhs, lv, &b, bv, beta)
+}
+
+/// An operand `B` [k, n] of [`gemm_rounded_packed`], rounded to bf16 and packed once for many
+/// products with parts of it (the attention's keys and values, read by every block of queries).
+#[derive(Debug)]
+pub struct PackedRhs {
+    k: usize,
+    n: usize,
+    values: Packed,
+}
+
+#[derive(Debug)]
+enum Packed {
+    /// The kernel's 32-column panels of pairs.
+    #[cfg(target_arch = "x86_64")]
+    Panels(Vec<u32>),
+    /// Rounded values, row-major (the portable path).
+    Rounded(Vec<f32>),
+}
+
+impl PackedRhs {
+    /// Parts of the operand start at a multiple of this many columns.
+    pub const ALIGN: usize = NR;
+
+    /// `B` [k, n] read through `v` from `src`.
+    ///
+    /// # Panics
+    /// If the view reaches outside `src` (a caller's bug).
+    pub fn new((k, n): (usize, usize), src: &[f32], v: super::View) -> PackedRhs {
+        assert!(
+            v.end(k, n) <= src.len(),
+            "bf16 gemm: a view reaches outside its slice"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if kernel() {
+            let mut data = vec![0u32; n.div_ceil(NR) * NR * k.div_ceil(2)];
+            // SAFETY: the CPU has the kernel's features; the assertion keeps the view inside
+            // `src`; `data` holds every panel.
+            #[allow(unsafe_code)]
+            unsafe {
+                avx512::pack_rhs((k, n), src, v, &mut data)
+            };
+            let values = Packed::Panels(data);
+            return PackedRhs { k, n, values };
+        }
+        let values = Packed::Rounded(rounded(src, v, k, n));
+        PackedRhs { k, n, values }
+    }
+}
+
+/// [`gemm_rounded`] with `B` the k × n part of `rhs` from row `r0` (even) and column `c0` (a
+/// multiple of [`PackedRhs::ALIGN`]). For an odd `k` short of `rhs`'s last row, the row after
+/// the part is read and multiplied by 0: it must be finite.
+///
+/// # Panics
+/// If a view or the part reaches outside its operand, the part is not aligned, or `dst`'s rows
+/// are not contiguous (a caller's bug).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_rounded_packed(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dv: super::View,
+    acc: bool,
+    lhs: &[f32],
+    lv: super::View,
+    rhs: &PackedRhs,
+    (r0, c0): (usize, usize),
+    beta: f32,
+) {
+    assert!(
+        r0 % 2 == 0 && c0 % NR == 0 && r0 + k <= rhs.k && c0 + n <= rhs.n,
+        "bf16 gemm: part {r0}+{k} × {c0}+{n} of a packed {} × {}",
+        rhs.k,
+        rhs.n
+    );
+    if !checked((m, n, k), dst, dv, acc, lhs, lv) {
+        return;
+    }
+    match &rhs.values {
+        #[cfg(target_arch = "x86_64")]
+        Packed::Panels(data) => {
+            let part = avx512::Rhs::Panels {
+                data,
+                pairs: rhs.k.div_ceil(2),
+                p0: r0 / 2,
+                j0: c0 / NR,
+            };
+            // SAFETY: the panels exist only where the CPU has the kernel (`PackedRhs::new`);
+            // `checked` and the assertion keep every element addressed inside its slice.
+            #[allow(unsafe_code)]
+            unsafe {
+                let out = dst.as_mut_ptr().add(dv.off);
+                avx512::strided((m, n, k), out, dv.rs, acc, lhs, lv, part, beta)
+            };
+        }
+        Packed::Rounded(b) => {
+            let bv = super::View::at(r0 * rhs.n + c0, rhs.n, 1);
+            rounded_portable((m, n, k), dst, dv, acc, lhs, lv, b, bv, beta)
+        }
+    }
+}
+
+/// Checks a product's output and left operand and takes care of empty ones: whether there is
+/// a product to compute (false: nothing to do, or k = 0 and `dst` zeroed unless `acc`).
+fn checked(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dv: super::View,
+    acc: bool,
+    lhs: &[f32],
+    lv: super::View,
+) -> bool {
+    assert!(
+        dv.cs == 1 && dv.end(m, n) <= dst.len() && lv.end(m, k) <= lhs.len(),
+        "bf16 gemm: a view reaches outside its slice"
+    );
+    if m == 0 || n == 0 {
+        return false;
+    }
+    if k == 0 {
+        if !acc {
+            for i in 0..m {
+                dst[dv.off + i * dv.rs..dv.off + i * dv.rs + n].fill(0.0);
+            }
+        }
+        return false;
+    }
+    true
+}
+
+/// The `rows × cols` values `v` addresses in `src`, rounded to bf16, row-major.
+fn rounded(src: &[f32], v: super::View, rows: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| round(src[v.off + (i / cols) * v.rs + (i % cols) * v.cs]))
+        .collect()
+}
+
+/// The products without the kernel: `lhs` rounded into a row-major copy, times the rounded
+/// `b`, through [`super::sgemm`] on this thread.
+#[allow(clippy::too_many_arguments)]
+fn rounded_portable(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dv: super::View,
+    acc: bool,
+    lhs: &[f32],
+    lv: super::View,
+    b: &[f32],
+    bv: super::View,
+    beta: f32,
+) {
+    let a = rounded(lhs, lv, m, k);
+    let av = super::View::row_major(k);
+    super::sgemm((m, n, k), dst, dv, acc, &a, av, b, bv, beta, false);
+}
+
+/// Two values rounded to bf16 as one pair: `lo` in the low half (the pair's first value).
+fn pair(lo: f32, hi: f32) -> u32 {
+    u32::from(bf16::from_f32(lo).to_bits()) | (u32::from(bf16::from_f32(hi).to_bits()) << 16)
+}
+
 /// The right-hand operand `B` [depth, cols] of a product, read from a row-major bf16 weight.
 #[derive(Clone, Copy)]
 enum Weights<'a> {
@@ -247,6 +450,7 @@ mod avx512 {
     //! CPU features the caller must have checked ([`super::available`]); pointer arithmetic
     //! stays inside buffers whose sizes are computed beside it.
 
+    use super::super::View;
     use super::{bf16, Weights, KC, MR, NC, NR};
     use rayon::prelude::*;
     use std::arch::x86_64::*;
@@ -316,7 +520,8 @@ mod avx512 {
                             let n = NR.min(nc - j);
                             let c = dst.at((i * MR) * cols + jc + j);
                             let b0 = bp.as_ptr().add(j * kc);
-                            tile(rows, kc, a0, pairs, b0, c, cols, n, accumulate || pc > 0);
+                            let acc = (accumulate || pc > 0, 1.0);
+                            tile(rows, kc, a0, (pairs, 1), b0, c, cols, n, acc);
                             j += NR;
                         }
                     }
@@ -325,6 +530,233 @@ mod avx512 {
                 jc += nc;
             }
         });
+    }
+
+    std::thread_local! {
+        /// [`strided`]'s packed operands, kept between calls on this thread.
+        static PACKED: std::cell::RefCell<(Vec<u32>, Vec<u32>)> =
+            const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    }
+
+    /// `len` slots of `buf`, grown when needed (every slot is written before it is read).
+    fn room(buf: &mut Vec<u32>, len: usize) -> &mut [u32] {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        &mut buf[..len]
+    }
+
+    /// [`super::gemm_rounded`] on this thread: both operands packed as bf16 pairs (A as rows
+    /// of pairs, or pairs of rows when its columns are contiguous; B in 32-column panels), then
+    /// the micro-kernel over depth blocks, panels and row tiles.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; the views address only elements of
+    /// their slices; `out` points to the m × n values (row stride `ldc`) the product writes,
+    /// initialised when `acc`, used by nothing else.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn strided(
+        (m, n, k): (usize, usize, usize),
+        out: *mut f32,
+        ldc: usize,
+        acc: bool,
+        lhs: &[f32],
+        lv: View,
+        rhs: Rhs<'_>,
+        beta: f32,
+    ) {
+        let pairs = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        PACKED.with_borrow_mut(|(ap, bp)| {
+            let ap = room(ap, m * pairs);
+            // SAFETY: the caller's guarantees.
+            let lda = unsafe { pack_lhs((m, k), lhs, lv, ap) };
+            // Where panel 0's first pair is, and the distance between panels.
+            let (base, stride) = match rhs {
+                Rhs::Values(b, rv) => {
+                    let bp = room(bp, panels * NR * pairs);
+                    // SAFETY: the caller's guarantees.
+                    unsafe { pack_rhs((k, n), b, rv, bp) };
+                    (bp.as_ptr(), NR * pairs)
+                }
+                Rhs::Panels {
+                    data,
+                    pairs: all,
+                    p0,
+                    j0,
+                } => (data.as_ptr().add(j0 * NR * all + p0 * NR), NR * all),
+            };
+            let blocks = pairs.div_ceil(KC);
+            let kc_max = pairs.div_ceil(blocks);
+            let mut pc = 0;
+            while pc < pairs {
+                let kc = kc_max.min(pairs - pc);
+                for j in 0..panels {
+                    let b0 = base.add(j * stride + pc * NR);
+                    let cols = NR.min(n - j * NR);
+                    let mut i = 0;
+                    while i < m {
+                        let rows = MR.min(m - i);
+                        let a0 = ap.as_ptr().add(i * lda.0 + pc * lda.1);
+                        let c = out.add(i * ldc + j * NR);
+                        // SAFETY: the caller's guarantees; the tile lies inside the product.
+                        unsafe { tile(rows, kc, a0, lda, b0, c, ldc, cols, (acc || pc > 0, beta)) };
+                        i += MR;
+                    }
+                }
+                pc += kc;
+            }
+        });
+    }
+
+    /// The right operand of [`strided`]: f32 values to pack, or panels packed before.
+    pub(super) enum Rhs<'a> {
+        Values(&'a [f32], View),
+        /// The panels of a `B` with `pairs` pairs per column, from pair `p0` of panel `j0` on.
+        Panels {
+            data: &'a [u32],
+            pairs: usize,
+            p0: usize,
+            j0: usize,
+        },
+    }
+
+    /// Packs `A` [m, k] as bf16 pairs into `ap` (m · ⌈k/2⌉ slots) and returns its strides
+    /// (row, pair): rows of pairs, or, where `A`'s columns are contiguous (a transposed
+    /// operand), pair p of all rows together.
+    ///
+    /// # Safety
+    /// As [`strided`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn pack_lhs(
+        (m, k): (usize, usize),
+        a: &[f32],
+        v: View,
+        ap: &mut [u32],
+    ) -> (usize, usize) {
+        let pairs = k.div_ceil(2);
+        if v.cs == 1 {
+            for (r, row) in ap.chunks_exact_mut(pairs).enumerate() {
+                to_pairs(&a[v.off + r * v.rs..v.off + r * v.rs + k], row);
+            }
+            (pairs, 1)
+        } else if v.rs == 1 {
+            for (p, dst) in ap.chunks_exact_mut(m).enumerate() {
+                let col = |c: usize| &a[v.off + c * v.cs..v.off + c * v.cs + m];
+                interleave(col(2 * p), (2 * p + 1 < k).then(|| col(2 * p + 1)), dst);
+            }
+            (1, m)
+        } else {
+            let at = |r: usize, c: usize| {
+                if c < k {
+                    a[v.off + r * v.rs + c * v.cs]
+                } else {
+                    0.0
+                }
+            };
+            for (i, slot) in ap.iter_mut().enumerate() {
+                let (r, p) = (i / pairs, i % pairs);
+                *slot = super::pair(at(r, 2 * p), at(r, 2 * p + 1));
+            }
+            (pairs, 1)
+        }
+    }
+
+    /// Packs `B` [k, n] into 32-column panels of bf16 pairs (panel j's pair p of column c at
+    /// j·NR·⌈k/2⌉ + p·NR + c, columns past n zero): two rows interleaved where its rows are
+    /// contiguous, 16×16 transposes of pairs where its columns are.
+    ///
+    /// # Safety
+    /// As [`strided`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn pack_rhs((k, n): (usize, usize), b: &[f32], v: View, bp: &mut [u32]) {
+        let pairs = k.div_ceil(2);
+        if v.cs == 1 {
+            for p in 0..pairs {
+                let row = |q: usize| &b[v.off + q * v.rs..v.off + q * v.rs + n];
+                let (r0, r1) = (row(2 * p), (2 * p + 1 < k).then(|| row(2 * p + 1)));
+                for (j, panel) in bp.chunks_exact_mut(NR * pairs).enumerate() {
+                    let cols = j * NR..(j * NR + NR).min(n);
+                    let dst = &mut panel[p * NR..(p + 1) * NR];
+                    interleave(&r0[cols.clone()], r1.map(|r| &r[cols]), dst);
+                }
+            }
+        } else if v.rs == 1 {
+            for (j, panel) in bp.chunks_exact_mut(NR * pairs).enumerate() {
+                for half in 0..NR / 16 {
+                    let mut p0 = 0;
+                    while p0 < pairs {
+                        let first = 2 * p0;
+                        let left = k - first;
+                        let mut r = [_mm512_setzero_si512(); 16];
+                        for (i, x) in r.iter_mut().enumerate() {
+                            let c = j * NR + half * 16 + i;
+                            if c < n {
+                                // Masked loads read only the column's values from `first` on.
+                                let src = b.as_ptr().add(v.off + c * v.cs + first);
+                                let lo = _mm512_maskz_loadu_ps(lanes(left), src);
+                                let hi = _mm512_maskz_loadu_ps(
+                                    lanes(left.saturating_sub(16)),
+                                    src.wrapping_add(16),
+                                );
+                                *x = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(
+                                    hi, lo,
+                                ));
+                            }
+                        }
+                        transpose16(&mut r);
+                        for (q, x) in r.iter().enumerate().take(16.min(pairs - p0)) {
+                            _mm512_storeu_si512(
+                                panel.as_mut_ptr().add((p0 + q) * NR + half * 16) as *mut _,
+                                *x,
+                            );
+                        }
+                        p0 += 16;
+                    }
+                }
+            }
+        } else {
+            let at = |q: usize, c: usize| {
+                if q < k && c < n {
+                    b[v.off + q * v.rs + c * v.cs]
+                } else {
+                    0.0
+                }
+            };
+            for (j, panel) in bp.chunks_exact_mut(NR * pairs).enumerate() {
+                for (i, slot) in panel.iter_mut().enumerate() {
+                    let (p, c) = (i / NR, j * NR + i % NR);
+                    *slot = super::pair(at(2 * p, c), at(2 * p + 1, c));
+                }
+            }
+        }
+    }
+
+    /// Pairs of `x0[i]` (low half) and `x1[i]` (high half; 0 without `x1`) rounded to bf16, into
+    /// every slot of `dst` (0 past `x0`'s length). `x1`, if any, is as long as `x0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn interleave(x0: &[f32], x1: Option<&[f32]>, dst: &mut [u32]) {
+        // Lane 2i takes value i of the first operand (bf16 lanes 0..16), lane 2i+1 value i of
+        // the second (lanes 16..32).
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        let n = x0.len();
+        let mut i = 0;
+        while i < dst.len() {
+            // Masked loads read no lane past the end.
+            let m = lanes(n.saturating_sub(i));
+            let a = _mm512_maskz_loadu_ps(m, x0.as_ptr().wrapping_add(i));
+            let b = match x1 {
+                Some(x1) => _mm512_maskz_loadu_ps(m, x1.as_ptr().wrapping_add(i)),
+                None => _mm512_setzero_ps(),
+            };
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(b, a));
+            let v = _mm512_permutexvar_epi16(idx, v);
+            _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(i) as *mut i32, lanes(dst.len() - i), v);
+            i += 16;
+        }
     }
 
     /// The low `n` bits set (all 16 from n = 16 on): a lane mask for the first n lanes.
@@ -505,12 +937,12 @@ mod avx512 {
         rows: usize,
         kc: usize,
         a: *const u32,
-        lda: usize,
+        lda: (usize, usize),
         b: *const u32,
         c: *mut f32,
         ldc: usize,
         n: usize,
-        acc: bool,
+        acc: (bool, f32),
     ) {
         macro_rules! by_rows {
             ($($r:literal)*) => {
@@ -523,26 +955,26 @@ mod avx512 {
         by_rows!(1 2 3 4 5 6 7 8 9 10 11 12)
     }
 
-    /// `C[R × n] (+)= A·B` over kc pairs: `a` rows of pairs (pair p of row r at r·lda + p),
+    /// `C[R × n] (+)= beta · A·B` over kc pairs: `a` pairs (pair p of row r at r·lda + p·aps),
     /// `b` a packed 32-column panel, `c` row-major with stride `ldc`, `n` ≤ 32 columns stored.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn kernel<const R: usize>(
         kc: usize,
         a: *const u32,
-        lda: usize,
+        (lda, aps): (usize, usize),
         b: *const u32,
         c: *mut f32,
         ldc: usize,
         n: usize,
-        accumulate: bool,
+        (accumulate, beta): (bool, f32),
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         for p in 0..kc {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
             let b1: __m512bh =
                 std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
-            let ar = a.add(p);
+            let ar = a.add(p * aps);
             for (r, row) in acc.iter_mut().enumerate() {
                 let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*ar.add(r * lda) as i32));
                 row[0] = _mm512_dpbf16_ps(row[0], av, b0);
@@ -550,9 +982,14 @@ mod avx512 {
             }
         }
         let (m0, m1) = (lanes(n), lanes(n.saturating_sub(16)));
+        let scale = _mm512_set1_ps(beta);
         for (r, row) in acc.iter().enumerate() {
             let cr = c.add(r * ldc);
             let (mut v0, mut v1) = (row[0], row[1]);
+            if beta != 1.0 {
+                v0 = _mm512_mul_ps(v0, scale);
+                v1 = _mm512_mul_ps(v1, scale);
+            }
             if accumulate {
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr.add(16)));
@@ -679,6 +1116,149 @@ mod tests {
             check(&out, &acc, n, "g·W accumulated");
             g_w_into(&g, &w, (m, n, k), &mut out, false);
             check(&out, &want_b, n, "g·W overwritten");
+        }
+    }
+
+    /// `gemm_rounded` over every layout the packing distinguishes (rows contiguous, columns
+    /// contiguous, neither), odd depths, more than one depth block, a strided output, scaling
+    /// and accumulation: the kernel (where the CPU has it) and the portable path against `Σ
+    /// round(a)·round(b)` in f64.
+    #[test]
+    fn rounded_products_match_the_reference_in_every_layout() {
+        use crate::gemm::View;
+        // (rows, columns) of an operand stored row-major, column-major or with gaps.
+        let layouts = |rows: usize, cols: usize| {
+            [
+                View::at(3, cols + 2, 1),
+                View::at(1, 1, rows + 1),
+                View::at(0, 2 * cols + 1, 2),
+            ]
+        };
+        for &(m, n, k) in &[(1, 1, 1), (13, 33, 7), (64, 70, 64), (30, 40, 2 * KC + 5)] {
+            let a = data(3 * (m + 2) * (k + 2) + 8, 21);
+            let b = data(3 * (k + 2) * (n + 2) + 8, 22);
+            for (li, lv) in layouts(m, k).into_iter().enumerate() {
+                for (ri, rv) in layouts(k, n).into_iter().enumerate() {
+                    let want: Vec<f64> = (0..m * n)
+                        .map(|i| {
+                            let (r, c) = (i / n, i % n);
+                            (0..k)
+                                .map(|p| {
+                                    round(a[lv.off + r * lv.rs + p * lv.cs]) as f64
+                                        * round(b[rv.off + p * rv.rs + c * rv.cs]) as f64
+                                })
+                                .sum::<f64>()
+                        })
+                        .collect();
+                    let (beta, ld) = (0.5f32, n + 3);
+                    let before = data(m * ld, 23);
+                    let dv = View::at(0, ld, 1);
+                    let run = |acc: bool, portable: bool| {
+                        let mut out = before.clone();
+                        let args = ((m, n, k), dv, acc, lv, rv, beta);
+                        let ((m, n, k), dv, acc, lv, rv, beta) = args;
+                        if portable {
+                            let r = rounded(&b, rv, k, n);
+                            let bv = View::row_major(n);
+                            rounded_portable((m, n, k), &mut out, dv, acc, &a, lv, &r, bv, beta);
+                        } else {
+                            gemm_rounded((m, n, k), &mut out, dv, acc, &a, lv, &b, rv, beta);
+                        }
+                        out
+                    };
+                    for portable in [false, true] {
+                        for acc in [false, true] {
+                            let got = run(acc, portable);
+                            for i in 0..m * ld {
+                                let (r, c) = (i / ld, i % ld);
+                                let what = format!(
+                                    "{m}x{n}x{k} layouts {li}/{ri} acc {acc} portable {portable} at ({r}, {c})"
+                                );
+                                if c >= n {
+                                    assert_eq!(got[i], before[i], "{what}: outside the product");
+                                    continue;
+                                }
+                                let w = f64::from(beta) * want[r * n + c]
+                                    + if acc { f64::from(before[i]) } else { 0.0 };
+                                let tol = 1e-5 * k as f64 + 1e-6;
+                                assert!(
+                                    (f64::from(got[i]) - w).abs() <= tol,
+                                    "{what}: {} vs {w}",
+                                    got[i]
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parts of a packed operand (from an even row and an aligned column, odd depths reading
+    /// past the part's last row, every layout) against `gemm_rounded` on the same part, on the
+    /// kernel where the CPU has it and on the portable path.
+    #[test]
+    fn products_with_parts_of_a_packed_operand_match_the_unpacked_ones() {
+        use crate::gemm::View;
+        let (kt, nt) = (2 * KC + 40, 100);
+        let src = data(2 * (kt + 1) * (nt + 1) + 4, 31);
+        let views = [
+            View::at(2, nt + 1, 1),
+            View::at(1, 1, kt + 1),
+            View::at(0, 2 * nt + 1, 2),
+        ];
+        for (vi, bv) in views.into_iter().enumerate() {
+            let kernel = PackedRhs::new((kt, nt), &src, bv);
+            let portable = PackedRhs {
+                k: kt,
+                n: nt,
+                values: Packed::Rounded(rounded(&src, bv, kt, nt)),
+            };
+            for &(m, n, k, r0, c0) in &[
+                (5, 100, kt, 0, 0),
+                (13, 40, 63, 2, 32),
+                (64, 3, 2 * KC + 1, 30, 96),
+                (1, 1, 1, kt - 1 - (kt - 1) % 2, 64),
+            ] {
+                let a = data(m * k, 32);
+                let lv = View::row_major(k);
+                let part = View::at(bv.off + r0 * bv.rs + c0 * bv.cs, bv.rs, bv.cs);
+                let mut want = data(m * n, 33);
+                let before = want.clone();
+                gemm_rounded(
+                    (m, n, k),
+                    &mut want,
+                    View::row_major(n),
+                    true,
+                    &a,
+                    lv,
+                    &src,
+                    part,
+                    2.0,
+                );
+                for (which, packed) in [("kernel", &kernel), ("portable", &portable)] {
+                    let mut got = before.clone();
+                    let dv = View::row_major(n);
+                    gemm_rounded_packed(
+                        (m, n, k),
+                        &mut got,
+                        dv,
+                        true,
+                        &a,
+                        lv,
+                        packed,
+                        (r0, c0),
+                        2.0,
+                    );
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let tol = 1e-5 * k as f32;
+                        assert!(
+                            (g - w).abs() <= tol,
+                            "{which}, layout {vi}, {m}x{n}x{k} at ({r0}, {c0}), element {i}: {g} vs {w}"
+                        );
+                    }
+                }
+            }
         }
     }
 
