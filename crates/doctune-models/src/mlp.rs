@@ -19,9 +19,9 @@
 //! layer, which is also what the tests compare this op with.
 
 use crate::linear::{dropout_values, Linear, Param};
-use crate::ops::frozen::product_into;
+use crate::ops::frozen::{product_into, product_vec};
 use crate::ops::lora::with_low_rank;
-use crate::ops::swiglu::{swiglu_grads_into, swiglu_into};
+use crate::ops::swiglu::{swiglu_grads_in_place, swiglu_into};
 use crate::ops::{with_slice, Precomputed, SideGrads};
 use crate::rng::ModelRng;
 use candle_core::{
@@ -101,8 +101,7 @@ impl Proj {
     /// `x·Wᵀ + b + s·(x⊙mask)·Aᵀ·Bᵀ` for `m` rows of `x`.
     fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let out = self.out_features()?;
-        let mut y = vec![0f32; m * out];
-        product_into(x, &self.w, true, &mut y, false)?;
+        let mut y = product_vec(x, &self.w, true)?;
         if let Some((a, b, s)) = &self.lora {
             let xm = self.masked(x);
             with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
@@ -252,24 +251,35 @@ impl MlpOp {
         let m = hc.elem_count() / hidden.max(1);
         let inter = g.len() / m.max(1);
         let mut grads = Vec::new();
-        // SwiGLU's output again (down's input), then down's backward into ∂a.
-        let mut a = vec![0f32; m * inter];
-        swiglu_into(&g, &u, &mut a);
-        let mut da = vec![0f32; m * inter];
-        with_slice::<f32, _>(&gy, |gy| {
-            self.down
-                .backward(gy, &a, m, Some((&mut da, false)), &mut grads)
+        // Down's backward: ∂a = ∂y·W_down, and its adapter's gradients, which need down's input
+        // (SwiGLU's output, computed again: it was not kept).
+        let da = with_slice::<f32, _>(&gy, |gy| {
+            let da = product_vec(gy, &self.down.w, false)?;
+            if self.down.lora.is_some() {
+                let mut a = vec![0f32; m * inter];
+                swiglu_into(&g, &u, &mut a);
+                let mut da = da;
+                self.down
+                    .adapter_backward(gy, &a, m, Some(&mut da), &mut grads)?;
+                return Ok(da);
+            }
+            Ok(da)
         })?;
-        drop(a);
-        let (mut dg, mut du) = (vec![0f32; m * inter], vec![0f32; m * inter]);
-        swiglu_grads_into(&g, &u, &da, &mut dg, &mut du);
-        drop((g, u, da));
-        let mut dh = want_dh.then(|| vec![0f32; m * hidden]);
-        with_slice::<f32, _>(&hc, |x| {
+        // ∂gate and ∂up over gate and up themselves.
+        let (mut dg, mut du) = (g, u);
+        swiglu_grads_in_place(&mut dg, &mut du, &da);
+        drop(da);
+        let dh = with_slice::<f32, _>(&hc, |x| {
+            let mut dh = if want_dh {
+                Some(product_vec(&dg, &self.gate.w, false)?)
+            } else {
+                None
+            };
             self.gate
-                .backward(&dg, x, m, dh.as_deref_mut().map(|d| (d, false)), &mut grads)?;
+                .adapter_backward(&dg, x, m, dh.as_deref_mut(), &mut grads)?;
             self.up
-                .backward(&du, x, m, dh.as_deref_mut().map(|d| (d, true)), &mut grads)
+                .backward(&du, x, m, dh.as_deref_mut().map(|d| (d, true)), &mut grads)?;
+            Ok(dh)
         })?;
         let mut anchor_grad = None;
         let mut side = self

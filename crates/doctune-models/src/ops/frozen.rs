@@ -139,19 +139,28 @@ pub(crate) fn cpu_product(
             x.dims().last()
         );
     }
+    if !matches!(weight.dtype(), DType::F32 | DType::BF16) {
+        return Ok(None);
+    }
     let x = x.contiguous()?;
+    super::with_slice::<f32, _>(&x, |xs| product_vec(xs, weight, transposed).map(Some))
+}
+
+/// [`cpu_product`] on a slice of rows: a new buffer, never zeroed first (the product writes
+/// every value). For the fused blocks.
+pub(crate) fn product_vec(x: &[f32], weight: &Tensor, transposed: bool) -> Result<Vec<f32>> {
+    let (n, k) = weight.dims2()?;
+    let inner = if transposed { k } else { n };
+    if !x.len().is_multiple_of(inner.max(1)) {
+        candle_core::bail!("frozen product: {} values for rows of {inner}", x.len());
+    }
     let w = weight.contiguous()?;
-    super::with_slice::<f32, _>(&x, |xs| {
-        let product =
-            |values: WeightValues<'_>| Ok(Some(product_new(xs, values, (n, k), transposed)));
-        match w.dtype() {
-            DType::F32 => super::with_slice::<f32, _>(&w, |ws| product(WeightValues::F32(ws))),
-            DType::BF16 => {
-                super::with_slice::<half::bf16, _>(&w, |ws| product(WeightValues::Bf16(ws)))
-            }
-            _ => Ok(None),
-        }
-    })
+    let product = |values: WeightValues<'_>| Ok(product_new(x, values, (n, k), transposed));
+    match w.dtype() {
+        DType::F32 => super::with_slice::<f32, _>(&w, |ws| product(WeightValues::F32(ws))),
+        DType::BF16 => super::with_slice::<half::bf16, _>(&w, |ws| product(WeightValues::Bf16(ws))),
+        d => candle_core::bail!("frozen product: a {d:?} weight"),
+    }
 }
 
 /// `out (+)= x · Wᵀ` (`transposed`: `x` [m, k], `out` [m, n]) or `x · W` (`x` [m, n], `out`

@@ -48,6 +48,25 @@ pub(crate) fn swiglu_into<T: Float + Send + Sync + 'static>(g: &[T], u: &[T], ou
         });
 }
 
+/// `(∂gate, ∂up)` of `silu(gate) ⊙ up` for the output gradient `gr`, written over `gate` and
+/// `up` (the fused MLP's backward pass, which owns them and needs them no more).
+pub(crate) fn swiglu_grads_in_place(gate: &mut [f32], up: &mut [f32], gr: &[f32]) {
+    gate.par_chunks_mut(CHUNK)
+        .zip(up.par_chunks_mut(CHUNK))
+        .zip(gr.par_chunks(CHUNK))
+        .for_each(|((x, u), gr)| {
+            let mut sig = [0f32; CHUNK];
+            let sig = &mut sig[..x.len()];
+            sigmoid_into(x, sig);
+            for i in 0..x.len() {
+                let silu = x[i] * sig[i];
+                let dsilu = sig[i] * (1.0 + x[i] * (1.0 - sig[i]));
+                x[i] = gr[i] * u[i] * dsilu;
+                u[i] = gr[i] * silu;
+            }
+        });
+}
+
 /// `(∂gate, ∂up)` of `silu(gate) ⊙ up` for the output gradient `gr`, over slices.
 pub(crate) fn swiglu_grads_into<T: Float + Send + Sync + 'static>(
     x: &[T],
