@@ -241,17 +241,17 @@ fn gemm<T: Float + 'static>(
     }
 }
 
-/// Shapes and strides of one attention call.
+/// Shapes and strides of one attention call: batch, queries, keys, query heads, KV heads, head
+/// dimension, and whether the products are bf16 (f32 operands only).
 #[derive(Clone, Copy)]
-struct Dims {
-    /// The products in bf16 (f32 operands only).
-    bf16: bool,
-    b: usize,
-    t: usize,
-    s: usize,
-    hq: usize,
-    hkv: usize,
-    d: usize,
+pub(crate) struct Dims {
+    pub(crate) bf16: bool,
+    pub(crate) b: usize,
+    pub(crate) t: usize,
+    pub(crate) s: usize,
+    pub(crate) hq: usize,
+    pub(crate) hkv: usize,
+    pub(crate) d: usize,
 }
 
 impl Dims {
@@ -488,7 +488,7 @@ fn scores<T: Float + 'static>(
 }
 
 /// Forward: the output [B, T, Hq, D] and the log-sum-exp of every (b, h, row) [B, Hq, T].
-fn forward<T: Float + Send + Sync + 'static>(
+pub(crate) fn forward<T: Float + Send + Sync + 'static>(
     dm: Dims,
     q: &[T],
     k: &[T],
@@ -562,7 +562,7 @@ fn forward<T: Float + Send + Sync + 'static>(
 
 /// Gradients (dq, dk, dv) from the output's gradient `go`.
 #[allow(clippy::too_many_arguments)]
-fn backward<T: Float + Send + Sync + 'static>(
+pub(crate) fn backward<T: Float + Send + Sync + 'static>(
     dm: Dims,
     q: &[T],
     k: &[T],

@@ -542,6 +542,13 @@ impl ModelConfig {
         !self.fused_projections && self.activation == Activation::Silu
     }
 
+    /// Whether this model's self-attention can run as one op on the CPU (`crate::self_attn`:
+    /// separate q/k/v projections, no q/k norms); it does under LoRA, with f32 activations,
+    /// without a KV cache. The layer and the memory estimate both ask this.
+    pub fn fused_attention(&self) -> bool {
+        !self.fused_projections && !self.qk_norm
+    }
+
     /// Parameters of the base model (for estimates and reports).
     pub fn parameter_count(&self) -> u64 {
         let (h, i, v) = (

@@ -197,6 +197,36 @@ impl DecoderLayer {
         let c = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (hd, nh, nkv) = (c.head_dim, c.num_heads, c.num_kv_heads);
+        let mask = if self.window.is_some() {
+            ctx.window_mask.as_ref()
+        } else {
+            ctx.full_mask.as_ref()
+        };
+        if let (true, None, Qkv::Separate { q, k, v }) =
+            (ctx.fused && c.fused_attention(), &cache, &self.qkv)
+        {
+            let parts = crate::self_attn::Parts {
+                q,
+                k,
+                v,
+                o: &self.o,
+            };
+            let attn = crate::self_attn::Attn {
+                heads: (nh, nkv),
+                head_dim: hd,
+                cos: &ctx.cos,
+                sin: &ctx.sin,
+                mask,
+                scale: c.attn_scale,
+                cap: c.attn_logit_softcapping,
+            };
+            let side = &ctx.side;
+            let fused =
+                crate::self_attn::self_attention(x, parts, &attn, grad, rng.as_deref_mut(), side)?;
+            if let Some(y) = fused {
+                return Ok(y);
+            }
+        }
         let (q, k, v) = match &self.qkv {
             Qkv::Separate { q, k, v } => (
                 q.forward(x, grad, rng.as_deref_mut())?,
@@ -233,11 +263,6 @@ impl DecoderLayer {
                 (k, v)
             }
             None => (k, v),
-        };
-        let mask = if self.window.is_some() {
-            ctx.window_mask.as_ref()
-        } else {
-            ctx.full_mask.as_ref()
         };
         // Frozen bf16 weights with f32 activations (bf16 training on the CPU): the attention's
         // products in bf16 too, as autocast computes them.

@@ -22,6 +22,7 @@
 
 pub mod adapter;
 pub mod attention;
+pub(crate) mod block;
 pub mod config;
 pub mod cpu;
 pub mod device;
@@ -40,6 +41,7 @@ pub mod ops;
 pub mod rng;
 pub mod rope;
 pub mod scratch;
+pub(crate) mod self_attn;
 pub mod simd;
 mod target;
 

@@ -185,9 +185,22 @@ fn rope_rows<T: Float + Send + Sync>(
     (t, h, d, rot): (usize, usize, usize, usize),
     sign: T,
 ) -> Vec<T> {
-    let half = rot / 2;
     let mut out = x.to_vec();
-    out.par_chunks_mut(h * d).enumerate().for_each(|(row, o)| {
+    rope_in_place(&mut out, cos, sin, (t, h, d, rot), sign);
+    out
+}
+
+/// The rotation of [`RopeOp`] (`sign` −1: its inverse) over `x` [.., T, H, D] in place, with
+/// `cos`/`sin` [T, rot].
+pub(crate) fn rope_in_place<T: Float + Send + Sync>(
+    x: &mut [T],
+    cos: &[T],
+    sin: &[T],
+    (t, h, d, rot): (usize, usize, usize, usize),
+    sign: T,
+) {
+    let half = rot / 2;
+    x.par_chunks_mut(h * d).enumerate().for_each(|(row, o)| {
         let pos = row % t;
         let (c, s) = (
             &cos[pos * rot..pos * rot + half],
@@ -202,7 +215,6 @@ fn rope_rows<T: Float + Send + Sync>(
             }
         }
     });
-    out
 }
 
 impl RopeOp {

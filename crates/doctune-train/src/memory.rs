@@ -7,7 +7,8 @@
 //! and decoder layer the activations (counted op by op, in floats: the two RMSNorm outputs, the
 //! query projection and its rotation, the attention output, the o projection, the down
 //! projection and the two residual sums 9·h; key and value projections and the key's rotation
-//! 3·kv; gate, up and SwiGLU 3·i (2·i when the SwiGLU MLP runs as one op, plus three
+//! 3·kv — 8·h and 2·kv when the self-attention runs as one op, which keeps only the rotated
+//! projections; gate, up and SwiGLU 3·i (2·i when the SwiGLU MLP runs as one op, plus three
 //! [tokens, intermediate] buffers while one layer's backward runs); and the gradients alive while
 //! a layer's backward runs, about 2·h + i; fused ops keep nothing else — no attention scores — and a LoRA-adapted projection
 //! keeps only its output, plus its dropout mask (h) when dropout is on); with gradient
@@ -137,7 +138,12 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     // buffer less per layer, and about three of them alive while one layer's backward runs.
     let fused_mlp = matches!(run.method, Method::Lora { .. }) && cfg.fused_mlp();
     let mlp_kept = if fused_mlp { 3 } else { 4 };
-    let per_layer = 11 * h + 3 * kv + mlp_kept * i + h * dropout_masks;
+    // The fused self-attention keeps the rotated queries and keys, not the projections before
+    // the rotation: one h and one kv less.
+    let fused_attention =
+        u64::from(matches!(run.method, Method::Lora { .. }) && cfg.fused_attention());
+    let per_layer =
+        (11 - fused_attention) * h + (3 - fused_attention) * kv + mlp_kept * i + h * dropout_masks;
     let layers = cfg.num_layers as u64;
     let kept_layers = if run.gradient_checkpointing {
         tokens * h * layers + tokens * per_layer

@@ -1,0 +1,292 @@
+//! What the fused CPU blocks ([`crate::mlp`], [`crate::self_attn`]) share: their
+//! projections ([`Proj`]: a frozen weight, bias and LoRA adapter applied to slices) and the op
+//! that puts a block's precomputed output in candle's graph ([`attach`]).
+//!
+//! A block runs its forward pass on slices, without a graph, and enters the graph as one op of
+//! its input `h`: candle's backward pass then makes one gradient buffer for the block instead of
+//! one per op inside it (a zeroed tensor and an addition each). The block's backward
+//! ([`Backward`]) returns `∂h` and its adapters' gradients; those reach `CausalLm::backward`
+//! through [`SideGrads`], except the first adapter's `A`, which is the op's second input: it
+//! makes the op part of the graph even when `h` is not (a first layer under a frozen embedding).
+
+use crate::linear::{dropout_values, Linear, Param};
+use crate::ops::frozen::{product_into, product_vec};
+use crate::ops::lora::with_low_rank;
+use crate::ops::{with_slice, Precomputed, SideGrads};
+use crate::rng::ModelRng;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, DType, Layout, MetalStorage, Result, Shape,
+    Tensor, Var,
+};
+
+/// One projection as the fused op uses it: the frozen weight, its frozen bias, and the active
+/// adapter (`A`, `B`, scale) with the dropout mask drawn for this pass.
+#[derive(Clone)]
+pub(crate) struct Proj {
+    pub(crate) w: Tensor,
+    bias: Option<Tensor>,
+    pub(crate) lora: Option<(Var, Var, f32)>,
+    mask: Option<Vec<f32>>,
+}
+
+impl Proj {
+    /// The projection of `lin` if the fused op can run it: a frozen f32/bf16 weight, a frozen
+    /// f32 bias, an f32 adapter.
+    pub(crate) fn of(lin: &Linear) -> Option<Proj> {
+        let Param::Frozen(w) = &lin.weight else {
+            return None;
+        };
+        if !w.device().is_cpu() || !matches!(w.dtype(), DType::F32 | DType::BF16) {
+            return None;
+        }
+        let bias = match &lin.bias {
+            None => None,
+            Some(Param::Frozen(b)) if b.dtype() == DType::F32 => Some(b.clone()),
+            Some(_) => return None,
+        };
+        let lora = match lin.lora.as_ref().filter(|_| !lin.is_merged()) {
+            None => None,
+            Some(l) if l.a.dtype() == DType::F32 && l.b.dtype() == DType::F32 => {
+                Some((l.a.clone(), l.b.clone(), l.scale as f32))
+            }
+            Some(_) => return None,
+        };
+        Some(Proj {
+            w: w.clone(),
+            bias,
+            lora,
+            mask: None,
+        })
+    }
+
+    /// Draws this projection's dropout mask for `n` inputs, as `Linear::forward` does.
+    pub(crate) fn draw_mask(&mut self, lin: &Linear, n: usize, rng: Option<&mut ModelRng>) {
+        if let (Some(l), Some(rng)) = (lin.lora.as_ref().filter(|_| !lin.is_merged()), rng) {
+            if l.dropout > 0.0 {
+                self.mask = Some(dropout_values(n, l.dropout, rng));
+            }
+        }
+    }
+
+    pub(crate) fn out_features(&self) -> Result<usize> {
+        Ok(self.w.dims2()?.0)
+    }
+
+    /// The adapter's input: `x ⊙ mask`, or `x` itself.
+    fn masked<'x>(&self, x: &'x [f32]) -> std::borrow::Cow<'x, [f32]> {
+        match &self.mask {
+            Some(mk) => x.iter().zip(mk).map(|(a, b)| a * b).collect(),
+            None => x.into(),
+        }
+    }
+
+    /// `x·Wᵀ + b + s·(x⊙mask)·Aᵀ·Bᵀ` for `m` rows of `x`.
+    pub(crate) fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let out = self.out_features()?;
+        let mut y = product_vec(x, &self.w, true)?;
+        if let Some((a, b, s)) = &self.lora {
+            let xm = self.masked(x);
+            with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
+                lr.add_to(&mut y, &xm, m);
+                Ok(())
+            })?;
+        }
+        if let Some(b) = &self.bias {
+            with_slice::<f32, _>(b, |bv| {
+                for row in y.chunks_mut(out) {
+                    for (v, b) in row.iter_mut().zip(bv) {
+                        *v += b;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(y)
+    }
+
+    /// The backward pass for the output gradient `g` of `m` rows: the adapter's gradients into
+    /// `grads`, and `dx (+)= g·W + s·(g·B)·A ⊙ mask` when `dx` is given.
+    pub(crate) fn backward(
+        &self,
+        g: &[f32],
+        x: &[f32],
+        m: usize,
+        dx: Option<(&mut [f32], bool)>,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<()> {
+        if let Some((dx, accumulate)) = dx {
+            product_into(g, &self.w, false, dx, accumulate)?;
+            self.adapter_backward(g, x, m, Some(dx), grads)
+        } else {
+            self.adapter_backward(g, x, m, None, grads)
+        }
+    }
+
+    /// The adapter's part of [`Proj::backward`].
+    pub(crate) fn adapter_backward(
+        &self,
+        g: &[f32],
+        x: &[f32],
+        m: usize,
+        dx: Option<&mut [f32]>,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<()> {
+        let Some((a, b, s)) = &self.lora else {
+            return Ok(());
+        };
+        let xm = self.masked(x);
+        let (da, db) = with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
+            let (gb, da, db) = lr.grads(g, &xm, m);
+            if let Some(dx) = dx {
+                lr.add_input_grad(dx, &gb, self.mask.as_deref(), m);
+            }
+            Ok((da, db))
+        })?;
+        grads.push((a.clone(), Tensor::from_vec(da, a.shape(), a.device())?));
+        grads.push((b.clone(), Tensor::from_vec(db, b.shape(), b.device())?));
+        Ok(())
+    }
+}
+
+/// A fused block's backward pass on slices.
+pub(crate) trait Backward: Send + Sync {
+    /// `∂h` for the output gradient `gy` of the block run on the `m` rows of `h` (when
+    /// `want_dh`), with every adapter's gradient pushed to `grads`. Runs once.
+    fn backward(
+        &self,
+        h: &[f32],
+        m: usize,
+        gy: &[f32],
+        want_dh: bool,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<Option<Vec<f32>>>;
+}
+
+/// The first adapter's `A` among a block's projections: the op's second input.
+pub(crate) fn anchor(projs: &[&Proj]) -> Option<Var> {
+    projs
+        .iter()
+        .find_map(|p| p.lora.as_ref().map(|(a, _, _)| a.clone()))
+}
+
+/// `y`, computed by a block from `h`, as the output of one op in the graph whose backward is
+/// `inner`'s (see the module docs), with the block's [`anchor`].
+pub(crate) fn attach<B: Backward + 'static>(
+    name: &'static str,
+    (h, y): (&Tensor, Tensor),
+    inner: B,
+    anchor: Option<Var>,
+    side: &SideGrads,
+) -> Result<Tensor> {
+    let op = BlockOp {
+        name,
+        inner,
+        anchor: anchor.clone(),
+        side: side.clone(),
+        out: Precomputed::new(y),
+    };
+    match anchor {
+        Some(a) => h.apply_op2(a.as_tensor(), op),
+        None => h.apply_op1(op),
+    }
+}
+
+/// A block in the graph: `h` (and the first adapter's `A`) in, the precomputed output out.
+struct BlockOp<B> {
+    name: &'static str,
+    inner: B,
+    anchor: Option<Var>,
+    side: SideGrads,
+    out: Precomputed,
+}
+
+impl<B: Backward> BlockOp<B> {
+    /// `∂h` (when `h` is in the graph) and every adapter's gradient, the anchor's returned apart.
+    fn grads(&self, h: &Tensor, gy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let hc = h.detach().contiguous()?;
+        let gy = gy.detach().contiguous()?;
+        let hidden = *h.dims().last().unwrap_or(&0);
+        let m = hc.elem_count() / hidden.max(1);
+        let mut grads = Vec::new();
+        let dh = with_slice::<f32, _>(&hc, |x| {
+            with_slice::<f32, _>(&gy, |g| {
+                self.inner.backward(x, m, g, h.track_op(), &mut grads)
+            })
+        })?;
+        let mut anchor_grad = None;
+        let mut side = self
+            .side
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{}: side lock poisoned", self.name)))?;
+        for (var, grad) in grads {
+            match &self.anchor {
+                Some(a) if a.id() == var.id() => anchor_grad = Some(grad),
+                _ => side.push((var, grad)),
+            }
+        }
+        let dh = dh
+            .map(|d| Tensor::from_vec(d, h.shape(), h.device()))
+            .transpose()?;
+        Ok((dh, anchor_grad))
+    }
+}
+
+impl<B: Backward> CustomOp1 for BlockOp<B> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        candle_core::bail!("{}: CPU only", self.name)
+    }
+    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
+        candle_core::bail!("{}: CPU only", self.name)
+    }
+    fn bwd(&self, h: &Tensor, _res: &Tensor, gy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(self.grads(h, gy)?.0)
+    }
+}
+
+impl<B: Backward> CustomOp2 for BlockOp<B> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.out.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        candle_core::bail!("{}: CPU only", self.name)
+    }
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> Result<(MetalStorage, Shape)> {
+        candle_core::bail!("{}: CPU only", self.name)
+    }
+    fn bwd(
+        &self,
+        h: &Tensor,
+        _anchor: &Tensor,
+        _res: &Tensor,
+        gy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.grads(h, gy)
+    }
+}
