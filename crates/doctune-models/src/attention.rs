@@ -499,64 +499,69 @@ pub(crate) fn forward<T: Float + Send + Sync + 'static>(
 ) -> (Vec<T>, Vec<T>) {
     let cols = column_ranges(mask, dm.t, dm.s, dm.align());
     // One (b, h) per task; each returns its [T, D] output and [T] log-sum-exps.
+    // The scores' buffer is made once per rayon job, not per task: every block writes the part
+    // it reads.
     let parts: Vec<(Vec<T>, Vec<T>)> = (0..dm.b * dm.hq)
         .into_par_iter()
-        .map(|item| {
-            let (b, h) = (item / dm.hq, item % dm.hq);
-            let kv = Kv::new(dm, (b, h / dm.n_rep()), k, v, false);
-            let mut out = vec![T::zero(); dm.t * dm.d];
-            let mut lse = vec![T::neg_infinity(); dm.t];
-            let mut sc = vec![T::zero(); BLOCK * dm.s];
-            for (blk, &block) in cols.iter().enumerate() {
-                let (r0, r1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(dm.t));
-                let c0 = block.c0;
-                let (rows, w) = (r1 - r0, block.c1 - c0);
-                if w == 0 {
-                    continue;
-                }
-                scores(
-                    &dm,
-                    q,
-                    &kv,
-                    mask,
-                    (b, h, r0, r1),
-                    block,
-                    scale,
-                    cap,
-                    &mut sc,
-                    None,
-                );
-                for i in 0..rows {
-                    if let Some((max, sum)) = crate::simd::softmax_row(&mut sc[i * w..(i + 1) * w])
-                    {
-                        lse[r0 + i] = max + sum.ln();
+        .map_init(
+            || vec![T::zero(); BLOCK * dm.s],
+            |sc, item| {
+                let (b, h) = (item / dm.hq, item % dm.hq);
+                let kv = Kv::new(dm, (b, h / dm.n_rep()), k, v, false);
+                let mut out = vec![T::zero(); dm.t * dm.d];
+                let mut lse = vec![T::neg_infinity(); dm.t];
+                for (blk, &block) in cols.iter().enumerate() {
+                    let (r0, r1) = (blk * BLOCK, ((blk + 1) * BLOCK).min(dm.t));
+                    let c0 = block.c0;
+                    let (rows, w) = (r1 - r0, block.c1 - c0);
+                    if w == 0 {
+                        continue;
                     }
+                    scores(
+                        &dm,
+                        q,
+                        &kv,
+                        mask,
+                        (b, h, r0, r1),
+                        block,
+                        scale,
+                        cap,
+                        sc,
+                        None,
+                    );
+                    for i in 0..rows {
+                        if let Some((max, sum)) =
+                            crate::simd::softmax_row(&mut sc[i * w..(i + 1) * w])
+                        {
+                            lse[r0 + i] = max + sum.ln();
+                        }
+                    }
+                    gemm(
+                        dm.bf16,
+                        (rows, dm.d, w),
+                        &mut out,
+                        View::at(r0 * dm.d, dm.d, 1),
+                        false,
+                        sc,
+                        View::at(0, w, 1),
+                        kv.vs(c0),
+                        T::one(),
+                    );
                 }
-                gemm(
-                    dm.bf16,
-                    (rows, dm.d, w),
-                    &mut out,
-                    View::at(r0 * dm.d, dm.d, 1),
-                    false,
-                    &sc,
-                    View::at(0, w, 1),
-                    kv.vs(c0),
-                    T::one(),
-                );
-            }
-            (out, lse)
-        })
+                (out, lse)
+            },
+        )
         .collect();
-    let mut out = vec![T::zero(); dm.b * dm.t * dm.hq * dm.d];
-    let mut lse = Vec::with_capacity(dm.b * dm.hq * dm.t);
-    for (item, (o, l)) in parts.into_iter().enumerate() {
-        let (b, h) = (item / dm.hq, item % dm.hq);
+    // [B, T, Hq, D] from the (b, h) parts, written once (no zeroed buffer first).
+    let mut out = Vec::with_capacity(dm.b * dm.t * dm.hq * dm.d);
+    for b in 0..dm.b {
         for pos in 0..dm.t {
-            let at = dm.q(b, pos, h).off;
-            out[at..at + dm.d].copy_from_slice(&o[pos * dm.d..(pos + 1) * dm.d]);
+            for h in 0..dm.hq {
+                out.extend_from_slice(&parts[b * dm.hq + h].0[pos * dm.d..(pos + 1) * dm.d]);
+            }
         }
-        lse.extend(l);
     }
+    let lse = parts.into_iter().flat_map(|(_, l)| l).collect();
     (out, lse)
 }
 
@@ -579,17 +584,24 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
     // One (b, KV head) per task, through the query heads that share it: dk and dv of a KV head
     // are written by one task only.
     type Part<T> = (Vec<T>, Vec<T>, Vec<T>);
+    // The probabilities', their gradient's and the soft-capping's buffers are made once per
+    // rayon job, not per task: every block writes the parts it reads.
+    let scratch = || {
+        let th = if cap.is_some() { BLOCK * dm.s } else { 0 };
+        (
+            vec![T::zero(); BLOCK * dm.s],
+            vec![T::zero(); BLOCK * dm.s],
+            vec![T::zero(); th],
+        )
+    };
     let parts: Vec<Part<T>> = (0..dm.b * dm.hkv)
         .into_par_iter()
-        .map(|item| {
+        .map_init(scratch, |(p, dp, th), item| {
             let (b, g) = (item / dm.hkv, item % dm.hkv);
             let kv = Kv::new(dm, (b, g), k, v, true);
             let mut dq = vec![T::zero(); n_rep * dm.t * dm.d];
             let mut dk = vec![T::zero(); dm.s * dm.d];
             let mut dv = vec![T::zero(); dm.s * dm.d];
-            let mut p = vec![T::zero(); BLOCK * dm.s];
-            let mut dp = vec![T::zero(); BLOCK * dm.s];
-            let mut th = vec![T::zero(); if cap.is_some() { BLOCK * dm.s } else { 0 }];
             let mut delta = [T::zero(); BLOCK];
             for r in 0..n_rep {
                 let h = g * n_rep + r;
@@ -610,7 +622,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                         block,
                         scale,
                         cap,
-                        &mut p,
+                        p,
                         tanh,
                     );
                     for i in 0..rows {
@@ -631,7 +643,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                         &mut dv,
                         View::at(c0 * dm.d, dm.d, 1),
                         true,
-                        &p,
+                        p,
                         View::at(0, 1, w),
                         Rhs::Values(go, dm.q(b, r0, h)),
                         T::one(),
@@ -640,7 +652,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                     gemm(
                         dm.bf16,
                         (rows, w, dm.d),
-                        &mut dp,
+                        dp,
                         View::at(0, w, 1),
                         false,
                         go,
@@ -665,7 +677,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                         &mut dq,
                         View::at((r * dm.t + r0) * dm.d, dm.d, 1),
                         false,
-                        &dp,
+                        dp,
                         View::at(0, w, 1),
                         kv.ks(c0),
                         scale,
@@ -677,7 +689,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                         &mut dk,
                         View::at(c0 * dm.d, dm.d, 1),
                         true,
-                        &dp,
+                        dp,
                         View::at(0, 1, w),
                         Rhs::Values(q, dm.q(b, r0, h)),
                         scale,
@@ -687,22 +699,26 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
             (dq, dk, dv)
         })
         .collect();
-    let mut dq = vec![T::zero(); q.len()];
-    let mut dk = vec![T::zero(); k.len()];
-    let mut dv = vec![T::zero(); v.len()];
-    for (item, (pq, pk, pv)) in parts.into_iter().enumerate() {
-        let (b, g) = (item / dm.hkv, item % dm.hkv);
-        for r in 0..n_rep {
-            for pos in 0..dm.t {
-                let at = dm.q(b, pos, g * n_rep + r).off;
-                let from = (r * dm.t + pos) * dm.d;
-                dq[at..at + dm.d].copy_from_slice(&pq[from..from + dm.d]);
+    // The layouts [B, T, Hq, D] and [B, S, Hkv, D] from the (b, KV head) parts, each written
+    // once (no zeroed buffers first).
+    let d = dm.d;
+    let (mut dq, mut dk, mut dv) = (
+        Vec::with_capacity(q.len()),
+        Vec::with_capacity(k.len()),
+        Vec::with_capacity(v.len()),
+    );
+    for b in 0..dm.b {
+        for pos in 0..dm.t {
+            for h in 0..dm.hq {
+                let from = ((h % n_rep) * dm.t + pos) * d;
+                dq.extend_from_slice(&parts[b * dm.hkv + h / n_rep].0[from..from + d]);
             }
         }
         for pos in 0..dm.s {
-            let at = dm.kv(b, pos, g).off;
-            dk[at..at + dm.d].copy_from_slice(&pk[pos * dm.d..(pos + 1) * dm.d]);
-            dv[at..at + dm.d].copy_from_slice(&pv[pos * dm.d..(pos + 1) * dm.d]);
+            for (_, pk, pv) in &parts[b * dm.hkv..(b + 1) * dm.hkv] {
+                dk.extend_from_slice(&pk[pos * d..(pos + 1) * d]);
+                dv.extend_from_slice(&pv[pos * d..(pos + 1) * d]);
+            }
         }
     }
     (dq, dk, dv)

@@ -204,6 +204,30 @@ pub fn exp_sub_sum(row: &mut [f32], shift: f32) -> f32 {
     exp_sub_sum_at(level(), row, shift)
 }
 
+/// `out ← σ(x) = 1 / (1 + exp(−x))` for every element, in one pass (SwiGLU's gate).
+pub fn sigmoid(x: &[f32], out: &mut [f32]) {
+    sigmoid_at(level(), x, out)
+}
+
+/// [`sigmoid`] on a given level, which the CPU must have.
+fn sigmoid_at(level: Level, x: &[f32], out: &mut [f32]) {
+    assert_eq!(x.len(), out.len(), "sigmoid: lengths");
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `level` chose this implementation because the CPU has its features.
+        #[allow(unsafe_code)]
+        Level::Avx512 => unsafe { x86::sigmoid_avx512(x, out) },
+        #[cfg(target_arch = "x86_64")]
+        #[allow(unsafe_code)]
+        Level::Avx2 => unsafe { x86::sigmoid_avx2(x, out) },
+        _ => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = 1.0 / (1.0 + (-v).exp());
+            }
+        }
+    }
+}
+
 /// The levels this CPU can run (for the tests).
 #[cfg(test)]
 fn levels() -> Vec<Level> {
@@ -384,6 +408,50 @@ mod x86 {
         _mm512_maskz_mov_ps(!zero_below, y)
     }
 
+    /// σ over `x` into `out` (equal lengths).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sigmoid_avx2(x: &[f32], out: &mut [f32]) {
+        let one = _mm256_set1_ps(1.0);
+        let zero = _mm256_setzero_ps();
+        let mut xs = x.chunks_exact(8);
+        let mut os = out.chunks_exact_mut(8);
+        for (xc, oc) in (&mut xs).zip(&mut os) {
+            let e = exp8(_mm256_sub_ps(zero, _mm256_loadu_ps(xc.as_ptr())));
+            _mm256_storeu_ps(oc.as_mut_ptr(), _mm256_div_ps(one, _mm256_add_ps(one, e)));
+        }
+        for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+            *o = 1.0 / (1.0 + (-v).exp());
+        }
+    }
+
+    /// σ over `x` into `out` (equal lengths).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sigmoid_avx512(x: &[f32], out: &mut [f32]) {
+        let one = _mm512_set1_ps(1.0);
+        let zero = _mm512_setzero_ps();
+        let n = x.len();
+        let mut i = 0;
+        while i < n {
+            let left = n - i;
+            let mask: __mmask16 = if left >= 16 {
+                0xffff
+            } else {
+                ((1u32 << left) - 1) as u16
+            };
+            let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
+            let e = exp16(_mm512_sub_ps(zero, v));
+            let y = _mm512_div_ps(one, _mm512_add_ps(one, e));
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), mask, y);
+            i += 16;
+        }
+    }
+
     /// # Safety
     /// The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
@@ -412,6 +480,32 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigmoid_matches_f64_on_every_level() {
+        let mut xs: Vec<f32> = (0..5_003).map(|i| -120.0 + i as f32 * 0.048).collect();
+        xs.extend([
+            0.0,
+            -0.0,
+            1e-30,
+            89.0,
+            -89.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        for level in levels() {
+            let mut out = vec![f32::NAN; xs.len()];
+            sigmoid_at(level, &xs, &mut out);
+            for (&x, &y) in xs.iter().zip(&out) {
+                let want = 1.0 / (1.0 + (-(x as f64)).exp());
+                let err = (y as f64 - want).abs();
+                assert!(
+                    err <= 4.0 * f32::EPSILON as f64 * want + 1e-37,
+                    "{level:?}: σ({x}) = {y}, want {want}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn exp_is_within_a_few_ulp_over_the_range_and_zero_below_it() {

@@ -25,8 +25,13 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.apply_op2(up, SwiGluOp(Precomputed::new(y)))
 }
 
-/// `σ(x)` for a chunk: `e ← exp(−x)` through the vectorised `exp`, then `1 / (1 + e)`.
+/// `σ(x)` for a chunk: one vectorised pass for f32 ([`crate::simd::sigmoid`]); for f64
+/// `e ← exp(−x)`, then `1 / (1 + e)`.
 fn sigmoid_into<T: Float + 'static>(x: &[T], out: &mut [T]) {
+    if let (Some(x), Some(out)) = (crate::simd::as_f32_ref(x), crate::simd::as_f32(out)) {
+        crate::simd::sigmoid(x, out);
+        return;
+    }
     for (o, &v) in out.iter_mut().zip(x) {
         *o = -v;
     }
