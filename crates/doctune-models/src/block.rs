@@ -9,8 +9,9 @@
 //! through [`SideGrads`], except the first adapter's `A`, which is the op's second input: it
 //! makes the op part of the graph even when `h` is not (a first layer under a frozen embedding).
 
+use crate::gemm::bf16::Rows;
 use crate::linear::{dropout_values, Linear, Param};
-use crate::ops::frozen::{product_into, product_vec};
+use crate::ops::frozen::{product_into, product_rows, product_vec};
 use crate::ops::lora::with_low_rank;
 use crate::ops::{with_slice, Precomputed, SideGrads};
 use crate::rng::ModelRng;
@@ -80,10 +81,15 @@ impl Proj {
         }
     }
 
-    /// `x·Wᵀ + b + s·(x⊙mask)·Aᵀ·Bᵀ` for `m` rows of `x`.
-    pub(crate) fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    /// `x·Wᵀ + b + s·(x⊙mask)·Aᵀ·Bᵀ` for `m` rows of `x`, the frozen product from `rows` (`x`
+    /// rounded to bf16 once for several projections) when given and `W` is bf16. With `rows`,
+    /// `x` is read only by an adapter.
+    pub(crate) fn forward(&self, x: &[f32], rows: Option<&Rows>, m: usize) -> Result<Vec<f32>> {
         let out = self.out_features()?;
-        let mut y = product_vec(x, &self.w, true)?;
+        let mut y = match rows {
+            Some(r) if self.w.dtype() == DType::BF16 => product_rows(r, &self.w, true)?,
+            _ => product_vec(x, &self.w, true)?,
+        };
         if let Some((a, b, s)) = &self.lora {
             let xm = self.masked(x);
             with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {

@@ -18,9 +18,10 @@
 //! layer, which is also what the tests compare this op with.
 
 use crate::block::{anchor, attach, Backward, Proj};
+use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
-use crate::ops::frozen::product_vec;
-use crate::ops::swiglu::{swiglu_grads_in_place, swiglu_into};
+use crate::ops::frozen::{product_rows, product_rows_into, product_vec};
+use crate::ops::swiglu::{swiglu_grads_in_place, swiglu_grads_rows, swiglu_into, swiglu_rows};
 use crate::ops::{with_slice, SideGrads};
 use crate::rng::ModelRng;
 use candle_core::{DType, Result, Tensor, Var};
@@ -63,11 +64,26 @@ pub(crate) fn mlp(
     // Dropout in the composed layer's order: gate's and up's masks over h, then down's.
     gate.draw_mask(parts.gate, m * hidden, rng.as_deref_mut());
     up.draw_mask(parts.up, m * hidden, rng.as_deref_mut());
-    let (g, u) = with_slice::<f32, _>(&hc, |x| Ok((gate.forward(x, m)?, up.forward(x, m)?)))?;
-    let mut a = vec![0f32; m * inter];
-    swiglu_into(&g, &u, &mut a);
+    // bf16 weights: h rounded once for both products, SwiGLU's output made straight in bf16
+    // when down has no adapter (which would read it in f32).
+    let bf16 = [&gate, &up, &down]
+        .iter()
+        .all(|p| p.w.dtype() == DType::BF16);
+    let (g, u) = with_slice::<f32, _>(&hc, |x| {
+        let rows = bf16.then(|| Rows::new(x, m, hidden));
+        Ok((
+            gate.forward(x, rows.as_ref(), m)?,
+            up.forward(x, rows.as_ref(), m)?,
+        ))
+    })?;
     down.draw_mask(parts.down, m * inter, rng);
-    let y = down.forward(&a, m)?;
+    let y = if bf16 && down.lora.is_none() && inter.is_multiple_of(2) {
+        down.forward(&[], Some(&swiglu_rows(&g, &u, m, inter)), m)?
+    } else {
+        let mut a = vec![0f32; m * inter];
+        swiglu_into(&g, &u, &mut a);
+        down.forward(&a, None, m)?
+    };
     let y = Tensor::from_vec(y, h.shape(), h.device())?;
     if !grad {
         return Ok(Some(y));
@@ -115,6 +131,20 @@ impl Backward for MlpGrads {
             swiglu_into(&g, &u, &mut a);
             self.down
                 .adapter_backward(gy, &a, m, Some(&mut da), grads)?;
+        }
+        let bf16 = [&self.gate, &self.up]
+            .iter()
+            .all(|p| p.w.dtype() == DType::BF16 && p.lora.is_none());
+        if bf16 && inter.is_multiple_of(2) {
+            // No adapter reads them in f32: ∂gate and ∂up straight in bf16 for the products.
+            let (dg, du) = swiglu_grads_rows(&g, &u, &da, m, inter);
+            drop((g, u, da));
+            if !want_dh {
+                return Ok(None);
+            }
+            let mut dh = product_rows(&dg, &self.gate.w, false)?;
+            product_rows_into(&du, &self.up.w, &mut dh, true)?;
+            return Ok(Some(dh));
         }
         // ∂gate and ∂up over gate and up themselves.
         let (mut dg, mut du) = (g, u);

@@ -19,6 +19,7 @@
 
 use crate::attention::{self, Dims};
 use crate::block::{anchor, attach, Backward, Proj};
+use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::product_vec;
 use crate::ops::{with_slice, SideGrads};
@@ -98,8 +99,16 @@ pub(crate) fn self_attention(
     for (p, lin) in [(&mut q, parts.q), (&mut k, parts.k), (&mut v, parts.v)] {
         p.draw_mask(lin, m * hidden, rng.as_deref_mut());
     }
+    // bf16 weights: h rounded once for the three products.
+    let bf16 = [&q, &k, &v].iter().all(|p| p.w.dtype() == DType::BF16);
     let (mut qs, mut ks, vs) = with_slice::<f32, _>(&hc, |x| {
-        Ok((q.forward(x, m)?, k.forward(x, m)?, v.forward(x, m)?))
+        let rows = bf16.then(|| Rows::new(x, m, hidden));
+        let rows = rows.as_ref();
+        Ok((
+            q.forward(x, rows, m)?,
+            k.forward(x, rows, m)?,
+            v.forward(x, rows, m)?,
+        ))
     })?;
     let tables = Tables {
         cos: attn.cos.contiguous()?,
@@ -127,7 +136,7 @@ pub(crate) fn self_attention(
         Ok(attention::forward(dm, &qs, &ks, &vs, mk, scale, cap))
     })?;
     o.draw_mask(parts.o, m * hq * d, rng);
-    let y = Tensor::from_vec(o.forward(&out, m)?, h.shape(), h.device())?;
+    let y = Tensor::from_vec(o.forward(&out, None, m)?, h.shape(), h.device())?;
     if !grad {
         return Ok(Some(y));
     }

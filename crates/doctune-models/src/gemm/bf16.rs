@@ -52,7 +52,7 @@ pub const NC: usize = 256;
 /// If `x` does not hold m·k values or `W` n·k (a caller's bug).
 pub fn x_wt(x: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
     assert!(x.len() == m * k && w.len() == n * k, "bf16 x·Wᵀ: sizes");
-    product(x, Weights::Transposed { w, n, k }, m)
+    product(&Rows::new(x, m, k), Weights::Transposed { w, n, k })
 }
 
 /// `g · W` for `g` [m, n] (f32, row-major) and `W` [n, k] (bf16, row-major): [m, k] in f32.
@@ -62,13 +62,12 @@ pub fn x_wt(x: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32>
 pub fn g_w(g: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
     assert!(g.len() == m * n && w.len() == n * k, "bf16 g·W: sizes");
     product(
-        g,
+        &Rows::new(g, m, n),
         Weights::Plain {
             w,
             rows: n,
             cols: k,
         },
-        m,
     )
 }
 
@@ -87,7 +86,12 @@ pub fn x_wt_into(
         x.len() == m * k && w.len() == n * k && out.len() == m * n,
         "bf16 x·Wᵀ: sizes"
     );
-    product_into(x, Weights::Transposed { w, n, k }, m, out, accumulate)
+    product_into(
+        &Rows::new(x, m, k),
+        Weights::Transposed { w, n, k },
+        out,
+        accumulate,
+    )
 }
 
 /// [`g_w`] into `out` ([m, k]), added to what it holds when `accumulate`.
@@ -110,7 +114,180 @@ pub fn g_w_into(
         rows: n,
         cols: k,
     };
-    product_into(g, b, m, out, accumulate)
+    product_into(&Rows::new(g, m, n), b, out, accumulate)
+}
+
+/// f32 activations [m, depth] rounded to bf16 once, as the products read them (rows of pairs:
+/// pair p of row r holds values 2p and 2p+1): for several products of one left operand, or made
+/// by the op that computes the values ([`Rows::from_chunks`]) without an f32 copy in memory.
+#[derive(Debug)]
+pub struct Rows {
+    pairs: Vec<u32>,
+    m: usize,
+    depth: usize,
+}
+
+/// Values per task of [`Rows::from_chunks`] (16 KiB of f32: the chunk stays in L1).
+pub const CHUNK: usize = 4096;
+
+impl Rows {
+    /// `a` [m, depth], rounded.
+    ///
+    /// # Panics
+    /// If `a` does not hold m·depth values (a caller's bug).
+    pub fn new(a: &[f32], m: usize, depth: usize) -> Rows {
+        use rayon::prelude::*;
+        assert_eq!(a.len(), m * depth, "bf16 rows: sizes");
+        let per_row = depth.div_ceil(2);
+        let mut pairs = Vec::with_capacity(m * per_row);
+        if per_row > 0 {
+            pairs.spare_capacity_mut()[..m * per_row]
+                .par_chunks_mut(per_row)
+                .zip(a.par_chunks(depth))
+                .for_each(|(dst, src)| to_pairs(src, dst));
+        }
+        // SAFETY: `to_pairs` wrote all m·per_row pairs (each row's ⌈depth/2⌉).
+        #[allow(unsafe_code)]
+        unsafe {
+            pairs.set_len(m * per_row)
+        };
+        Rows { pairs, m, depth }
+    }
+
+    /// The rows whose values `fill(first, chunk)` writes, chunk by chunk in parallel: `first`
+    /// is the index of the chunk's first value in the row-major [m, depth] matrix, `chunk` at
+    /// most [`CHUNK`] values long. `fill2` does the same for two matrices at once.
+    ///
+    /// # Panics
+    /// If `depth` is odd (pairs would straddle rows; a caller's bug).
+    pub fn from_chunks(m: usize, depth: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Rows {
+        let (rows, _) = Self::from_chunks2(m, depth, |first, a, _| fill(first, a), false);
+        rows
+    }
+
+    /// Two matrices' rows from one pass ([`Rows::from_chunks`]); the second is empty unless
+    /// `both`.
+    pub fn from_chunks2(
+        m: usize,
+        depth: usize,
+        fill: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+        both: bool,
+    ) -> (Rows, Rows) {
+        use rayon::prelude::*;
+        assert!(depth.is_multiple_of(2), "bf16 rows: an odd depth ({depth})");
+        let n = m * depth;
+        let mut a = Vec::with_capacity(n / 2);
+        let mut b = Vec::with_capacity(if both { n / 2 } else { 0 });
+        type Dst<'a> = &'a mut [std::mem::MaybeUninit<u32>];
+        let run = |i: usize, dst: Dst<'_>, dst2: Option<Dst<'_>>| {
+            let first = i * CHUNK;
+            let len = CHUNK.min(n - first);
+            let (mut va, mut vb) = ([0f32; CHUNK], [0f32; CHUNK]);
+            fill(first, &mut va[..len], &mut vb[..len]);
+            to_pairs(&va[..len], dst);
+            if let Some(dst2) = dst2 {
+                to_pairs(&vb[..len], dst2);
+            }
+        };
+        let first = a.spare_capacity_mut()[..n / 2].par_chunks_mut(CHUNK / 2);
+        if both {
+            let second = b.spare_capacity_mut()[..n / 2].par_chunks_mut(CHUNK / 2);
+            first
+                .zip(second)
+                .enumerate()
+                .for_each(|(i, (d1, d2))| run(i, d1, Some(d2)));
+        } else {
+            first.enumerate().for_each(|(i, d1)| run(i, d1, None));
+        }
+        // SAFETY: every chunk of each matrix was written whole by `to_pairs` above.
+        #[allow(unsafe_code)]
+        unsafe {
+            a.set_len(n / 2);
+            if both {
+                b.set_len(n / 2);
+            }
+        }
+        (
+            Rows { pairs: a, m, depth },
+            Rows {
+                pairs: b,
+                m: if both { m } else { 0 },
+                depth,
+            },
+        )
+    }
+
+    /// The rows' values widened back to f32, row-major (the portable path).
+    fn widened(&self) -> Vec<f32> {
+        let per_row = self.depth.div_ceil(2);
+        let mut out = Vec::with_capacity(self.m * self.depth);
+        for row in self.pairs.chunks(per_row.max(1)).take(self.m) {
+            for (p, &v) in row.iter().enumerate() {
+                out.push(f32::from_bits(v << 16));
+                if 2 * p + 1 < self.depth {
+                    out.push(f32::from_bits(v & 0xffff_0000));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `src` rounded to bf16 pairs into `dst` (⌈len/2⌉ of them; a last odd value is paired with
+/// 0): the kernel's conversion where the CPU has it, the same rounding elsewhere.
+fn to_pairs(src: &[f32], dst: &mut [std::mem::MaybeUninit<u32>]) {
+    assert_eq!(dst.len(), src.len().div_ceil(2), "bf16 pairs: sizes");
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has the conversion's features (checked just above); `dst` has room
+        // for every pair (asserted).
+        #[allow(unsafe_code)]
+        unsafe {
+            avx512::to_pairs(src, dst.as_mut_ptr() as *mut u32)
+        };
+        return;
+    }
+    for (d, c) in dst.iter_mut().zip(src.chunks(2)) {
+        d.write(pair(c[0], c.get(1).copied().unwrap_or(0.0)));
+    }
+}
+
+/// `x · Wᵀ` for the rounded `x` [m, k] and `W` [n, k]: [m, n] in f32.
+///
+/// # Panics
+/// If `W` does not hold n·k values (a caller's bug).
+pub fn x_wt_rows(x: &Rows, w: &[bf16], n: usize) -> Vec<f32> {
+    let k = x.depth;
+    assert!(w.len() == n * k, "bf16 x·Wᵀ: sizes");
+    product(x, Weights::Transposed { w, n, k })
+}
+
+/// `g · W` into `out` [m, k] (added to it when `accumulate`) for the rounded `g` [m, n] and
+/// `W` [n, k].
+///
+/// # Panics
+/// If `W` does not hold n·k values or `out` m·k (a caller's bug).
+pub fn g_w_rows_into(g: &Rows, w: &[bf16], k: usize, out: &mut [f32], accumulate: bool) {
+    let n = g.depth;
+    assert!(w.len() == n * k && out.len() == g.m * k, "bf16 g·W: sizes");
+    let b = Weights::Plain {
+        w,
+        rows: n,
+        cols: k,
+    };
+    product_into(g, b, out, accumulate)
+}
+
+/// [`g_w_rows_into`] as a new buffer.
+pub fn g_w_rows(g: &Rows, w: &[bf16], k: usize) -> Vec<f32> {
+    let n = g.depth;
+    assert!(w.len() == n * k, "bf16 g·W: sizes");
+    let b = Weights::Plain {
+        w,
+        rows: n,
+        cols: k,
+    };
+    product(g, b)
 }
 
 /// `dst (+)= beta · lhs · rhs` with both operands f32 in any strided layout, each value rounded
@@ -360,8 +537,9 @@ fn kernel() -> bool {
 }
 
 /// `a [m, depth] · B`, on the kernel where the CPU has it and the portable path elsewhere.
-fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
+fn product(a: &Rows, b: Weights<'_>) -> Vec<f32> {
     let (depth, cols) = b.dims();
+    let m = a.m;
     if m == 0 || cols == 0 || depth == 0 {
         return vec![0.0; m * cols];
     }
@@ -374,17 +552,18 @@ fn product(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
         // after which its length is set.
         #[allow(unsafe_code)]
         unsafe {
-            avx512::product(a, b, m, out.as_mut_ptr(), false);
+            avx512::product(&a.pairs, b, m, out.as_mut_ptr(), false);
             out.set_len(m * cols);
         }
         return out;
     }
-    portable(a, b, m)
+    portable(a, b)
 }
 
 /// `out (+)= a [m, depth] · B`.
-fn product_into(a: &[f32], b: Weights<'_>, m: usize, out: &mut [f32], accumulate: bool) {
+fn product_into(a: &Rows, b: Weights<'_>, out: &mut [f32], accumulate: bool) {
     let (depth, cols) = b.dims();
+    let m = a.m;
     if m == 0 || cols == 0 {
         return;
     }
@@ -399,18 +578,17 @@ fn product_into(a: &[f32], b: Weights<'_>, m: usize, out: &mut [f32], accumulate
         // SAFETY: as in `product`; `out` holds the m × cols values (checked by the callers).
         #[allow(unsafe_code)]
         unsafe {
-            avx512::product(a, b, m, out.as_mut_ptr(), accumulate)
+            avx512::product(&a.pairs, b, m, out.as_mut_ptr(), accumulate)
         };
         return;
     }
-    let rounded: Vec<f32> = a.iter().map(|&v| round(v)).collect();
     let (w, wv) = b.widened();
     super::sgemm(
         (m, cols, depth),
         out,
         super::View::row_major(cols),
         accumulate,
-        &rounded,
+        &a.widened(),
         super::View::row_major(depth),
         &w,
         wv,
@@ -424,13 +602,12 @@ fn product_into(a: &[f32], b: Weights<'_>, m: usize, out: &mut [f32], accumulate
 pub const PORTABLE_ENV: &str = "DOCTUNE_BF16_PORTABLE";
 
 /// The same numbers without AVX-512 BF16: the activations rounded to bf16, times `W` in f32.
-fn portable(a: &[f32], b: Weights<'_>, m: usize) -> Vec<f32> {
+fn portable(a: &Rows, b: Weights<'_>) -> Vec<f32> {
     let (depth, cols) = b.dims();
-    let rounded: Vec<f32> = a.iter().map(|&v| round(v)).collect();
     let (w, wv) = b.widened();
     super::sgemm_new(
-        (m, cols, depth),
-        &rounded,
+        (a.m, cols, depth),
+        &a.widened(),
         super::View::row_major(depth),
         &w,
         wv,
@@ -474,10 +651,10 @@ mod avx512 {
     /// to when `accumulate`.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `a` holds m·depth values; `out` points
+    /// The CPU has AVX-512F, AVX-512BW and AVX-512 BF16; `ap` holds m·⌈depth/2⌉ pairs; `out` points
     /// to room for m·cols values (initialised when `accumulate`) that nothing else uses.
     pub(super) unsafe fn product(
-        a: &[f32],
+        ap: &[u32],
         b: Weights<'_>,
         m: usize,
         out: *mut f32,
@@ -486,19 +663,14 @@ mod avx512 {
         let (depth, cols) = b.dims();
         let pairs = depth.div_ceil(2);
         let panels = m.div_ceil(MR);
-        // The activations as rows of bf16 pairs (pair p of row r at r·pairs + p), which the
-        // micro-kernel broadcasts from in place.
-        let mut ap = vec![0u32; m * pairs];
-        ap.par_chunks_mut(pairs)
-            .zip(a.par_chunks(depth))
-            // SAFETY: the caller checked the CPU's features.
-            .for_each(|(row, src)| unsafe { to_pairs(src, row) });
+        // `ap`: the activations as rows of bf16 pairs (pair p of row r at r·pairs + p), which
+        // the micro-kernel broadcasts from in place.
+        assert_eq!(ap.len(), m * pairs, "bf16 product: sizes");
         let dst = Out(out);
         // Columns split between the threads in whole panels; each thread packs its own blocks
         // of W.
         let threads = rayon::current_num_threads().max(1);
         let per = cols.div_ceil(NR).div_ceil(threads) * NR;
-        let ap = &ap;
         (0..cols.div_ceil(per)).into_par_iter().for_each(|t| {
             let (c0, c1) = (t * per, ((t + 1) * per).min(cols));
             let mut bp = vec![0u32; NC * KC];
@@ -637,7 +809,7 @@ mod avx512 {
         let pairs = k.div_ceil(2);
         if v.cs == 1 {
             for (r, row) in ap.chunks_exact_mut(pairs).enumerate() {
-                to_pairs(&a[v.off + r * v.rs..v.off + r * v.rs + k], row);
+                to_pairs(&a[v.off + r * v.rs..v.off + r * v.rs + k], row.as_mut_ptr());
             }
             (pairs, 1)
         } else if v.rs == 1 {
@@ -769,9 +941,9 @@ mod avx512 {
     }
 
     /// `src` (f32) as bf16 pairs, rounded to nearest even: pair p holds element 2p in its low
-    /// half and 2p+1 (or 0 past the end) in its high half. `dst` holds ⌈len/2⌉ pairs.
+    /// half and 2p+1 (or 0 past the end) in its high half. `dst` has room for ⌈len/2⌉ pairs.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    unsafe fn to_pairs(src: &[f32], dst: &mut [u32]) {
+    pub(super) unsafe fn to_pairs(src: &[f32], dst: *mut u32) {
         let n = src.len();
         let mut i = 0;
         while i < n {
@@ -784,7 +956,7 @@ mod avx512 {
             );
             let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
             _mm512_mask_storeu_epi32(
-                dst.as_mut_ptr().add(i / 2) as *mut i32,
+                dst.add(i / 2) as *mut i32,
                 lanes(left.min(32).div_ceil(2)),
                 v,
             );
@@ -1014,6 +1186,60 @@ mod tests {
             .collect()
     }
 
+    /// `a` [m, depth] as rows of pairs rounded without the kernel's conversion.
+    fn scalar_rows(a: &[f32], m: usize, depth: usize) -> Rows {
+        let pairs = a
+            .chunks(depth)
+            .flat_map(|row| {
+                row.chunks(2)
+                    .map(|c| pair(c[0], c.get(1).copied().unwrap_or(0.0)))
+            })
+            .collect();
+        Rows { pairs, m, depth }
+    }
+
+    /// Rows made chunk by chunk (one matrix and two at once) are the rows of the same values
+    /// converted whole, and products of them are the f32 entry points' products.
+    #[test]
+    fn rows_from_chunks_match_rows_of_the_values() {
+        let (m, depth) = (7, 2 * CHUNK / 3 + 2);
+        let a = data(m * depth, 41);
+        let b = data(m * depth, 42);
+        let whole = Rows::new(&a, m, depth);
+        let one = Rows::from_chunks(m, depth, |first, out| {
+            out.copy_from_slice(&a[first..first + out.len()])
+        });
+        let (two_a, two_b) = Rows::from_chunks2(
+            m,
+            depth,
+            |first, oa, ob| {
+                oa.copy_from_slice(&a[first..first + oa.len()]);
+                ob.copy_from_slice(&b[first..first + ob.len()]);
+            },
+            true,
+        );
+        assert_eq!(one.pairs, whole.pairs);
+        assert_eq!(two_a.pairs, whole.pairs);
+        assert_eq!(two_b.pairs, Rows::new(&b, m, depth).pairs);
+        assert_eq!(scalar_rows(&a, m, depth).pairs, whole.pairs);
+        let n = 40;
+        let w: Vec<bf16> = data(n * depth, 43)
+            .iter()
+            .map(|&v| bf16::from_f32(v))
+            .collect();
+        assert_eq!(x_wt_rows(&one, &w, n), x_wt(&a, &w, (m, n, depth)));
+        let wt: Vec<bf16> = data(depth * n, 44)
+            .iter()
+            .map(|&v| bf16::from_f32(v))
+            .collect();
+        let mut acc = data(m * n, 45);
+        let mut want = acc.clone();
+        g_w_rows_into(&two_b, &wt, n, &mut acc, true);
+        g_w_into(&b, &wt, (m, depth, n), &mut want, true);
+        assert_eq!(acc, want);
+        assert_eq!(g_w_rows(&two_b, &wt, n), g_w(&b, &wt, (m, depth, n)));
+    }
+
     /// `Σ round(a)·w` in f64: what both paths compute, up to the order of f32 sums.
     fn reference(a: &[f32], w: &[bf16], (m, n, k): (usize, usize, usize), t: bool) -> Vec<f64> {
         // t: x·Wᵀ (a [m,k], W [n,k]) → [m,n]; else g·W (a [m,n], W [n,k]) → [m,k].
@@ -1071,16 +1297,15 @@ mod tests {
                 n,
                 &format!("g·W {m}x{n}x{k}"),
             );
-            let pf = portable(&x, Weights::Transposed { w: &w, n, k }, m);
+            let pf = portable(&scalar_rows(&x, m, k), Weights::Transposed { w: &w, n, k });
             check(&pf, &want_f, k, &format!("portable x·Wᵀ {m}x{n}x{k}"));
             let pb = portable(
-                &g,
+                &scalar_rows(&g, m, n),
                 Weights::Plain {
                     w: &w,
                     rows: n,
                     cols: k,
                 },
-                m,
             );
             check(&pb, &want_b, n, &format!("portable g·W {m}x{n}x{k}"));
         }

@@ -1,5 +1,6 @@
 //! `x · Wᵀ` with a frozen `W` (see [`frozen_matmul`]).
 
+use crate::gemm::bf16::Rows;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Layout, MetalStorage, Result, Shape, Storage, Tensor,
@@ -161,6 +162,33 @@ pub(crate) fn product_vec(x: &[f32], weight: &Tensor, transposed: bool) -> Resul
         DType::BF16 => super::with_slice::<half::bf16, _>(&w, |ws| product(WeightValues::Bf16(ws))),
         d => candle_core::bail!("frozen product: a {d:?} weight"),
     }
+}
+
+/// [`product_vec`] for activations already rounded to bf16 ([`Rows`]), with a bf16 `W`.
+pub(crate) fn product_rows(x: &Rows, weight: &Tensor, transposed: bool) -> Result<Vec<f32>> {
+    let (n, k) = weight.dims2()?;
+    super::with_slice::<half::bf16, _>(&weight.contiguous()?, |w| {
+        Ok(if transposed {
+            crate::gemm::bf16::x_wt_rows(x, w, n)
+        } else {
+            crate::gemm::bf16::g_w_rows(x, w, k)
+        })
+    })
+}
+
+/// `out (+)= x · W` for activations already rounded to bf16 ([`Rows`], [m, n]) and a bf16 `W`
+/// [n, k].
+pub(crate) fn product_rows_into(
+    x: &Rows,
+    weight: &Tensor,
+    out: &mut [f32],
+    accumulate: bool,
+) -> Result<()> {
+    let (_, k) = weight.dims2()?;
+    super::with_slice::<half::bf16, _>(&weight.contiguous()?, |w| {
+        crate::gemm::bf16::g_w_rows_into(x, w, k, out, accumulate);
+        Ok(())
+    })
 }
 
 /// `out (+)= x · Wᵀ` (`transposed`: `x` [m, k], `out` [m, n]) or `x · W` (`x` [m, n], `out`

@@ -1,6 +1,7 @@
 //! SwiGLU, `silu(gate) ⊙ up`, as one op (see [`swiglu`]).
 
 use super::{fused, with_slice, Precomputed};
+use crate::gemm::bf16::Rows;
 use candle_core::{CpuStorage, CudaStorage, DType, Layout, MetalStorage, Result, Shape, Tensor};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -51,6 +52,41 @@ pub(crate) fn swiglu_into<T: Float + Send + Sync + 'static>(g: &[T], u: &[T], ou
                 *o = g * *o * u;
             }
         });
+}
+
+/// `silu(g) ⊙ u` for [m, inter] `g` and `u` (`inter` even) straight into bf16 rows, for a bf16
+/// product: the f32 result never goes to memory.
+pub(crate) fn swiglu_rows(g: &[f32], u: &[f32], m: usize, inter: usize) -> Rows {
+    Rows::from_chunks(m, inter, |first, out| {
+        let (g, u) = (&g[first..first + out.len()], &u[first..first + out.len()]);
+        sigmoid_into(g, out);
+        for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+            *o = g * *o * u;
+        }
+    })
+}
+
+/// [`swiglu_grads_in_place`] straight into bf16 rows (`inter` even), for bf16 products.
+pub(crate) fn swiglu_grads_rows(
+    x: &[f32],
+    u: &[f32],
+    gr: &[f32],
+    m: usize,
+    inter: usize,
+) -> (Rows, Rows) {
+    let fill = |first: usize, dg: &mut [f32], du: &mut [f32]| {
+        let r = first..first + dg.len();
+        let (x, u, gr) = (&x[r.clone()], &u[r.clone()], &gr[r]);
+        sigmoid_into(x, dg);
+        for i in 0..dg.len() {
+            let sig = dg[i];
+            let silu = x[i] * sig;
+            let dsilu = sig * (1.0 + x[i] * (1.0 - sig));
+            dg[i] = gr[i] * u[i] * dsilu;
+            du[i] = gr[i] * silu;
+        }
+    };
+    Rows::from_chunks2(m, inter, fill, true)
 }
 
 /// `(∂gate, ∂up)` of `silu(gate) ⊙ up` for the output gradient `gr`, written over `gate` and
