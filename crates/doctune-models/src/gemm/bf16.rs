@@ -1,7 +1,10 @@
 //! Products of f32 activations with frozen **bf16** weights on the CPU, for training with the
 //! base model in bf16 (`--precision bf16` on a CPU with AVX-512 BF16): `x·Wᵀ` (a projection's
 //! forward) and `g·W` (its input gradient) for a row-major bf16 `W` [n, k], as new row-major f32
-//! matrices.
+//! matrices; from f32 activations or from [`Rows`], activations rounded once (shared by the
+//! projections that read them, or made by the op that computes them without an f32 copy). And
+//! the attention's products under bf16, both operands f32 in any strided layout rounded as they
+//! are packed ([`gemm_rounded`]; keys and values packed once for many blocks, [`PackedRhs`]).
 //!
 //! The numbers are those of PyTorch's CPU autocast: the activations are rounded to bf16 (to
 //! nearest, ties to even), each product of two bf16 values is exact in f32, and the sums are f32.
