@@ -290,6 +290,25 @@ impl Dims {
     }
 }
 
+/// The four ways the products read keys and values: Kᵀ [D, S] and V [S, D] (forward), Vᵀ and
+/// K (backward).
+#[derive(Clone, Copy)]
+enum Read {
+    Kt,
+    V,
+    Vt,
+    K,
+}
+
+impl Read {
+    fn keys(self) -> bool {
+        matches!(self, Read::Kt | Read::K)
+    }
+    fn transposed(self) -> bool {
+        matches!(self, Read::Kt | Read::Vt)
+    }
+}
+
 /// The keys and values of one (batch, KV head) as the products read them: through views, or,
 /// when the products are bf16, rounded and packed once for all the blocks of query rows.
 struct Kv<'a, T> {
@@ -298,65 +317,61 @@ struct Kv<'a, T> {
     g: usize,
     k: &'a [T],
     v: &'a [T],
-    /// Kᵀ [D, S], V [S, D] (forward), Vᵀ [D, S] and K [S, D] (backward), packed.
-    kt: Option<PackedRhs>,
-    vs: Option<PackedRhs>,
-    vt: Option<PackedRhs>,
-    ks: Option<PackedRhs>,
+    /// Packed, per [`Read`] (the ones its pass uses).
+    packed: [Option<PackedRhs>; 4],
 }
 
 impl<'a, T: Float + 'static> Kv<'a, T> {
     fn new(dm: Dims, (b, g): (usize, usize), k: &'a [T], v: &'a [T], backward: bool) -> Self {
-        let pack = |x: &[T], transposed: bool, wanted: bool| {
-            let x = f32s(x).filter(|_| dm.bf16 && wanted)?;
-            Some(if transposed {
-                PackedRhs::new((dm.d, dm.s), x, dm.kv_t(b, 0, g))
-            } else {
-                PackedRhs::new((dm.s, dm.d), x, dm.kv(b, 0, g))
-            })
-        };
-        Kv {
+        let mut kv = Kv {
             dm,
             b,
             g,
             k,
             v,
-            kt: pack(k, true, true),
-            vs: pack(v, false, !backward),
-            vt: pack(v, true, backward),
-            ks: pack(k, false, backward),
+            packed: [None, None, None, None],
+        };
+        let used: &[Read] = if backward {
+            &[Read::Kt, Read::Vt, Read::K]
+        } else {
+            &[Read::Kt, Read::V]
+        };
+        for &read in used {
+            let (x, view) = kv.values(read, 0);
+            let packed = f32s(x).filter(|_| dm.bf16).map(|x| {
+                let dims = if read.transposed() {
+                    (dm.d, dm.s)
+                } else {
+                    (dm.s, dm.d)
+                };
+                PackedRhs::new(dims, x, view)
+            });
+            kv.packed[read as usize] = packed;
         }
+        kv
     }
 
-    /// Kᵀ from key `c0` on.
-    fn kt(&self, c0: usize) -> Rhs<'_, T> {
-        match &self.kt {
-            Some(p) => Rhs::Packed(p, (0, c0)),
-            None => Rhs::Values(self.k, self.dm.kv_t(self.b, c0, self.g)),
-        }
+    /// The values `read` reads from key `c0` on, and their view.
+    fn values(&self, read: Read, c0: usize) -> (&'a [T], View) {
+        let (dm, b, g) = (&self.dm, self.b, self.g);
+        let x = if read.keys() { self.k } else { self.v };
+        let view = if read.transposed() {
+            dm.kv_t(b, c0, g)
+        } else {
+            dm.kv(b, c0, g)
+        };
+        (x, view)
     }
 
-    /// V from key `c0` on.
-    fn vs(&self, c0: usize) -> Rhs<'_, T> {
-        match &self.vs {
+    /// The operand `read` from key `c0` on: packed where it was, else through a view.
+    fn rhs(&self, read: Read, c0: usize) -> Rhs<'_, T> {
+        match &self.packed[read as usize] {
+            Some(p) if read.transposed() => Rhs::Packed(p, (0, c0)),
             Some(p) => Rhs::Packed(p, (c0, 0)),
-            None => Rhs::Values(self.v, self.dm.kv(self.b, c0, self.g)),
-        }
-    }
-
-    /// Vᵀ from key `c0` on.
-    fn vt(&self, c0: usize) -> Rhs<'_, T> {
-        match &self.vt {
-            Some(p) => Rhs::Packed(p, (0, c0)),
-            None => Rhs::Values(self.v, self.dm.kv_t(self.b, c0, self.g)),
-        }
-    }
-
-    /// K from key `c0` on.
-    fn ks(&self, c0: usize) -> Rhs<'_, T> {
-        match &self.ks {
-            Some(p) => Rhs::Packed(p, (c0, 0)),
-            None => Rhs::Values(self.k, self.dm.kv(self.b, c0, self.g)),
+            None => {
+                let (x, view) = self.values(read, c0);
+                Rhs::Values(x, view)
+            }
         }
     }
 }
@@ -467,7 +482,7 @@ fn scores<T: Float + 'static>(
         false,
         q,
         dm.q(b, r0, h),
-        kv.kt(c0),
+        kv.rhs(Read::Kt, c0),
         scale,
     );
     if let Some(cap) = cap {
@@ -544,7 +559,7 @@ pub(crate) fn forward<T: Float + Send + Sync + 'static>(
                         false,
                         sc,
                         View::at(0, w, 1),
-                        kv.vs(c0),
+                        kv.rhs(Read::V, c0),
                         T::one(),
                     );
                 }
@@ -657,7 +672,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                         false,
                         go,
                         dm.q(b, r0, h),
-                        kv.vt(c0),
+                        kv.rhs(Read::Vt, c0),
                         T::one(),
                     );
                     // dS = P ⊙ (dP − Δ), through the soft-capping's tanh.
@@ -679,7 +694,7 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
                         false,
                         dp,
                         View::at(0, w, 1),
-                        kv.ks(c0),
+                        kv.rhs(Read::K, c0),
                         scale,
                     );
                     // dK[c0..c1] += scale · dSᵀ · Q rows

@@ -154,6 +154,15 @@ impl Proj {
     }
 }
 
+/// What a block's forward pass left for its backward pass, taken once.
+pub(crate) fn take_saved<S>(saved: &std::sync::Mutex<Option<S>>, name: &str) -> Result<S> {
+    saved
+        .lock()
+        .map_err(|_| candle_core::Error::Msg(format!("{name}: lock poisoned")))?
+        .take()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{name}: backward ran twice")))
+}
+
 /// A fused block's backward pass on slices.
 pub(crate) trait Backward: Send + Sync {
     /// `∂h` for the output gradient `gy` of the block run on the `m` rows of `h` (when

@@ -17,7 +17,7 @@
 //! fine-tuning, fused `gate_up_proj` (Phi-3), GELU (Gemma 2) and other devices take the composed
 //! layer, which is also what the tests compare this op with.
 
-use crate::block::{anchor, attach, Backward, Proj};
+use crate::block::{anchor, attach, take_saved, Backward, Proj};
 use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::{product_rows, product_rows_into, product_vec};
@@ -116,12 +116,7 @@ impl Backward for MlpGrads {
         want_dh: bool,
         grads: &mut Vec<(Var, Tensor)>,
     ) -> Result<Option<Vec<f32>>> {
-        let (g, u) = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused mlp: lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("fused mlp: backward ran twice".into()))?;
+        let (g, u) = take_saved(&self.saved, "fused mlp")?;
         let inter = g.len() / m.max(1);
         // Down's backward: ∂a = ∂y·W_down, and its adapter's gradients, which need down's input
         // (SwiGLU's output, computed again: it was not kept).

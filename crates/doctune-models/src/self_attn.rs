@@ -18,7 +18,7 @@
 //! the composed layer, which is also what the tests compare this op with.
 
 use crate::attention::{self, Dims};
-use crate::block::{anchor, attach, Backward, Proj};
+use crate::block::{anchor, attach, take_saved, Backward, Proj};
 use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::product_vec;
@@ -217,14 +217,7 @@ impl Backward for AttnGrads {
         want_dh: bool,
         grads: &mut Vec<(Var, Tensor)>,
     ) -> Result<Option<Vec<f32>>> {
-        let Saved { q, k, v, out, lse } = self
-            .saved
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused self-attention: lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| {
-                candle_core::Error::Msg("fused self-attention: backward ran twice".into())
-            })?;
+        let Saved { q, k, v, out, lse } = take_saved(&self.saved, "fused self-attention")?;
         let [pq, pk, pv, po] = &self.projs;
         let dm = self.dm;
         // o's backward: ∂out = ∂y·W_o, and its adapter's gradients (its input is `out`).
