@@ -28,6 +28,8 @@ pub(crate) struct Proj {
     bias: Option<Tensor>,
     pub(crate) lora: Option<(Var, Var, f32)>,
     mask: Option<Vec<f32>>,
+    /// The adapter's `(x⊙mask)·Aᵀ` from the forward pass, for its backward.
+    xa: Option<Vec<f32>>,
 }
 
 impl Proj {
@@ -57,6 +59,7 @@ impl Proj {
             bias,
             lora,
             mask: None,
+            xa: None,
         })
     }
 
@@ -84,7 +87,7 @@ impl Proj {
     /// `x·Wᵀ + b + s·(x⊙mask)·Aᵀ·Bᵀ` for `m` rows of `x`, the frozen product from `rows` (`x`
     /// rounded to bf16 once for several projections) when given and `W` is bf16. With `rows`,
     /// `x` is read only by an adapter.
-    pub(crate) fn forward(&self, x: &[f32], rows: Option<&Rows>, m: usize) -> Result<Vec<f32>> {
+    pub(crate) fn forward(&mut self, x: &[f32], rows: Option<&Rows>, m: usize) -> Result<Vec<f32>> {
         let out = self.out_features()?;
         let mut y = match rows {
             Some(r) if self.w.dtype() == DType::BF16 => product_rows(r, &self.w, true)?,
@@ -92,10 +95,10 @@ impl Proj {
         };
         if let Some((a, b, s)) = &self.lora {
             let xm = self.masked(x);
-            with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
-                lr.add_to(&mut y, &xm, m);
-                Ok(())
+            let xa = with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
+                Ok(lr.add_to(&mut y, &xm, m))
             })?;
+            self.xa = Some(xa);
         }
         if let Some(b) = &self.bias {
             with_slice::<f32, _>(b, |bv| {
@@ -142,7 +145,7 @@ impl Proj {
         };
         let xm = self.masked(x);
         let (da, db) = with_low_rank(a.as_tensor(), b.as_tensor(), *s, |lr| {
-            let (gb, da, db) = lr.grads(g, &xm, m);
+            let (gb, da, db) = lr.grads(g, &xm, self.xa.as_deref(), m);
             if let Some(dx) = dx {
                 lr.add_input_grad(dx, &gb, self.mask.as_deref(), m);
             }

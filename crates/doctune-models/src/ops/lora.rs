@@ -71,8 +71,9 @@ pub(crate) struct LowRank<'a> {
 }
 
 impl LowRank<'_> {
-    /// `y += scale · (xm·Aᵀ)·Bᵀ` (`xm`: the adapter's input, dropout applied).
-    pub(crate) fn add_to(&self, y: &mut [f32], xm: &[f32], m: usize) {
+    /// `y += scale · (xm·Aᵀ)·Bᵀ` (`xm`: the adapter's input, dropout applied); returns `xm·Aᵀ`
+    /// [m, r], which [`LowRank::grads`] can take instead of computing it again.
+    pub(crate) fn add_to(&self, y: &mut [f32], xm: &[f32], m: usize) -> Vec<f32> {
         let (r, inp, out) = (self.r, self.inp, self.out);
         let rows = View::row_major;
         let xa = sgemm_new((m, r, inp), xm, rows(inp), self.a, rows(inp).t(), true);
@@ -88,11 +89,18 @@ impl LowRank<'_> {
             self.scale,
             true,
         );
+        xa
     }
 
     /// For the output gradient `g`: `g·B` [m, r] (for the input's gradient), `∂A = s·(g·B)ᵀ·xm`
-    /// [r, inp] and `∂B = s·gᵀ·(xm·Aᵀ)` [out, r].
-    pub(crate) fn grads(&self, g: &[f32], xm: &[f32], m: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// [r, inp] and `∂B = s·gᵀ·(xm·Aᵀ)` [out, r]; `xa` is `xm·Aᵀ` if the forward pass kept it.
+    pub(crate) fn grads(
+        &self,
+        g: &[f32],
+        xm: &[f32],
+        xa: Option<&[f32]>,
+        m: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (r, inp, out, s) = (self.r, self.inp, self.out, self.scale);
         let rows = View::row_major;
         let gb = sgemm_new((m, r, out), g, rows(out), self.b, rows(r), true);
@@ -109,20 +117,29 @@ impl LowRank<'_> {
             s,
             true,
         );
-        let xa = sgemm_new((m, r, inp), xm, rows(inp), self.a, rows(inp).t(), true);
-        let mut db = vec![0f32; out * r];
+        let computed;
+        let xa = match xa {
+            Some(xa) => xa,
+            None => {
+                computed = sgemm_new((m, r, inp), xm, rows(inp), self.a, rows(inp).t(), true);
+                &computed
+            }
+        };
+        // ∂Bᵀ = s·(xm·Aᵀ)ᵀ·g [r, out], reading g in its own row-major layout, then transposed.
+        let mut dbt = vec![0f32; r * out];
         sgemm(
-            (out, r, m),
-            &mut db,
-            rows(r),
+            (r, out, m),
+            &mut dbt,
+            rows(out),
             false,
+            xa,
+            rows(r).t(),
             g,
-            rows(out).t(),
-            &xa,
-            rows(r),
+            rows(out),
             s,
             true,
         );
+        let db = (0..out * r).map(|i| dbt[(i % r) * out + i / r]).collect();
         (gb, da, db)
     }
 
@@ -260,7 +277,7 @@ impl LoraOp {
         let (da, db, dx) = with_slice::<f32, _>(&g, |gv| {
             with_slice::<f32, _>(&xm, |xm| {
                 with_low_rank(a, b, self.scale as f32, |lr| {
-                    let (gb, da, db) = lr.grads(gv, xm, m);
+                    let (gb, da, db) = lr.grads(gv, xm, None, m);
                     let dx = base.map(|mut dx| {
                         lr.add_input_grad(&mut dx, &gb, mask.as_deref(), m);
                         dx
