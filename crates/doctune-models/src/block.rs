@@ -1,6 +1,8 @@
 //! What the fused CPU blocks ([`crate::mlp`], [`crate::self_attn`]) share: their
-//! projections ([`Proj`]: a frozen weight, bias and LoRA adapter applied to slices) and the op
-//! that puts a block's precomputed output in candle's graph ([`attach`]).
+//! projections ([`Proj`]: a frozen weight, bias and LoRA adapter applied to slices), the op
+//! that puts a block's precomputed output in candle's graph ([`attach`]), and, in Llama-style
+//! layers, the RMSNorm before the block and the residual sum after it taken into that op
+//! ([`PreNorm`], [`finish`]).
 //!
 //! A block runs its forward pass on slices, without a graph, and enters the graph as one op of
 //! its input `h`: candle's backward pass then makes one gradient buffer for the block instead of
@@ -154,6 +156,114 @@ impl Proj {
         grads.push((a.clone(), Tensor::from_vec(da, a.shape(), a.device())?));
         grads.push((b.clone(), Tensor::from_vec(db, b.shape(), b.device())?));
         Ok(())
+    }
+}
+
+/// The RMSNorm before a block and the residual sum after it, taken into the block's op
+/// (Llama-style layers): the op's input is the residual stream `x`, the block runs on
+/// `rms(x)·w`, and the op returns `x + block(rms(x)·w)`. Two fewer nodes in candle's graph per
+/// block, so two fewer zeroed gradient buffers and additions in its backward pass.
+pub(crate) struct PreNorm {
+    pub(crate) w: Vec<f32>,
+    pub(crate) eps: f64,
+}
+
+impl PreNorm {
+    /// The norm of `lin`'s layer if it is frozen f32 on the CPU (a trained norm takes the
+    /// composed path).
+    pub(crate) fn of(w: &Param, eps: f64) -> Result<Option<PreNorm>> {
+        let Param::Frozen(w) = w else {
+            return Ok(None);
+        };
+        if !w.device().is_cpu() || w.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        Ok(Some(PreNorm {
+            w: w.flatten_all()?.to_vec1::<f32>()?,
+            eps,
+        }))
+    }
+
+    /// The block's input rows for `x` [.., d] (d the norm's size): `rms(x)·w`, as a tensor of
+    /// `x`'s shape.
+    pub(crate) fn input(&self, x: &Tensor) -> Result<Tensor> {
+        let xc = x.detach().contiguous()?;
+        let d = self.w.len();
+        let h = with_slice::<f32, _>(&xc, |xs| {
+            Ok(crate::ops::norm::rms_rows(xs, &self.w, d, self.eps))
+        })?;
+        Tensor::from_vec(h, x.shape(), x.device())
+    }
+}
+
+/// Puts a block's output in the graph: as [`attach`] does, or, under a [`PreNorm`] (`h` its
+/// input rows), as `x + y` with the norm's backward pass after the block's. `y` becomes `x + y`
+/// here.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn finish<B: Backward + 'static>(
+    name: &'static str,
+    (x, h, mut y): (&Tensor, Tensor, Vec<f32>),
+    norm: Option<PreNorm>,
+    grad: bool,
+    inner: B,
+    anchor: Option<Var>,
+    side: &SideGrads,
+) -> Result<Tensor> {
+    if norm.is_some() {
+        with_slice::<f32, _>(&x.detach().contiguous()?, |xs| {
+            crate::simd::add_assign(&mut y, xs);
+            Ok(())
+        })?;
+    }
+    let y = Tensor::from_vec(y, x.shape(), x.device())?;
+    if !grad {
+        return Ok(y);
+    }
+    match norm {
+        None => attach(name, (x, y), inner, anchor, side),
+        Some(norm) => attach(name, (x, y), Residual { inner, norm, h }, anchor, side),
+    }
+}
+
+/// No backward pass: a block run without a graph ([`finish`] with `grad` false).
+impl Backward for () {
+    fn backward(
+        &self,
+        _: &[f32],
+        _: usize,
+        _: &[f32],
+        _: bool,
+        _: &mut Vec<(Var, Tensor)>,
+    ) -> Result<Option<Vec<f32>>> {
+        candle_core::bail!("a block run without a graph has no backward pass")
+    }
+}
+
+/// A block's backward under a [`PreNorm`]: `∂x = ∂y + ` the norm's input gradient for the
+/// block's `∂h`.
+struct Residual<B> {
+    inner: B,
+    norm: PreNorm,
+    /// The block's input rows, `rms(x)·w`.
+    h: Tensor,
+}
+
+impl<B: Backward> Backward for Residual<B> {
+    fn backward(
+        &self,
+        x: &[f32],
+        m: usize,
+        gy: &[f32],
+        want_dx: bool,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<Option<Vec<f32>>> {
+        let dh = with_slice::<f32, _>(&self.h, |h| self.inner.backward(h, m, gy, want_dx, grads))?;
+        let Some(dh) = dh else {
+            return Ok(None);
+        };
+        let mut dx = gy.to_vec();
+        crate::ops::norm::rms_dx_add(x, &self.norm.w, &dh, self.norm.eps, &mut dx);
+        Ok(Some(dx))
     }
 }
 

@@ -5,6 +5,7 @@
 //! gradient checkpointing).
 
 use crate::attention::attention;
+use crate::block::PreNorm;
 use crate::config::{Activation, ModelConfig};
 use crate::linear::{Linear, Param};
 use crate::ops::{rms_norm, swiglu, Precomputed, SideGrads};
@@ -186,6 +187,49 @@ impl DecoderLayer {
         out
     }
 
+    /// The self-attention as one op ([`crate::self_attn`]) where it applies (a CPU pass
+    /// without a KV cache); under `norm`, `x` is the residual stream and the op returns
+    /// `x + attention(norm(x))`.
+    fn fused_attention(
+        &self,
+        x: &Tensor,
+        norm: Option<PreNorm>,
+        ctx: &PassCtx,
+        grad: bool,
+        rng: Option<&mut ModelRng>,
+    ) -> Result<Option<Tensor>> {
+        let c = &self.cfg;
+        let (true, Qkv::Separate { q, k, v }) = (ctx.fused && c.fused_attention(), &self.qkv)
+        else {
+            return Ok(None);
+        };
+        let parts = crate::self_attn::Parts {
+            q,
+            k,
+            v,
+            o: &self.o,
+        };
+        let attn = crate::self_attn::Attn {
+            heads: (c.num_heads, c.num_kv_heads),
+            head_dim: c.head_dim,
+            cos: &ctx.cos,
+            sin: &ctx.sin,
+            mask: self.mask(ctx),
+            scale: c.attn_scale,
+            cap: c.attn_logit_softcapping,
+        };
+        crate::self_attn::self_attention(x, norm, parts, &attn, grad, rng, &ctx.side)
+    }
+
+    /// The additive mask of this layer's attention (sliding or full).
+    fn mask<'c>(&self, ctx: &'c PassCtx) -> Option<&'c Tensor> {
+        if self.window.is_some() {
+            ctx.window_mask.as_ref()
+        } else {
+            ctx.full_mask.as_ref()
+        }
+    }
+
     fn attention(
         &self,
         x: &Tensor,
@@ -197,33 +241,9 @@ impl DecoderLayer {
         let c = &self.cfg;
         let (b, t, _) = x.dims3()?;
         let (hd, nh, nkv) = (c.head_dim, c.num_heads, c.num_kv_heads);
-        let mask = if self.window.is_some() {
-            ctx.window_mask.as_ref()
-        } else {
-            ctx.full_mask.as_ref()
-        };
-        if let (true, None, Qkv::Separate { q, k, v }) =
-            (ctx.fused && c.fused_attention(), &cache, &self.qkv)
-        {
-            let parts = crate::self_attn::Parts {
-                q,
-                k,
-                v,
-                o: &self.o,
-            };
-            let attn = crate::self_attn::Attn {
-                heads: (nh, nkv),
-                head_dim: hd,
-                cos: &ctx.cos,
-                sin: &ctx.sin,
-                mask,
-                scale: c.attn_scale,
-                cap: c.attn_logit_softcapping,
-            };
-            let side = &ctx.side;
-            let fused =
-                crate::self_attn::self_attention(x, parts, &attn, grad, rng.as_deref_mut(), side)?;
-            if let Some(y) = fused {
+        let mask = self.mask(ctx);
+        if cache.is_none() {
+            if let Some(y) = self.fused_attention(x, None, ctx, grad, rng.as_deref_mut())? {
                 return Ok(y);
             }
         }
@@ -280,6 +300,29 @@ impl DecoderLayer {
         self.o.forward(&out, grad, rng)
     }
 
+    /// The SwiGLU MLP as one op ([`crate::mlp`]) where it applies; under `norm`, `x` is the
+    /// residual stream and the op returns `x + mlp(norm(x))`.
+    fn fused_mlp(
+        &self,
+        x: &Tensor,
+        norm: Option<PreNorm>,
+        ctx: &PassCtx,
+        grad: bool,
+        rng: Option<&mut ModelRng>,
+    ) -> Result<Option<Tensor>> {
+        let (true, GateUp::Separate { gate, up }) =
+            (ctx.fused && self.cfg.fused_mlp(), &self.gate_up)
+        else {
+            return Ok(None);
+        };
+        let parts = crate::mlp::Mlp {
+            gate,
+            up,
+            down: &self.down,
+        };
+        crate::mlp::mlp(x, norm, parts, grad, rng, &ctx.side)
+    }
+
     fn mlp(
         &self,
         x: &Tensor,
@@ -287,17 +330,8 @@ impl DecoderLayer {
         grad: bool,
         mut rng: Option<&mut ModelRng>,
     ) -> Result<Tensor> {
-        if let (true, GateUp::Separate { gate, up }) =
-            (ctx.fused && self.cfg.fused_mlp(), &self.gate_up)
-        {
-            let parts = crate::mlp::Mlp {
-                gate,
-                up,
-                down: &self.down,
-            };
-            if let Some(y) = crate::mlp::mlp(x, parts, grad, rng.as_deref_mut(), &ctx.side)? {
-                return Ok(y);
-            }
+        if let Some(y) = self.fused_mlp(x, None, ctx, grad, rng.as_deref_mut())? {
+            return Ok(y);
         }
         let (gate, up) = match &self.gate_up {
             GateUp::Separate { gate, up } => (
@@ -326,6 +360,34 @@ impl DecoderLayer {
         grad: bool,
         mut rng: Option<&mut ModelRng>,
     ) -> Result<Tensor> {
+        if cache.is_none() && self.pre_ff_norm.is_none() && !self.cfg.gemma_norms {
+            // Llama-style: each fused block takes its (frozen) norm and residual sum in; where
+            // a block or its norm does not allow it, that half runs as below.
+            let eps = self.cfg.rms_norm_eps;
+            let fused = match PreNorm::of(&self.input_norm, eps)? {
+                Some(n) => self.fused_attention(x, Some(n), ctx, grad, rng.as_deref_mut())?,
+                None => None,
+            };
+            let x = match fused {
+                Some(x) => x,
+                None => {
+                    let h = self.norm(x, &self.input_norm, grad)?;
+                    (x + self.attention(&h, ctx, None, grad, rng.as_deref_mut())?)?
+                }
+            };
+            let fused = match PreNorm::of(&self.post_attn_norm, eps)? {
+                Some(n) => self.fused_mlp(&x, Some(n), ctx, grad, rng.as_deref_mut())?,
+                None => None,
+            };
+            return match fused {
+                Some(x) => Ok(x),
+                None => {
+                    let m =
+                        self.mlp(&self.norm(&x, &self.post_attn_norm, grad)?, ctx, grad, rng)?;
+                    x + m
+                }
+            };
+        }
         let h = self.norm(x, &self.input_norm, grad)?;
         let a = self.attention(&h, ctx, cache, grad, rng.as_deref_mut())?;
         if let (Some(pre), Some(post)) = (&self.pre_ff_norm, &self.post_ff_norm) {

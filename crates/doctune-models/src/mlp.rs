@@ -17,7 +17,7 @@
 //! fine-tuning, fused `gate_up_proj` (Phi-3), GELU (Gemma 2) and other devices take the composed
 //! layer, which is also what the tests compare this op with.
 
-use crate::block::{anchor, attach, take_saved, Backward, Proj};
+use crate::block::{anchor, finish, take_saved, Backward, PreNorm, Proj};
 use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::{product_rows, product_rows_into, product_vec};
@@ -37,8 +37,11 @@ pub(crate) struct Mlp<'a> {
 /// `down(silu(gate(h)) ⊙ up(h))` as one op (see the module docs), or `None` where it does not
 /// apply (then the caller composes it). `rng` draws LoRA dropout (training); `grad == false`
 /// records no graph.
+/// Under `norm` (a frozen RMSNorm of a Llama-style layer), `h` is the residual stream `x` and the
+/// op returns `x + mlp(rms(x)·w)`.
 pub(crate) fn mlp(
     h: &Tensor,
+    norm: Option<PreNorm>,
     parts: Mlp<'_>,
     grad: bool,
     mut rng: Option<&mut ModelRng>,
@@ -59,7 +62,11 @@ pub(crate) fn mlp(
     if hidden == 0 || up.out_features()? != inter || down.w.dims2()? != (hidden, inter) {
         return Ok(None);
     }
-    let hc = h.detach().contiguous()?;
+    // Under a norm, `h` is the residual stream and the block reads its norm.
+    let hc = match &norm {
+        Some(n) => n.input(h)?,
+        None => h.detach().contiguous()?,
+    };
     let m = hc.elem_count() / hidden;
     // Dropout in the composed layer's order: gate's and up's masks over h, then down's.
     gate.draw_mask(parts.gate, m * hidden, rng.as_deref_mut());
@@ -84,9 +91,8 @@ pub(crate) fn mlp(
         swiglu_into(&g, &u, &mut a);
         down.forward(&a, None, m)?
     };
-    let y = Tensor::from_vec(y, h.shape(), h.device())?;
     if !grad {
-        return Ok(Some(y));
+        return finish("fused-mlp", (h, hc, y), norm, false, (), None, side).map(Some);
     }
     let anchor = anchor(&[&gate, &up, &down]);
     let inner = MlpGrads {
@@ -95,7 +101,7 @@ pub(crate) fn mlp(
         up,
         down,
     };
-    attach("fused-mlp", (h, y), inner, anchor, side).map(Some)
+    finish("fused-mlp", (h, hc, y), norm, true, inner, anchor, side).map(Some)
 }
 
 /// The fused MLP's backward pass.

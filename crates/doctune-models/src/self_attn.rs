@@ -18,7 +18,7 @@
 //! the composed layer, which is also what the tests compare this op with.
 
 use crate::attention::{self, Dims};
-use crate::block::{anchor, attach, take_saved, Backward, Proj};
+use crate::block::{anchor, finish, take_saved, Backward, PreNorm, Proj};
 use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::product_vec;
@@ -49,10 +49,13 @@ pub(crate) struct Attn<'a> {
 }
 
 /// The self-attention block as one op (see the module docs), or `None` where it does not apply
-/// (then the caller composes it). `rng` draws LoRA dropout (training); `grad == false` records
+/// (then the caller composes it). Under `norm` (a frozen RMSNorm of a Llama-style layer), `h` is
+/// the residual stream `x` and the op returns `x + block(rms(x)·w)`. `rng` draws LoRA dropout (training); `grad == false` records
 /// no graph.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn self_attention(
     h: &Tensor,
+    norm: Option<PreNorm>,
     parts: Parts<'_>,
     attn: &Attn<'_>,
     grad: bool,
@@ -94,7 +97,11 @@ pub(crate) fn self_attention(
         return Ok(None);
     }
     let m = b * t;
-    let hc = h.detach().contiguous()?;
+    // Under a norm, `h` is the residual stream and the block reads its norm.
+    let hc = match &norm {
+        Some(n) => n.input(h)?,
+        None => h.detach().contiguous()?,
+    };
     // Dropout in the composed layer's order: q's, k's and v's masks over h, then o's.
     for (p, lin) in [(&mut q, parts.q), (&mut k, parts.k), (&mut v, parts.v)] {
         p.draw_mask(lin, m * hidden, rng.as_deref_mut());
@@ -136,9 +143,18 @@ pub(crate) fn self_attention(
         Ok(attention::forward(dm, &qs, &ks, &vs, mk, scale, cap))
     })?;
     o.draw_mask(parts.o, m * hq * d, rng);
-    let y = Tensor::from_vec(o.forward(&out, None, m)?, h.shape(), h.device())?;
+    let y = o.forward(&out, None, m)?;
     if !grad {
-        return Ok(Some(y));
+        return finish(
+            "fused-self-attention",
+            (h, hc, y),
+            norm,
+            false,
+            (),
+            None,
+            side,
+        )
+        .map(Some);
     }
     let anchor = anchor(&[&q, &k, &v, &o]);
     let inner = AttnGrads {
@@ -156,7 +172,8 @@ pub(crate) fn self_attention(
         scale,
         cap,
     };
-    attach("fused-self-attention", (h, y), inner, anchor, side).map(Some)
+    let out = (h, hc, y);
+    finish("fused-self-attention", out, norm, true, inner, anchor, side).map(Some)
 }
 
 /// `f` with the mask's values, if there is a mask.

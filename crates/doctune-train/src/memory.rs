@@ -8,7 +8,8 @@
 //! query projection and its rotation, the attention output, the o projection, the down
 //! projection and the two residual sums 9·h; key and value projections and the key's rotation
 //! 3·kv — 8·h and 2·kv when the self-attention runs as one op, which keeps only the rotated
-//! projections; gate, up and SwiGLU 3·i (2·i when the SwiGLU MLP runs as one op, plus three
+//! projections, and one h less per fused block that takes its residual sum in (Llama-style
+//! layers); gate, up and SwiGLU 3·i (2·i when the SwiGLU MLP runs as one op, plus three
 //! [tokens, intermediate] buffers while one layer's backward runs); and the gradients alive while
 //! a layer's backward runs, about 2·h + i; fused ops keep nothing else — no attention scores — and a LoRA-adapted projection
 //! keeps only its output, plus its dropout mask (h) when dropout is on); with gradient
@@ -142,8 +143,13 @@ pub fn estimate(cfg: &ModelConfig, run: &RunConfig, seq_len: usize) -> MemoryEst
     // the rotation: one h and one kv less.
     let fused_attention =
         u64::from(matches!(run.method, Method::Lora { .. }) && cfg.fused_attention());
-    let per_layer =
-        (11 - fused_attention) * h + (3 - fused_attention) * kv + mlp_kept * i + h * dropout_masks;
+    // Llama-style layers: a fused block takes its norm and residual sum in, so its output is
+    // the residual sum (one h less per fused block).
+    let residual = u64::from(!cfg.gemma_norms) * (fused_attention + u64::from(fused_mlp));
+    let per_layer = (11 - fused_attention - residual) * h
+        + (3 - fused_attention) * kv
+        + mlp_kept * i
+        + h * dropout_masks;
     let layers = cfg.num_layers as u64;
     let kept_layers = if run.gradient_checkpointing {
         tokens * h * layers + tokens * per_layer

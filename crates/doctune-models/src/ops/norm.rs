@@ -51,7 +51,7 @@ pub struct RmsNormOp {
     eps: f64,
 }
 
-fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec<T> {
+pub(crate) fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = vec![T::zero(); x.len()];
     let eps = T::from(eps).unwrap_or_else(T::epsilon);
@@ -66,6 +66,30 @@ fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec
             }
         });
     out
+}
+
+/// `dx += ∂x` of `rms(x)·w` for its output gradient `g`, over rows of `d` (f32 slices: the
+/// fused blocks that take the norm in, [`crate::block::PreNorm`]).
+pub(crate) fn rms_dx_add(x: &[f32], w: &[f32], g: &[f32], eps: f64, dx: &mut [f32]) {
+    use rayon::prelude::*;
+    let d = w.len().max(1);
+    let (eps, n) = (eps as f32, d as f32);
+    dx.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+        .for_each(|(o, (xr, gr))| {
+            let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / n + eps).sqrt();
+            let dot = xr
+                .iter()
+                .zip(gr)
+                .zip(w)
+                .map(|((&xv, &gv), &wv)| gv * wv * xv)
+                .sum::<f32>()
+                / n;
+            let c = r * r * r * dot;
+            for (((o, &xv), &gv), &wv) in o.iter_mut().zip(xr).zip(gr).zip(w) {
+                *o += r * gv * wv - xv * c;
+            }
+        });
 }
 
 /// The backward pass in one pass over the rows: `∂x` row by row, and `∂w` (when wanted) as
