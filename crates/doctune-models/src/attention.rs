@@ -516,13 +516,18 @@ pub(crate) fn forward<T: Float + Send + Sync + 'static>(
     // One (b, h) per task; each returns its [T, D] output and [T] log-sum-exps.
     // The scores' buffer is made once per rayon job, not per task: every block writes the part
     // it reads.
+    // Keys and values once per (batch, KV head), shared by its query heads.
+    let kvs: Vec<Kv<'_, T>> = (0..dm.b * dm.hkv)
+        .into_par_iter()
+        .map(|i| Kv::new(dm, (i / dm.hkv, i % dm.hkv), k, v, false))
+        .collect();
     let parts: Vec<(Vec<T>, Vec<T>)> = (0..dm.b * dm.hq)
         .into_par_iter()
         .map_init(
             || vec![T::zero(); BLOCK * dm.s],
             |sc, item| {
                 let (b, h) = (item / dm.hq, item % dm.hq);
-                let kv = Kv::new(dm, (b, h / dm.n_rep()), k, v, false);
+                let kv = &kvs[b * dm.hkv + h / dm.n_rep()];
                 let mut out = vec![T::zero(); dm.t * dm.d];
                 let mut lse = vec![T::neg_infinity(); dm.t];
                 for (blk, &block) in cols.iter().enumerate() {
@@ -535,7 +540,7 @@ pub(crate) fn forward<T: Float + Send + Sync + 'static>(
                     scores(
                         &dm,
                         q,
-                        &kv,
+                        kv,
                         mask,
                         (b, h, r0, r1),
                         block,

@@ -199,7 +199,6 @@ impl PreNorm {
 /// Puts a block's output in the graph: as [`attach`] does, or, under a [`PreNorm`] (`h` its
 /// input rows), as `x + y` with the norm's backward pass after the block's. `y` becomes `x + y`
 /// here.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn finish<B: Backward + 'static>(
     name: &'static str,
     (x, h, mut y): (&Tensor, Tensor, Vec<f32>),

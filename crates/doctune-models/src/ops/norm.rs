@@ -68,28 +68,35 @@ pub(crate) fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: 
     out
 }
 
-/// `dx += ∂x` of `rms(x)·w` for its output gradient `g`, over rows of `d` (f32 slices: the
-/// fused blocks that take the norm in, [`crate::block::PreNorm`]).
+/// `1 / √(mean(x²) + eps)` of one row of `n` values.
+fn inv_rms<T: Float>(row: &[T], n: T, eps: T) -> T {
+    T::one() / (row.iter().fold(T::zero(), |a, &v| a + v * v) / n + eps).sqrt()
+}
+
+/// `o += ∂x` of one row of `rms(x)·w` for its output gradient `g`, with the row's
+/// [`inv_rms`] `r`: `r·g·w − x·r³·mean(g·w·x)`.
+fn add_row_grad<T: Float>(o: &mut [T], (x, g, w): (&[T], &[T], &[T]), r: T, n: T) {
+    let dot = x
+        .iter()
+        .zip(g)
+        .zip(w)
+        .fold(T::zero(), |a, ((&xv, &gv), &wv)| a + gv * wv * xv)
+        / n;
+    let c = r * r * r * dot;
+    for (((o, &xv), &gv), &wv) in o.iter_mut().zip(x).zip(g).zip(w) {
+        *o = *o + r * gv * wv - xv * c;
+    }
+}
+
+/// `dx += ∂x` of `rms(x)·w` for its output gradient `g`, over rows of `w.len()` (f32 slices:
+/// the fused blocks that take the norm in, [`crate::block::PreNorm`]).
 pub(crate) fn rms_dx_add(x: &[f32], w: &[f32], g: &[f32], eps: f64, dx: &mut [f32]) {
     use rayon::prelude::*;
     let d = w.len().max(1);
     let (eps, n) = (eps as f32, d as f32);
     dx.par_chunks_mut(d)
         .zip(x.par_chunks(d).zip(g.par_chunks(d)))
-        .for_each(|(o, (xr, gr))| {
-            let r = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / n + eps).sqrt();
-            let dot = xr
-                .iter()
-                .zip(gr)
-                .zip(w)
-                .map(|((&xv, &gv), &wv)| gv * wv * xv)
-                .sum::<f32>()
-                / n;
-            let c = r * r * r * dot;
-            for (((o, &xv), &gv), &wv) in o.iter_mut().zip(xr).zip(gr).zip(w) {
-                *o += r * gv * wv - xv * c;
-            }
-        });
+        .for_each(|(o, (xr, gr))| add_row_grad(o, (xr, gr, w), inv_rms(xr, n, eps), n));
 }
 
 /// The backward pass in one pass over the rows: `∂x` row by row, and `∂w` (when wanted) as
@@ -108,27 +115,13 @@ fn rms_bwd<T: Float + std::ops::AddAssign + candle_core::WithDType + Send + Sync
             super::with_slice::<T, _>(g, |g| {
                 let eps = T::from(eps).unwrap_or_else(T::epsilon);
                 let n = T::from(d).unwrap_or_else(T::one);
-                let inv = |r: &[T]| {
-                    T::one() / (r.iter().fold(T::zero(), |a, &v| a + v * v) / n + eps).sqrt()
-                };
                 // Each row's 1/√(mean(x²)+eps), once for both gradients.
-                let rs: Vec<T> = x.par_chunks(d).map(inv).collect();
+                let rs: Vec<T> = x.par_chunks(d).map(|r| inv_rms(r, n, eps)).collect();
                 let mut dx = vec![T::zero(); x.len()];
                 dx.par_chunks_mut(d)
                     .zip(x.par_chunks(d).zip(g.par_chunks(d)))
                     .zip(rs.par_iter())
-                    .for_each(|((o, (xr, gr)), &r)| {
-                        let dot = xr
-                            .iter()
-                            .zip(gr)
-                            .zip(w)
-                            .fold(T::zero(), |a, ((&xv, &gv), &wv)| a + gv * wv * xv)
-                            / n;
-                        let c = r * r * r * dot;
-                        for (((o, &xv), &gv), &wv) in o.iter_mut().zip(xr).zip(gr).zip(w) {
-                            *o = r * gv * wv - xv * c;
-                        }
-                    });
+                    .for_each(|((o, (xr, gr)), &r)| add_row_grad(o, (xr, gr, w), r, n));
                 let dw = want_dw.then(|| {
                     // 64 rows per task: partial sums of g⊙x·r, then their sum.
                     x.par_chunks(64 * d)
