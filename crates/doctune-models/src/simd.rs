@@ -117,6 +117,27 @@ multiversion! {
 }
 
 multiversion! {
+    /// `Σ a[i]·b[i]·c[i]`, in 16 lanes (RMSNorm's backward).
+    pub fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+        let mut lanes = [0f32; 16];
+        let (mut ca, mut cb, mut cc) = (a.chunks_exact(16), b.chunks_exact(16), c.chunks_exact(16));
+        for ((x, y), z) in (&mut ca).zip(&mut cb).zip(&mut cc) {
+            for (((l, &x), &y), &z) in lanes.iter_mut().zip(x).zip(y).zip(z) {
+                *l += x * y * z;
+            }
+        }
+        let tail: f32 = ca
+            .remainder()
+            .iter()
+            .zip(cb.remainder())
+            .zip(cc.remainder())
+            .map(|((x, y), z)| x * y * z)
+            .sum();
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
+multiversion! {
     /// `dp[i] ← p[i]·(dp[i] − delta)`: the softmax's backward through one row.
     pub fn softmax_grad_row(dp: &mut [f32], p: &[f32], delta: f32) {
         for (d, &p) in dp.iter_mut().zip(p) {
@@ -161,6 +182,17 @@ pub fn dot_any<T: num_traits::Float + 'static>(a: &[T], b: &[T]) -> T {
         return T::from(dot(x, y)).unwrap_or_else(T::nan);
     }
     a.iter().zip(b).fold(T::zero(), |s, (&x, &y)| s + x * y)
+}
+
+/// `Σ a[i]·b[i]·c[i]` for f32 or f64 rows (16 lanes for f32).
+pub fn dot3_any<T: num_traits::Float + 'static>(a: &[T], b: &[T], c: &[T]) -> T {
+    if let (Some(x), Some(y), Some(z)) = (as_f32_ref(a), as_f32_ref(b), as_f32_ref(c)) {
+        return T::from(dot3(x, y, z)).unwrap_or_else(T::nan);
+    }
+    a.iter()
+        .zip(b)
+        .zip(c)
+        .fold(T::zero(), |s, ((&x, &y), &z)| s + x * y * z)
 }
 
 /// `dp[i] ← p[i]·(dp[i] − delta)` for f32 or f64 rows (the vectorised loop for f32).
@@ -558,6 +590,19 @@ mod tests {
         let w: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
         let want: f32 = v.iter().zip(&w).map(|(a, b)| a * b).sum();
         assert!((dot(&v, &w) - want).abs() < 1e-4);
+        // Three-way products over lanes and a tail, f32 and f64.
+        let z: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.125).collect();
+        let want: f64 = (0..37)
+            .map(|i| v[i] as f64 * w[i] as f64 * z[i] as f64)
+            .sum();
+        assert!((dot3(&v, &w, &z) as f64 - want).abs() < 1e-4);
+        let (v64, w64, z64): (Vec<f64>, Vec<f64>, Vec<f64>) = (
+            v.iter().map(|&x| x as f64).collect(),
+            w.iter().map(|&x| x as f64).collect(),
+            z.iter().map(|&x| x as f64).collect(),
+        );
+        assert!((dot3_any(&v64, &w64, &z64) - want).abs() < 1e-9);
+        assert_eq!(dot3(&[], &[], &[]), 0.0);
         let mut a = v.clone();
         add_assign(&mut a, &w);
         scale(&mut a, 2.0);

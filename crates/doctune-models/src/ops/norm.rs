@@ -51,7 +51,12 @@ pub struct RmsNormOp {
     eps: f64,
 }
 
-pub(crate) fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: f64) -> Vec<T> {
+pub(crate) fn rms_rows<T: Float + Send + Sync + 'static>(
+    x: &[T],
+    w: &[T],
+    d: usize,
+    eps: f64,
+) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = vec![T::zero(); x.len()];
     let eps = T::from(eps).unwrap_or_else(T::epsilon);
@@ -59,8 +64,7 @@ pub(crate) fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: 
     out.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .for_each(|(o, r)| {
-            let ms = r.iter().fold(T::zero(), |a, &v| a + v * v) / n;
-            let inv = T::one() / (ms + eps).sqrt();
+            let inv = inv_rms(r, n, eps);
             for ((o, &v), &w) in o.iter_mut().zip(r).zip(w) {
                 *o = v * inv * w;
             }
@@ -68,20 +72,16 @@ pub(crate) fn rms_rows<T: Float + Send + Sync>(x: &[T], w: &[T], d: usize, eps: 
     out
 }
 
-/// `1 / √(mean(x²) + eps)` of one row of `n` values.
-fn inv_rms<T: Float>(row: &[T], n: T, eps: T) -> T {
-    T::one() / (row.iter().fold(T::zero(), |a, &v| a + v * v) / n + eps).sqrt()
+/// `1 / √(mean(x²) + eps)` of one row of `n` values (the sums in vector lanes: one running
+/// sum is a chain of dependent additions, a few cycles per value).
+fn inv_rms<T: Float + 'static>(row: &[T], n: T, eps: T) -> T {
+    T::one() / (crate::simd::dot_any(row, row) / n + eps).sqrt()
 }
 
 /// `o += ∂x` of one row of `rms(x)·w` for its output gradient `g`, with the row's
 /// [`inv_rms`] `r`: `r·g·w − x·r³·mean(g·w·x)`.
-fn add_row_grad<T: Float>(o: &mut [T], (x, g, w): (&[T], &[T], &[T]), r: T, n: T) {
-    let dot = x
-        .iter()
-        .zip(g)
-        .zip(w)
-        .fold(T::zero(), |a, ((&xv, &gv), &wv)| a + gv * wv * xv)
-        / n;
+fn add_row_grad<T: Float + 'static>(o: &mut [T], (x, g, w): (&[T], &[T], &[T]), r: T, n: T) {
+    let dot = crate::simd::dot3_any(g, w, x) / n;
     let c = r * r * r * dot;
     for (((o, &xv), &gv), &wv) in o.iter_mut().zip(x).zip(g).zip(w) {
         *o = *o + r * gv * wv - xv * c;
