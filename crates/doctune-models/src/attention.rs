@@ -22,10 +22,13 @@
 //! (GPU, half precision), which are also the references the tests compare them with.
 
 use crate::ops::{fused, masked_softmax, slice, softcap, softmax_last_dim, with_slice};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{
+    CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, TensorId, WithDType,
+};
 use num_traits::Float;
 use rayon::prelude::*;
-use std::sync::Mutex;
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 
 /// Query rows per block.
 const BLOCK: usize = 64;
@@ -381,7 +384,7 @@ impl<'a, T: Float + 'static> Kv<'a, T> {
 /// columns where the mask is not 0 for some row (the only ones it must be added to: the causal
 /// diagonal, a sliding window's edge).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Block {
+pub(crate) struct Block {
     c0: usize,
     c1: usize,
     m0: usize,
@@ -403,6 +406,28 @@ fn column_ranges<T: Float>(mask: Option<&[T]>, t: usize, s: usize, align: usize)
         (b.c0, b.m0) = (start, start);
     }
     blocks
+}
+
+/// The [`Block`]s of the masks a pass reads, each worked out once: every layer reads the same
+/// mask (a scan of its [T, S] values), with the same kind of product.
+#[derive(Debug, Default)]
+pub(crate) struct Columns(Mutex<Vec<ColumnsOf>>);
+
+/// The blocks of one mask (by id) for one alignment.
+type ColumnsOf = ((TensorId, usize), Arc<[Block]>);
+
+impl Columns {
+    /// The blocks of `mask` (its values `values`) for the products of `dm`.
+    pub(crate) fn of(&self, mask: &Tensor, values: &[f32], dm: &Dims) -> Arc<[Block]> {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (mask.id(), dm.align());
+        if let Some((_, cols)) = seen.iter().find(|(k, _)| *k == key) {
+            return cols.clone();
+        }
+        let cols: Arc<[Block]> = column_ranges(Some(values), dm.t, dm.s, dm.align()).into();
+        seen.push((key, cols.clone()));
+        cols
+    }
 }
 
 /// Each block's columns, from the first any of its rows sees.
@@ -503,16 +528,22 @@ fn scores<T: Float + 'static>(
 }
 
 /// Forward: the output [B, T, Hq, D] and the log-sum-exp of every (b, h, row) [B, Hq, T].
+/// `cols`: the mask's [`Columns`] when known (computed here otherwise).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float + Send + Sync + 'static>(
     dm: Dims,
     q: &[T],
     k: &[T],
     v: &[T],
     mask: Option<&[T]>,
+    cols: Option<&[Block]>,
     scale: T,
     cap: Option<T>,
 ) -> (Vec<T>, Vec<T>) {
-    let cols = column_ranges(mask, dm.t, dm.s, dm.align());
+    let cols = cols.map_or_else(
+        || column_ranges(mask, dm.t, dm.s, dm.align()).into(),
+        Cow::from,
+    );
     // One (b, h) per task; each returns its [T, D] output and [T] log-sum-exps.
     // The scores' buffer is made once per rayon job, not per task: every block writes the part
     // it reads.
@@ -572,15 +603,10 @@ pub(crate) fn forward<T: Float + Send + Sync + 'static>(
             },
         )
         .collect();
-    // [B, T, Hq, D] from the (b, h) parts, written once (no zeroed buffer first).
-    let mut out = Vec::with_capacity(dm.b * dm.t * dm.hq * dm.d);
-    for b in 0..dm.b {
-        for pos in 0..dm.t {
-            for h in 0..dm.hq {
-                out.extend_from_slice(&parts[b * dm.hq + h].0[pos * dm.d..(pos + 1) * dm.d]);
-            }
-        }
-    }
+    // [B, T, Hq, D] from the (b, h) parts.
+    let out = interleave(&dm, dm.t, dm.hq, |b, pos, h| {
+        &parts[b * dm.hq + h].0[pos * dm.d..(pos + 1) * dm.d]
+    });
     let lse = parts.into_iter().flat_map(|(_, l)| l).collect();
     (out, lse)
 }
@@ -596,10 +622,14 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
     go: &[T],
     lse: &[T],
     mask: Option<&[T]>,
+    cols: Option<&[Block]>,
     scale: T,
     cap: Option<T>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let cols = column_ranges(mask, dm.t, dm.s, dm.align());
+    let cols = cols.map_or_else(
+        || column_ranges(mask, dm.t, dm.s, dm.align()).into(),
+        Cow::from,
+    );
     let n_rep = dm.n_rep();
     // One (b, KV head) per task, through the query heads that share it: dk and dv of a KV head
     // are written by one task only.
@@ -719,29 +749,39 @@ pub(crate) fn backward<T: Float + Send + Sync + 'static>(
             (dq, dk, dv)
         })
         .collect();
-    // The layouts [B, T, Hq, D] and [B, S, Hkv, D] from the (b, KV head) parts, each written
-    // once (no zeroed buffers first).
+    // The layouts [B, T, Hq, D] and [B, S, Hkv, D] from the (b, KV head) parts.
     let d = dm.d;
-    let (mut dq, mut dk, mut dv) = (
-        Vec::with_capacity(q.len()),
-        Vec::with_capacity(k.len()),
-        Vec::with_capacity(v.len()),
-    );
-    for b in 0..dm.b {
-        for pos in 0..dm.t {
-            for h in 0..dm.hq {
-                let from = ((h % n_rep) * dm.t + pos) * d;
-                dq.extend_from_slice(&parts[b * dm.hkv + h / n_rep].0[from..from + d]);
-            }
-        }
-        for pos in 0..dm.s {
-            for (_, pk, pv) in &parts[b * dm.hkv..(b + 1) * dm.hkv] {
-                dk.extend_from_slice(&pk[pos * d..(pos + 1) * d]);
-                dv.extend_from_slice(&pv[pos * d..(pos + 1) * d]);
-            }
-        }
-    }
+    let dq = interleave(&dm, dm.t, dm.hq, |b, pos, h| {
+        let from = ((h % n_rep) * dm.t + pos) * d;
+        &parts[b * dm.hkv + h / n_rep].0[from..from + d]
+    });
+    let dk = interleave(&dm, dm.s, dm.hkv, |b, pos, g| {
+        &parts[b * dm.hkv + g].1[pos * d..(pos + 1) * d]
+    });
+    let dv = interleave(&dm, dm.s, dm.hkv, |b, pos, g| {
+        &parts[b * dm.hkv + g].2[pos * d..(pos + 1) * d]
+    });
     (dq, dk, dv)
+}
+
+/// A [B, len, heads, D] tensor's values from per-head rows: `row(b, pos, head)` (D values),
+/// rows of positions copied in parallel.
+fn interleave<'p, T: Float + Send + Sync + 'static>(
+    dm: &Dims,
+    len: usize,
+    heads: usize,
+    row: impl Fn(usize, usize, usize) -> &'p [T] + Sync,
+) -> Vec<T> {
+    let width = heads * dm.d;
+    let mut out = vec![T::zero(); dm.b * len * width];
+    out.par_chunks_mut(width.max(1))
+        .enumerate()
+        .for_each(|(i, dst)| {
+            for (h, dst) in dst.chunks_exact_mut(dm.d.max(1)).enumerate() {
+                dst.copy_from_slice(row(i / len, i % len, h));
+            }
+        });
+    out
 }
 
 /// The fused attention op (see the module docs). Keeps the mask and, after the forward pass,
@@ -773,7 +813,7 @@ impl AttentionOp {
         let run = |mask: Option<&[T]>| {
             let scale = T::from(self.scale).unwrap_or_else(T::one);
             let cap = self.cap.and_then(T::from);
-            forward(dm, q, k, v, mask, scale, cap)
+            forward(dm, q, k, v, mask, None, scale, cap)
         };
         let (out, lse) = match &self.mask {
             Some(m) => with_slice::<T, _>(m, |m| Ok(run(Some(m))))?,
@@ -809,9 +849,23 @@ impl AttentionOp {
                         with_slice::<T, _>(&go, |gs| {
                             with_slice::<T, _>(&lse, |ls| match &self.mask {
                                 Some(m) => with_slice::<T, _>(m, |ms| {
-                                    Ok(backward(dm, qs, ks, vs, os, gs, ls, Some(ms), scale, cap))
+                                    Ok(backward(
+                                        dm,
+                                        qs,
+                                        ks,
+                                        vs,
+                                        os,
+                                        gs,
+                                        ls,
+                                        Some(ms),
+                                        None,
+                                        scale,
+                                        cap,
+                                    ))
                                 }),
-                                None => Ok(backward(dm, qs, ks, vs, os, gs, ls, None, scale, cap)),
+                                None => {
+                                    Ok(backward(dm, qs, ks, vs, os, gs, ls, None, None, scale, cap))
+                                }
                             })
                         })
                     })

@@ -196,9 +196,18 @@ impl PreNorm {
     }
 }
 
+/// Where a block enters candle's graph: the side store its adapters' gradients go to, and, in
+/// a training pass of Llama-style layers, the [`Chain`] it joins.
+#[derive(Clone, Copy)]
+pub(crate) struct Graph<'a> {
+    pub(crate) side: &'a SideGrads,
+    pub(crate) chain: Option<&'a Chain>,
+}
+
 /// Puts a block's output in the graph: as [`attach`] does, or, under a [`PreNorm`] (`h` its
-/// input rows), as `x + y` with the norm's backward pass after the block's. `y` becomes `x + y`
-/// here.
+/// input rows), as `x + y` with the norm's backward pass after the block's; in a [`Chain`], the
+/// block joins it and `x + y` is returned outside the graph until the chain is flushed. `y`
+/// becomes `x + y` here.
 pub(crate) fn finish<B: Backward + 'static>(
     name: &'static str,
     (x, h, mut y): (&Tensor, Tensor, Vec<f32>),
@@ -206,7 +215,7 @@ pub(crate) fn finish<B: Backward + 'static>(
     grad: bool,
     inner: B,
     anchor: Option<Var>,
-    side: &SideGrads,
+    graph: Graph<'_>,
 ) -> Result<Tensor> {
     if norm.is_some() {
         with_slice::<f32, _>(&x.detach().contiguous()?, |xs| {
@@ -218,9 +227,20 @@ pub(crate) fn finish<B: Backward + 'static>(
     if !grad {
         return Ok(y);
     }
-    match norm {
-        None => attach(name, (x, y), inner, anchor, side),
-        Some(norm) => attach(name, (x, y), Residual { inner, norm, h }, anchor, side),
+    let Some(norm) = norm else {
+        return attach(name, (x, y), inner, anchor, graph.side);
+    };
+    let res = Residual {
+        inner: Box::new(inner),
+        norm,
+        h,
+    };
+    match graph.chain {
+        Some(chain) => {
+            chain.push(x, &y, res, anchor)?;
+            Ok(y)
+        }
+        None => attach(name, (x, y), res, anchor, graph.side),
     }
 }
 
@@ -240,14 +260,34 @@ impl Backward for () {
 
 /// A block's backward under a [`PreNorm`]: `∂x = ∂y + ` the norm's input gradient for the
 /// block's `∂h`.
-struct Residual<B> {
-    inner: B,
+struct Residual {
+    inner: Box<dyn Backward>,
     norm: PreNorm,
     /// The block's input rows, `rms(x)·w`.
     h: Tensor,
 }
 
-impl<B: Backward> Backward for Residual<B> {
+impl Residual {
+    /// The backward pass with `g` holding `∂y` and, after it, `∂x` (when `want_dx`; returns
+    /// whether it was computed).
+    fn backward_in_place(
+        &self,
+        x: &[f32],
+        m: usize,
+        g: &mut [f32],
+        want_dx: bool,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<bool> {
+        let dh = with_slice::<f32, _>(&self.h, |h| self.inner.backward(h, m, g, want_dx, grads))?;
+        let Some(dh) = dh else {
+            return Ok(false);
+        };
+        crate::ops::norm::rms_dx_add(x, &self.norm.w, &dh, self.norm.eps, g);
+        Ok(true)
+    }
+}
+
+impl Backward for Residual {
     fn backward(
         &self,
         x: &[f32],
@@ -256,13 +296,124 @@ impl<B: Backward> Backward for Residual<B> {
         want_dx: bool,
         grads: &mut Vec<(Var, Tensor)>,
     ) -> Result<Option<Vec<f32>>> {
-        let dh = with_slice::<f32, _>(&self.h, |h| self.inner.backward(h, m, gy, want_dx, grads))?;
-        let Some(dh) = dh else {
-            return Ok(None);
-        };
         let mut dx = gy.to_vec();
-        crate::ops::norm::rms_dx_add(x, &self.norm.w, &dh, self.norm.eps, &mut dx);
-        Ok(Some(dx))
+        Ok(self
+            .backward_in_place(x, m, &mut dx, want_dx, grads)?
+            .then_some(dx))
+    }
+}
+
+/// Llama-style blocks of a training pass run back to back, entered in candle's graph as one op
+/// when something else reads the last one's output ([`Chain::flush`]) instead of one op each:
+/// candle's backward pass gives every op's input a zeroed gradient buffer and an addition into
+/// it, and every op's output is copied into the graph — passes over a [tokens, hidden] buffer
+/// that one op makes once for all the blocks. The op's backward pass runs the blocks' in
+/// reverse, updating one residual gradient in place.
+#[derive(Clone)]
+pub(crate) struct Chain {
+    side: SideGrads,
+    links: std::sync::Arc<std::sync::Mutex<Option<Links>>>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chain").finish_non_exhaustive()
+    }
+}
+
+/// The blocks joined since the last flush.
+struct Links {
+    /// The first block's input, in the graph.
+    root: Tensor,
+    /// The last block's output, not yet in the graph.
+    last: Tensor,
+    /// Each block's input (the residual stream) and backward pass, the first adapter's `A`.
+    blocks: Vec<(Tensor, Residual)>,
+    anchor: Option<Var>,
+}
+
+impl Chain {
+    pub(crate) fn new(side: SideGrads) -> Chain {
+        Chain {
+            side,
+            links: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<Links>>> {
+        self.links
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused blocks: chain lock poisoned".into()))
+    }
+
+    /// Joins a block that read `x` and returned `y` (outside the graph).
+    fn push(&self, x: &Tensor, y: &Tensor, res: Residual, anchor: Option<Var>) -> Result<()> {
+        let mut links = self.lock()?;
+        let x_in = x.detach().contiguous()?;
+        match links.as_mut() {
+            Some(l) if l.last.id() == x.id() => {
+                l.last = y.clone();
+                l.blocks.push((x_in, res));
+                l.anchor = l.anchor.take().or(anchor);
+            }
+            Some(_) => candle_core::bail!(
+                "fused blocks: a block read a tensor other than the chain's last output (the chain was not flushed)"
+            ),
+            None => {
+                *links = Some(Links {
+                    root: x.clone(),
+                    last: y.clone(),
+                    blocks: vec![(x_in, res)],
+                    anchor,
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// `x` as the graph has it: when `x` is the chain's last output, the blocks joined so far
+    /// enter the graph as one op and its output is returned; otherwise `x` itself, which must
+    /// then not be a joined block's output.
+    pub(crate) fn flush(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(l) = self.lock()?.take() else {
+            return Ok(x.clone());
+        };
+        if l.last.id() != x.id() {
+            candle_core::bail!("fused blocks: the chain was flushed for a tensor it did not make");
+        }
+        let y = l.last.clone();
+        attach(
+            "fused-blocks",
+            (&l.root, y),
+            Blocks(l.blocks),
+            l.anchor,
+            &self.side,
+        )
+    }
+}
+
+/// The backward pass of a flushed [`Chain`]: the blocks' in reverse.
+struct Blocks(Vec<(Tensor, Residual)>);
+
+impl Backward for Blocks {
+    fn backward(
+        &self,
+        _root: &[f32],
+        m: usize,
+        gy: &[f32],
+        want_dx: bool,
+        grads: &mut Vec<(Var, Tensor)>,
+    ) -> Result<Option<Vec<f32>>> {
+        let mut g = gy.to_vec();
+        for (i, (x, res)) in self.0.iter().enumerate().rev() {
+            let want = i > 0 || want_dx;
+            let more =
+                with_slice::<f32, _>(x, |xs| res.backward_in_place(xs, m, &mut g, want, grads))?;
+            if !more {
+                return Ok(None);
+            }
+        }
+        Ok(Some(g))
     }
 }
 
@@ -415,5 +566,56 @@ impl<B: Backward> CustomOp2 for BlockOp<B> {
         gy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         self.grads(h, gy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn a_chain_enters_the_graph_once_and_refuses_tensors_it_did_not_make() {
+        let side = SideGrads::default();
+        let chain = Chain::new(side.clone());
+        let graph = Graph {
+            side: &side,
+            chain: Some(&chain),
+        };
+        let norm = || PreNorm {
+            w: vec![1.0; 4],
+            eps: 1e-6,
+        };
+        let x = Tensor::ones((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let h = x.clone();
+        let block = |x: &Tensor| {
+            finish(
+                "t",
+                (x, h.clone(), vec![0.5; 8]),
+                Some(norm()),
+                true,
+                (),
+                None,
+                graph,
+            )
+        };
+        let y1 = block(&x).unwrap();
+        let y2 = block(&y1).unwrap();
+        // Joined blocks are outside the graph until flushed: x + 0.5 + 0.5.
+        assert_eq!(y2.to_vec2::<f32>().unwrap(), vec![vec![2.0; 4]; 2]);
+        assert!(chain.lock().unwrap().as_ref().map(|l| l.blocks.len()) == Some(2));
+        // A block reading anything but the last output, or a flush of it, is refused.
+        assert!(block(&y1).unwrap_err().to_string().contains("not flushed"));
+        assert!(chain
+            .flush(&y1)
+            .unwrap_err()
+            .to_string()
+            .contains("did not make"));
+        // The flush gives the last output in the graph, once; afterwards tensors pass through.
+        let z = block(&y2).unwrap();
+        let out = chain.flush(&z).unwrap();
+        assert_ne!(out.id(), z.id());
+        assert_eq!(out.to_vec2::<f32>().unwrap(), vec![vec![2.5; 4]; 2]);
+        assert_eq!(chain.flush(&out).unwrap().id(), out.id());
     }
 }

@@ -4,8 +4,8 @@
 //! layer without keeping its graph and recomputes it in the backward pass ([`Checkpointed`],
 //! gradient checkpointing).
 
-use crate::attention::attention;
-use crate::block::PreNorm;
+use crate::attention::{attention, Columns};
+use crate::block::{Chain, Graph, PreNorm};
 use crate::config::{Activation, ModelConfig};
 use crate::linear::{Linear, Param};
 use crate::ops::{rms_norm, swiglu, Precomputed, SideGrads};
@@ -82,6 +82,28 @@ pub(crate) struct PassCtx {
     pub(crate) side: SideGrads,
     /// Whether the fused CPU blocks may run ([`crate::mlp`]); off, every layer is composed.
     pub(crate) fused: bool,
+    /// In a training pass of fused blocks (no checkpointing, no cache), the chain the
+    /// Llama-style blocks join ([`Chain`]).
+    pub(crate) chain: Option<Chain>,
+    /// The masks' key columns per block of queries, shared by the layers' fused attention.
+    pub(crate) columns: Arc<Columns>,
+}
+
+impl PassCtx {
+    fn graph(&self) -> Graph<'_> {
+        Graph {
+            side: &self.side,
+            chain: self.chain.as_ref(),
+        }
+    }
+
+    /// `x` in the graph, for what reads it besides a fused block ([`Chain::flush`]).
+    pub(crate) fn flush(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.chain {
+            Some(c) => c.flush(x),
+            None => Ok(x.clone()),
+        }
+    }
 }
 
 impl DecoderLayer {
@@ -215,10 +237,11 @@ impl DecoderLayer {
             cos: &ctx.cos,
             sin: &ctx.sin,
             mask: self.mask(ctx),
+            columns: &ctx.columns,
             scale: c.attn_scale,
             cap: c.attn_logit_softcapping,
         };
-        crate::self_attn::self_attention(x, norm, parts, &attn, grad, rng, &ctx.side)
+        crate::self_attn::self_attention(x, norm, parts, &attn, grad, rng, ctx.graph())
     }
 
     /// The additive mask of this layer's attention (sliding or full).
@@ -320,7 +343,7 @@ impl DecoderLayer {
             up,
             down: &self.down,
         };
-        crate::mlp::mlp(x, norm, parts, grad, rng, &ctx.side)
+        crate::mlp::mlp(x, norm, parts, grad, rng, ctx.graph())
     }
 
     fn mlp(
@@ -371,8 +394,9 @@ impl DecoderLayer {
             let x = match fused {
                 Some(x) => x,
                 None => {
-                    let h = self.norm(x, &self.input_norm, grad)?;
-                    (x + self.attention(&h, ctx, None, grad, rng.as_deref_mut())?)?
+                    let x = ctx.flush(x)?;
+                    let h = self.norm(&x, &self.input_norm, grad)?;
+                    (&x + self.attention(&h, ctx, None, grad, rng.as_deref_mut())?)?
                 }
             };
             let fused = match PreNorm::of(&self.post_attn_norm, eps)? {
@@ -382,12 +406,14 @@ impl DecoderLayer {
             return match fused {
                 Some(x) => Ok(x),
                 None => {
+                    let x = ctx.flush(&x)?;
                     let m =
                         self.mlp(&self.norm(&x, &self.post_attn_norm, grad)?, ctx, grad, rng)?;
                     x + m
                 }
             };
         }
+        let x = &ctx.flush(x)?;
         let h = self.norm(x, &self.input_norm, grad)?;
         let a = self.attention(&h, ctx, cache, grad, rng.as_deref_mut())?;
         if let (Some(pre), Some(post)) = (&self.pre_ff_norm, &self.post_ff_norm) {

@@ -17,12 +17,12 @@
 //! fine-tuning, fused `gate_up_proj` (Phi-3), GELU (Gemma 2) and other devices take the composed
 //! layer, which is also what the tests compare this op with.
 
-use crate::block::{anchor, finish, take_saved, Backward, PreNorm, Proj};
+use crate::block::{anchor, finish, take_saved, Backward, Graph, PreNorm, Proj};
 use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::{product_rows, product_rows_into, product_vec};
 use crate::ops::swiglu::{swiglu_grads_in_place, swiglu_grads_rows, swiglu_into, swiglu_rows};
-use crate::ops::{with_slice, SideGrads};
+use crate::ops::with_slice;
 use crate::rng::ModelRng;
 use candle_core::{DType, Result, Tensor, Var};
 
@@ -45,7 +45,7 @@ pub(crate) fn mlp(
     parts: Mlp<'_>,
     grad: bool,
     mut rng: Option<&mut ModelRng>,
-    side: &SideGrads,
+    graph: Graph<'_>,
 ) -> Result<Option<Tensor>> {
     if !h.device().is_cpu() || h.dtype() != DType::F32 {
         return Ok(None);
@@ -92,7 +92,7 @@ pub(crate) fn mlp(
         down.forward(&a, None, m)?
     };
     if !grad {
-        return finish("fused-mlp", (h, hc, y), norm, false, (), None, side).map(Some);
+        return finish("fused-mlp", (h, hc, y), norm, false, (), None, graph).map(Some);
     }
     let anchor = anchor(&[&gate, &up, &down]);
     let inner = MlpGrads {
@@ -101,7 +101,7 @@ pub(crate) fn mlp(
         up,
         down,
     };
-    finish("fused-mlp", (h, hc, y), norm, true, inner, anchor, side).map(Some)
+    finish("fused-mlp", (h, hc, y), norm, true, inner, anchor, graph).map(Some)
 }
 
 /// The fused MLP's backward pass.

@@ -7,6 +7,7 @@
 //! (Qwen3), biases (Qwen2, Llama options), Gemma 2's scaled embeddings, `1 + w` norms, extra
 //! norms around attention and MLP, soft-capping and alternating sliding windows.
 
+use crate::block::Chain;
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
 use crate::layer::{Checkpointed, DecoderLayer, GateUp, PassCtx, Qkv};
@@ -407,6 +408,7 @@ impl CausalLm {
         let start = cache.as_ref().map_or(0, |c| c.len);
         let (cos, sin) = self.rotary.cos_sin(start, t, &self.device, self.dtype)?;
         let (full_mask, window_mask) = self.masks(t, start)?;
+        let checkpoint = self.checkpointing && grad && cache.is_none();
         let ctx = PassCtx {
             cos,
             sin,
@@ -414,9 +416,12 @@ impl CausalLm {
             window_mask,
             side: self.side.clone(),
             fused: self.fused_blocks,
+            // Checkpointed layers enter the graph one by one; a KV cache takes composed layers.
+            chain: (grad && !checkpoint && cache.is_none() && self.fused_blocks)
+                .then(|| Chain::new(self.side.clone())),
+            columns: Default::default(),
         };
         let mut x = self.embed(ids, grad)?;
-        let checkpoint = self.checkpointing && grad && cache.is_none();
         if checkpoint && !x.track_op() {
             // A checkpointed layer's backward runs only if its input is part of the graph; with
             // a frozen embedding it is not, so make the embedding output a (leaf) variable.
@@ -443,6 +448,7 @@ impl CausalLm {
         if let Some(c) = cache {
             c.len += t;
         }
+        let x = ctx.flush(&x)?;
         let x = if last_only { x.narrow(1, t - 1, 1)? } else { x };
         let h = rms_norm(
             &x,

@@ -17,12 +17,12 @@
 //! Phi-3's fused projection, Qwen3's q/k norms, generation with a cache and other devices take
 //! the composed layer, which is also what the tests compare this op with.
 
-use crate::attention::{self, Dims};
-use crate::block::{anchor, finish, take_saved, Backward, PreNorm, Proj};
+use crate::attention::{self, Block, Columns, Dims};
+use crate::block::{anchor, finish, take_saved, Backward, Graph, PreNorm, Proj};
 use crate::gemm::bf16::Rows;
 use crate::linear::Linear;
 use crate::ops::frozen::product_vec;
-use crate::ops::{with_slice, SideGrads};
+use crate::ops::with_slice;
 use crate::rng::ModelRng;
 use crate::rope::rope_in_place;
 use candle_core::{DType, Result, Tensor, Var};
@@ -44,6 +44,8 @@ pub(crate) struct Attn<'a> {
     pub(crate) cos: &'a Tensor,
     pub(crate) sin: &'a Tensor,
     pub(crate) mask: Option<&'a Tensor>,
+    /// The pass's [`Columns`] of its masks.
+    pub(crate) columns: &'a Columns,
     pub(crate) scale: f64,
     pub(crate) cap: Option<f64>,
 }
@@ -60,7 +62,7 @@ pub(crate) fn self_attention(
     attn: &Attn<'_>,
     grad: bool,
     mut rng: Option<&mut ModelRng>,
-    side: &SideGrads,
+    graph: Graph<'_>,
 ) -> Result<Option<Tensor>> {
     if !h.device().is_cpu() || h.dtype() != DType::F32 {
         return Ok(None);
@@ -139,8 +141,14 @@ pub(crate) fn self_attention(
         .map(|m| m.to_dtype(DType::F32)?.contiguous())
         .transpose()?;
     let (scale, cap) = (attn.scale as f32, attn.cap.map(|c| c as f32));
-    let (out, lse) = with_mask(mask.as_ref(), |mk| {
-        Ok(attention::forward(dm, &qs, &ks, &vs, mk, scale, cap))
+    // The key columns each block of queries reads: worked out once per pass and mask.
+    let ((out, lse), cols) = with_mask(mask.as_ref(), |mk| {
+        let cols = mask
+            .as_ref()
+            .zip(mk)
+            .map(|(mt, values)| attn.columns.of(mt, values, &dm));
+        let run = attention::forward(dm, &qs, &ks, &vs, mk, cols.as_deref(), scale, cap);
+        Ok((run, cols))
     })?;
     o.draw_mask(parts.o, m * hq * d, rng);
     let y = o.forward(&out, None, m)?;
@@ -152,7 +160,7 @@ pub(crate) fn self_attention(
             false,
             (),
             None,
-            side,
+            graph,
         )
         .map(Some);
     }
@@ -169,11 +177,21 @@ pub(crate) fn self_attention(
         dm,
         tables,
         mask,
+        cols,
         scale,
         cap,
     };
     let out = (h, hc, y);
-    finish("fused-self-attention", out, norm, true, inner, anchor, side).map(Some)
+    finish(
+        "fused-self-attention",
+        out,
+        norm,
+        true,
+        inner,
+        anchor,
+        graph,
+    )
+    .map(Some)
 }
 
 /// `f` with the mask's values, if there is a mask.
@@ -221,6 +239,7 @@ struct AttnGrads {
     dm: Dims,
     tables: Tables,
     mask: Option<Tensor>,
+    cols: Option<std::sync::Arc<[Block]>>,
     scale: f32,
     cap: Option<f32>,
 }
@@ -242,7 +261,17 @@ impl Backward for AttnGrads {
         po.adapter_backward(gy, &out, m, Some(&mut dout), grads)?;
         let (mut dq, mut dk, dv) = with_mask(self.mask.as_ref(), |mk| {
             Ok(attention::backward(
-                dm, &q, &k, &v, &out, &dout, &lse, mk, self.scale, self.cap,
+                dm,
+                &q,
+                &k,
+                &v,
+                &out,
+                &dout,
+                &lse,
+                mk,
+                self.cols.as_deref(),
+                self.scale,
+                self.cap,
             ))
         })?;
         drop((q, k, v, out, dout, lse));
