@@ -2,7 +2,8 @@
 //! projections ([`Proj`]: a frozen weight, bias and LoRA adapter applied to slices), the op
 //! that puts a block's precomputed output in candle's graph ([`attach`]), and, in Llama-style
 //! layers, the RMSNorm before the block and the residual sum after it taken into that op
-//! ([`PreNorm`], [`finish`]).
+//! ([`PreNorm`], [`finish`]); in a training pass those Llama-style blocks join a [`Chain`] that
+//! enters the graph as one op for the whole run of blocks.
 //!
 //! A block runs its forward pass on slices, without a graph, and enters the graph as one op of
 //! its input `h`: candle's backward pass then makes one gradient buffer for the block instead of

@@ -343,6 +343,17 @@ pub fn max<T: num_traits::Float>(row: &[T]) -> T {
         .fold(T::neg_infinity(), |m, x| if x > m { x } else { m })
 }
 
+/// The low `min(n, 16)` bits set: the mask of a 16-lane vector's first `n` lanes (a row's
+/// tail in the AVX-512 loops here and in [`crate::gemm::bf16`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lanes16(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
@@ -471,11 +482,7 @@ mod x86 {
         let mut i = 0;
         while i < n {
             let left = n - i;
-            let mask: __mmask16 = if left >= 16 {
-                0xffff
-            } else {
-                ((1u32 << left) - 1) as u16
-            };
+            let mask: __mmask16 = super::lanes16(left);
             let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i));
             let e = exp16(_mm512_sub_ps(zero, v));
             let y = _mm512_div_ps(one, _mm512_add_ps(one, e));
@@ -494,11 +501,7 @@ mod x86 {
         let mut i = 0;
         while i < n {
             let left = n - i;
-            let mask: __mmask16 = if left >= 16 {
-                0xffff
-            } else {
-                ((1u32 << left) - 1) as u16
-            };
+            let mask: __mmask16 = super::lanes16(left);
             let p = row.as_mut_ptr().add(i);
             let y = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, p), s));
             _mm512_mask_storeu_ps(p, mask, y);

@@ -632,6 +632,7 @@ mod avx512 {
 
     use super::super::View;
     use super::{bf16, Weights, KC, MR, NC, NR};
+    use crate::simd::lanes16 as lanes;
     use rayon::prelude::*;
     use std::arch::x86_64::*;
 
@@ -931,15 +932,6 @@ mod avx512 {
             let v = _mm512_permutexvar_epi16(idx, v);
             _mm512_mask_storeu_epi32(dst.as_mut_ptr().add(i) as *mut i32, lanes(dst.len() - i), v);
             i += 16;
-        }
-    }
-
-    /// The low `n` bits set (all 16 from n = 16 on): a lane mask for the first n lanes.
-    fn lanes(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xffff
-        } else {
-            ((1u32 << n) - 1) as u16
         }
     }
 
